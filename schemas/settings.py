@@ -1,0 +1,93 @@
+"""Kafka connection settings shared by every process.
+
+Read from the environment once, in a process's ``main()``, and passed down as a
+frozen value (no module-level settings object).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the brokers are and how to talk to them (TLS/SASL pass through)."""
+
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    partitions: int = DEFAULT_PARTITIONS
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: "auto" detects the embedded Tansu broker; "tansu" forces, "off" disables
+    #: the end-offset compatibility layer.
+    broker_compat: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+        if self.broker_compat not in ("auto", "tansu", "off"):
+            raise ValueError(
+                f"RECSTREAM_BROKER_COMPAT must be auto, tansu or off, got {self.broker_compat!r}"
+            )
+        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError(f"unknown security protocol {self.security_protocol!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
+        env = os.environ if env is None else env
+        return cls(
+            bootstrap=env.get("RECSTREAM_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+            partitions=int(env.get("RECSTREAM_PARTITIONS", DEFAULT_PARTITIONS)),
+            security_protocol=env.get("RECSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=env.get("RECSTREAM_KAFKA_SASL_MECHANISM") or None,
+            sasl_username=env.get("RECSTREAM_KAFKA_SASL_USERNAME") or None,
+            sasl_password=env.get("RECSTREAM_KAFKA_SASL_PASSWORD") or None,
+            ssl_cafile=env.get("RECSTREAM_KAFKA_SSL_CAFILE") or None,
+            ssl_certfile=env.get("RECSTREAM_KAFKA_SSL_CERTFILE") or None,
+            ssl_keyfile=env.get("RECSTREAM_KAFKA_SSL_KEYFILE") or None,
+            broker_compat=env.get("RECSTREAM_BROKER_COMPAT", "auto"),
+        )
+
+    def _security(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = self.sasl_password
+        return opts
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients."""
+        opts = {"bootstrap_servers": self.bootstrap, **self._security()}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            opts["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return opts
+
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients."""
+        opts = {"bootstrap_servers": self.bootstrap, **self._security()}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            opts.update(
+                ssl_cafile=self.ssl_cafile,
+                ssl_certfile=self.ssl_certfile,
+                ssl_keyfile=self.ssl_keyfile,
+            )
+        return opts
+
+    @property
+    def faust_broker_url(self) -> str:
+        return ";".join(f"kafka://{hp.strip()}" for hp in self.bootstrap.split(","))
