@@ -1,0 +1,346 @@
+"""The scorer process: score-requests in, recommendations out.
+
+One consumer group member per process; partitions are the unit of
+parallelism. Each loop turn fetches, micro-batches (coalescing a user's
+requests), lets the model learn from the batch and score it, sends the
+recommendations, waits for the broker's acknowledgements and only then
+commits the offsets: at-least-once. Exactly-once is not attempted because the
+embedded broker has no working idempotent producer (BROKER.md, defect 3);
+consumers of ``recommendations`` treat the newest list per user as the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from pydantic import ValidationError
+
+from inference.batcher import Batch, MicroBatcher
+from inference.recommender import Recommender, load_recommender
+from schemas.messages import Recommendation, ScoreRequest, now_ms
+from schemas.settings import KafkaSettings
+from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "recstream-scorer"
+#: Longest a fetch waits when nothing is pending, so a stop request is seen quickly.
+IDLE_POLL_MS = 500
+#: Seconds between one-line progress reports in the log.
+REPORT_EVERY_S = 30.0
+#: Invalid requests logged one by one before the log switches to one line per 1000.
+LOUD_INVALID = 20
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class ScorerSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    top_k: int = 10
+    batch_size: int = 256
+    batch_ms: int = 10
+    #: A trained model version directory; None serves the online co-occurrence model.
+    model_dir: Path | None = None
+    metrics_port: int | None = None
+    group_id: str = GROUP_ID
+    #: Fast group joins on the embedded broker (BROKER.md, defect 2).
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 2000
+    #: How long the broker may hold a fetch with no data. Kafka answers as soon as
+    #: data arrives, but the embedded broker (Tansu) waits out most of this window
+    #: (measured: p50 140 ms hop latency at aiokafka's default 500 ms, 6 ms at 20 ms),
+    #: so keep it short; an idle fetch every 20 ms costs next to nothing.
+    fetch_max_wait_ms: int = 20
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"RECSTREAM_TOP_K must be >= 1, got {self.top_k}")
+        if self.batch_size < 1 or self.batch_ms < 0:
+            raise ValueError(
+                "RECSTREAM_SCORER_BATCH must be >= 1 and RECSTREAM_SCORER_BATCH_MS >= 0"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ScorerSettings:
+        env = os.environ if env is None else env
+        model_dir = env.get("RECSTREAM_MODEL_DIR", "").strip()
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            top_k=_or(_env_int(env, "RECSTREAM_TOP_K"), cls.top_k),
+            batch_size=_or(_env_int(env, "RECSTREAM_SCORER_BATCH"), cls.batch_size),
+            batch_ms=_or(_env_int(env, "RECSTREAM_SCORER_BATCH_MS"), cls.batch_ms),
+            model_dir=Path(model_dir) if model_dir else None,
+            metrics_port=_env_int(env, "RECSTREAM_METRICS_PORT"),
+            group_id=env.get("RECSTREAM_SCORER_GROUP", GROUP_ID),
+            fetch_max_wait_ms=_or(
+                _env_int(env, "RECSTREAM_SCORER_FETCH_WAIT_MS"), cls.fetch_max_wait_ms
+            ),
+        )
+
+
+class ScorerMetrics:
+    """Prometheus metrics in a registry of their own (exported only when a port is set)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "recstream_scorer_requests", "valid score requests read", registry=r
+        )
+        self.invalid = Counter(
+            "recstream_scorer_invalid_requests",
+            "unparseable score requests",
+            ["reason"],
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "recstream_scorer_coalesced_requests", "requests superseded by a newer one", registry=r
+        )
+        self.recommendations = Counter(
+            "recstream_scorer_recommendations", "recommendations sent and acknowledged", registry=r
+        )
+        self.batch_size = Histogram(
+            "recstream_scorer_batch_size",
+            "users per scored batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "recstream_scorer_batch_seconds",
+            "observe + recommend + send + ack per batch",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "recstream_scorer_ingest_to_emit_seconds",
+            "worker read of the trigger event to the recommendation being sent",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)
+        log.info("metrics on :%d/metrics", port)
+
+
+def parse_request(raw: bytes | None) -> ScoreRequest:
+    """Validate one ``score-requests`` value; raise ValueError with a short reason."""
+    if not raw:
+        raise ValueError("empty")
+    try:
+        req = ScoreRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "value"
+        raise ValueError(f"schema: {where}: {first['msg']}") from None
+    if not (len(req.items) == len(req.ts) == len(req.event_types)):
+        raise ValueError("schema: items, ts and event_types differ in length")
+    return req
+
+
+class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, batcher: MicroBatcher[TopicPartition, ScoreRequest]) -> None:
+        self.batcher = batcher
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        dropped = self.batcher.drop_partitions(revoked)
+        if dropped:
+            log.info("partitions revoked: %d pending users left to their next owner", dropped)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class Scorer:
+    def __init__(
+        self, settings: ScorerSettings, model: Recommender, metrics: ScorerMetrics
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = metrics
+        self.batcher: MicroBatcher[TopicPartition, ScoreRequest] = MicroBatcher(
+            settings.batch_size, settings.batch_ms, max_pending=4 * settings.batch_size
+        )
+        self.n_invalid = 0
+        self.n_requests = 0
+        self.n_sent = 0
+        self._reported = (time.monotonic(), 0, 0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        kafka = s.kafka.aiokafka_kwargs()
+        consumer = AIOKafkaConsumer(
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            # Requests written before the first scorer joins must still be served.
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            **kafka,
+        )
+        consumer.subscribe([SCORE_REQUESTS], listener=_DropRevoked(self.batcher))
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=2, **kafka)
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                log.info("scorer started: model %s, group %s", self.model.version, s.group_id)
+                await self._loop(consumer, producer, stop)
+            finally:
+                await consumer.stop()  # leaves the group: partitions move at once
+        finally:
+            await producer.stop()
+        log.info("scorer stopped")
+
+    async def _loop(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> None:
+        batcher = self.batcher
+        while not stop.is_set():
+            wait = batcher.wait_ms(time.monotonic() * 1000) if len(batcher) else IDLE_POLL_MS
+            room = batcher.room
+            if room > 0:
+                fetched = await consumer.getmany(timeout_ms=int(wait), max_records=room)
+                self._add(fetched)
+            if len(batcher) and batcher.due(time.monotonic() * 1000):
+                await self._score(batcher.take(), producer)
+            offsets = batcher.committable()
+            if offsets:
+                await self._commit(consumer, offsets)
+            self._maybe_report()
+        # Stopping: serve what was already read, so the next owner repeats less.
+        while len(batcher):
+            await self._score(batcher.take(), producer)
+        offsets = batcher.committable()
+        if offsets:
+            await self._commit(consumer, offsets)
+
+    def _maybe_report(self) -> None:
+        now = time.monotonic()
+        since, requests, sent = self._reported
+        if now - since < REPORT_EVERY_S:
+            return
+        self._reported = (now, self.n_requests, self.n_sent)
+        log.info(
+            "last %.0fs: %d requests scored (%.0f/s), %d recommendations sent; %d invalid in total",
+            now - since,
+            self.n_requests - requests,
+            (self.n_requests - requests) / (now - since),
+            self.n_sent - sent,
+            self.n_invalid,
+        )
+
+    def _add(self, fetched: Mapping[TopicPartition, Sequence[object]]) -> None:
+        now = time.monotonic() * 1000
+        for tp, records in fetched.items():
+            for rec in records:
+                offset: int = rec.offset  # type: ignore[attr-defined]
+                try:
+                    req = parse_request(rec.value)  # type: ignore[attr-defined]
+                except ValueError as exc:
+                    self._invalid(tp, offset, str(exc))
+                    self.batcher.skip(tp, offset)
+                    continue
+                self.metrics.requests.inc()
+                self.batcher.add(tp, offset, req.user_id, req.trigger_ts, req, now)
+
+    def _invalid(self, tp: TopicPartition, offset: int, reason: str) -> None:
+        self.n_invalid += 1
+        self.metrics.invalid.labels(reason.split(":", 1)[0]).inc()
+        if self.n_invalid <= LOUD_INVALID or self.n_invalid % 1000 == 0:
+            log.warning(
+                "invalid score request %s[%d]@%d skipped (%d so far): %s",
+                tp.topic,
+                tp.partition,
+                offset,
+                self.n_invalid,
+                reason[:300],
+            )
+
+    async def _score(self, batch: Batch[ScoreRequest], producer: AIOKafkaProducer) -> None:
+        started = time.perf_counter()
+        requests = batch.items
+        # Synchronous on purpose: a batch takes milliseconds, far below the
+        # session timeout, and a thread hop would cost more than it saves.
+        self.model.observe(requests)
+        ranked = self.model.recommend(requests, self.settings.top_k)
+        emitted = now_ms()
+        version = self.model.version
+        acks = []
+        for req, items in zip(requests, ranked, strict=True):
+            rec = Recommendation(
+                user_id=req.user_id,
+                items=items,
+                model_version=version,
+                trigger_event_id=req.trigger_event_id,
+                trigger_ts=req.trigger_ts,
+                ingest_ms=req.ingest_ms,
+                emitted_ms=emitted,
+            )
+            value = rec.model_dump_json(exclude_none=True).encode()
+            acks.append(await producer.send(RECOMMENDATIONS, value, key=req.user_id.encode()))
+        await asyncio.gather(*acks)  # raises if any send failed: then nothing is committed
+        m = self.metrics
+        self.n_requests += batch.records
+        self.n_sent += len(requests)
+        m.recommendations.inc(len(requests))
+        m.coalesced.inc(batch.coalesced)
+        m.batch_size.observe(len(requests))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        for req in requests:
+            m.latency.observe(max(0, emitted - req.ingest_ms) / 1000)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # A rebalance took the partitions: their next owner re-reads from the
+            # last commit, so these requests are scored twice, never lost.
+            log.warning("offset commit skipped during rebalance: %s", exc)
+            return
+        self.batcher.committed(offsets)
+
+
+async def serve(settings: ScorerSettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (for embedding; :func:`run_scorer` wires up signals)."""
+    model = load_recommender(settings.model_dir)
+    metrics = ScorerMetrics()
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+    await Scorer(settings, model, metrics).run(stop)
+
+
+def run_scorer(settings: ScorerSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then leave the group and flush the producer."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())

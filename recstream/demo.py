@@ -1,0 +1,468 @@
+"""``make demo``: the whole pipeline on one machine, with live figures.
+
+Starts the embedded broker, then the worker and the scorer as real child
+processes, waits for the first recommendation, replays a stream at a steady
+rate with a few malformed events mixed in, and reports what came out:
+recommendations, DLQ, and event -> recommendation latency measured from this
+process's send of an event to its receipt of the recommendation that event
+triggered. The worker folds a user's events of one batch into one score
+request, so only some events trigger a recommendation; latency is measured
+over those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from recstream.broker import EmbeddedBroker
+from recstream.processes import Child, ChildFailed, child_env, recstream_command, stop_all
+from recstream.synthetic import CatalogItem
+from schemas.messages import Event, Recommendation, now_ms
+from schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
+
+#: The synthetic stream is generated up front; beyond this the replay ends early.
+MAX_EVENTS = 500_000
+#: While waiting for the pipeline, one event is sent this often.
+WARMUP_INTERVAL_S = 0.5
+#: After the replay, stop once no recommendation arrived for this long ...
+QUIET_S = 3.0
+#: ... or after this long at most.
+DRAIN_MAX_S = 30.0
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class ReplayData(Protocol):
+    @property
+    def events(self) -> Sequence[Event]: ...
+    @property
+    def items(self) -> dict[str, CatalogItem]: ...
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    duration_s: float = 60.0
+    rate: float = 500.0
+    data: Path | None = None
+    json_out: Path | None = None
+    users: int = 2000
+    items: int = 1000
+    seed: int = 7
+    malformed: int = 6
+    run_dir: Path | None = None
+    startup_timeout_s: float = 180.0
+    partitions: int = 4
+    samples: int = 3
+
+    def __post_init__(self) -> None:
+        if self.duration_s <= 0 or self.rate <= 0:
+            raise ValueError("--duration and --rate must be positive")
+        if self.malformed < 0:
+            raise ValueError("--malformed must be >= 0")
+
+
+@dataclass
+class Figures:
+    """What the demo observed; updated by the reader task and the replay loop."""
+
+    events_in: int = 0
+    malformed_sent: int = 0
+    recommendations_out: int = 0
+    dlq: int = 0
+    users: set[str] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)
+    #: Where the time goes, per measured recommendation: demo send -> worker read,
+    #: worker read -> scorer send, scorer send -> demo receipt (wall clocks of one host).
+    stages_ms: dict[str, list[float]] = field(
+        default_factory=lambda: {"to_worker": [], "worker_to_scorer_emit": [], "to_demo": []}
+    )
+    #: event_id -> wall ms at send, for events sent after start-up only.
+    sent_at: dict[str, float] = field(default_factory=dict)
+    latest: dict[str, Recommendation] = field(default_factory=dict)
+    #: user -> their last few (item_id, event_type), for the sample tables.
+    history: dict[str, deque[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(lambda: deque(maxlen=5))
+    )
+    per_user: Counter[str] = field(default_factory=Counter)
+    first_rec_at: float | None = None
+    last_rec_at: float = 0.0
+
+    def percentile(self, q: float, values: list[float] | None = None) -> float | None:
+        values = self.latencies_ms if values is None else values
+        if not values:
+            return None
+        ordered = sorted(values)
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console()
+    run_dir = opts.run_dir or Path("state") / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = _load(opts)
+    console.print(
+        f"[bold]recstream demo[/]: {len(data.events):,} events ready, {len(data.items):,} items; "
+        f"logs and state in {run_dir}"
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    broker = EmbeddedBroker(partitions=opts.partitions, log_path=run_dir / "broker.log")
+    children: list[Child] = []
+    started = time.monotonic()
+    try:
+        broker.start()
+        env = child_env(
+            RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+            RECSTREAM_PARTITIONS=str(opts.partitions),
+            RECSTREAM_STATE_DIR=str(run_dir / "state"),
+        )
+        for name in ("worker", "scorer"):
+            children.append(
+                Child(name, recstream_command(name), env, run_dir / f"{name}.log").start()
+            )
+        console.print(f"broker on {broker.bootstrap}; worker and scorer starting ...")
+        figures = asyncio.run(_pipeline(opts, broker.bootstrap, data, children, console))
+    finally:
+        # A second Ctrl-C must not cut the clean-up short: it is bounded anyway
+        # (SIGTERM, a grace period, then SIGKILL).
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stop_all(children)
+            broker.stop()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous)
+    summary = _summary(opts, figures, run_dir, time.monotonic() - started)
+    _print_samples(console, figures, data.items, opts.samples)
+    _print_summary(console, summary)
+    if opts.json_out:
+        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _wall_ms() -> float:
+    # Wall clock, not monotonic: compared with the worker's and scorer's stamps.
+    return time.time_ns() / 1e6
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _load(opts: DemoOptions) -> ReplayData:
+    wanted = min(MAX_EVENTS, int(opts.rate * opts.duration_s * 1.1) + 1000)
+    if opts.data is not None:
+        from recstream.movielens import DataFormatError, load
+
+        try:
+            return load(opts.data, limit=wanted)
+        except DataFormatError as exc:
+            raise DemoError(str(exc)) from None
+    from recstream.synthetic import generate
+
+    return generate(n_events=wanted, n_users=opts.users, n_items=opts.items, seed=opts.seed)
+
+
+async def _pipeline(
+    opts: DemoOptions,
+    bootstrap: str,
+    data: ReplayData,
+    children: list[Child],
+    console: Console,
+) -> Figures:
+    figures = Figures()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=False)
+    # No group: this reader gets every partition at once and commits nothing.
+    consumer = AIOKafkaConsumer(
+        RECOMMENDATIONS,
+        EVENTS_DLQ,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,  # the embedded broker holds fetches long (see inference.service)
+    )
+    await producer.start()
+    await consumer.start()
+    reader = asyncio.create_task(_read(consumer, figures))
+    try:
+        stream = iter(data.events)
+        await _warm_up(opts, producer, stream, figures, children, console)
+        await _replay(opts, producer, stream, figures, children, console, reader)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+    return figures
+
+
+async def _read(consumer: AIOKafkaConsumer, figures: Figures) -> None:
+    while True:
+        batches = await consumer.getmany(timeout_ms=100)
+        now = _wall_ms()
+        for tp, records in batches.items():
+            if tp.topic == EVENTS_DLQ:
+                figures.dlq += len(records)
+                continue
+            for record in records:
+                rec = Recommendation.model_validate_json(record.value)
+                figures.recommendations_out += 1
+                figures.users.add(rec.user_id)
+                figures.latest[rec.user_id] = rec
+                figures.last_rec_at = now
+                if figures.first_rec_at is None:
+                    figures.first_rec_at = now
+                # pop: a redelivered recommendation is not a second sample.
+                sent = figures.sent_at.pop(rec.trigger_event_id, None)
+                if sent is not None:
+                    figures.latencies_ms.append(now - sent)
+                    stages = figures.stages_ms
+                    stages["to_worker"].append(rec.ingest_ms - sent)
+                    stages["worker_to_scorer_emit"].append(rec.emitted_ms - rec.ingest_ms)
+                    stages["to_demo"].append(now - rec.emitted_ms)
+
+
+async def _send(producer: AIOKafkaProducer, event: Event, figures: Figures, timed: bool) -> Any:
+    if timed:
+        figures.sent_at[event.event_id] = _wall_ms()
+    figures.events_in += 1
+    figures.history[event.user_id].append((event.item_id, event.event_type))
+    figures.per_user[event.user_id] += 1
+    return await producer.send(
+        EVENTS, event.model_dump_json(exclude_none=True).encode(), key=event.user_id.encode()
+    )
+
+
+async def _warm_up(
+    opts: DemoOptions,
+    producer: AIOKafkaProducer,
+    stream: Iterator[Event],
+    figures: Figures,
+    children: list[Child],
+    console: Console,
+) -> None:
+    """Trickle events until the first recommendation shows the pipeline is live."""
+    deadline = time.monotonic() + opts.startup_timeout_s
+    started = time.monotonic()
+    with console.status("waiting for the first recommendation ..."):
+        while figures.first_rec_at is None:
+            _check(children)
+            if time.monotonic() > deadline:
+                tails = "\n".join(c.describe_log() for c in children)
+                raise DemoError(
+                    f"no recommendation within {opts.startup_timeout_s:.0f}s of start-up\n{tails}"
+                )
+            event = next(stream, None)
+            if event is None:
+                raise DemoError("the stream ran out before the pipeline produced a recommendation")
+            await _send(producer, event, figures, timed=False)
+            await asyncio.sleep(WARMUP_INTERVAL_S)
+    console.print(
+        f"pipeline ready after {time.monotonic() - started:.1f}s; replaying at "
+        f"{opts.rate:.0f} events/s for {opts.duration_s:.0f}s"
+    )
+
+
+async def _replay(
+    opts: DemoOptions,
+    producer: AIOKafkaProducer,
+    stream: Iterator[Event],
+    figures: Figures,
+    children: list[Child],
+    console: Console,
+    reader: asyncio.Task[None],
+) -> None:
+    planned = int(opts.rate * opts.duration_s)
+    # Spread the malformed events evenly through the replay.
+    bad_at = {planned * (i + 1) // (opts.malformed + 1): i for i in range(opts.malformed)}
+    acks: list[asyncio.Future[Any]] = []
+    sent = 0
+    t0 = time.monotonic()
+    with Live(_progress(figures, 0.0, opts), console=console, refresh_per_second=4) as live:
+        while sent < planned:
+            elapsed = time.monotonic() - t0
+            if elapsed >= opts.duration_s:
+                break
+            target = min(planned, int(elapsed * opts.rate) + 1)
+            while sent < target:
+                if sent in bad_at:
+                    acks.append(await _send_malformed(producer, bad_at[sent], figures))
+                event = next(stream, None)
+                if event is None:
+                    planned = sent  # the stream is exhausted: end the replay early
+                    break
+                acks.append(await _send(producer, event, figures, timed=True))
+                sent += 1
+            acks = _raise_failed(acks)
+            _check(children, reader)
+            live.update(_progress(figures, elapsed, opts))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*acks)
+        # Drain: stop when recommendations have stopped arriving for a while.
+        drain_end = time.monotonic() + DRAIN_MAX_S
+        while time.monotonic() < drain_end:
+            quiet = _wall_ms() - figures.last_rec_at
+            if quiet > QUIET_S * 1000:
+                break
+            _check(children, reader)
+            live.update(_progress(figures, time.monotonic() - t0, opts, "draining"))
+            await asyncio.sleep(0.1)
+        live.update(_progress(figures, time.monotonic() - t0, opts, "done"))
+
+
+def _raise_failed(acks: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
+    pending = []
+    for ack in acks:
+        if not ack.done():
+            pending.append(ack)
+        elif ack.exception() is not None:
+            raise DemoError(f"producing to {EVENTS} failed: {ack.exception()}")
+    return pending
+
+
+def _check(children: Sequence[Child], reader: asyncio.Task[None] | None = None) -> None:
+    for child in children:
+        try:
+            child.check_alive()
+        except ChildFailed as exc:
+            raise DemoError(str(exc)) from None
+    if reader is not None and reader.done() and not reader.cancelled():
+        raise DemoError(f"reading recommendations failed: {reader.exception()!r}")
+
+
+def _malformed(n: int) -> bytes:
+    """The n-th malformed event: one of each way a producer can get it wrong."""
+    good = {
+        "event_id": f"bad-{n}",
+        "user_id": "u-bad",
+        "item_id": "i-bad",
+        "event_type": "view",
+        "ts": now_ms(),
+    }
+    kinds: tuple[bytes, ...] = (
+        b"{not json",
+        orjson.dumps({k: v for k, v in good.items() if k != "user_id"}),
+        orjson.dumps({**good, "event_type": "teleport"}),
+        orjson.dumps({**good, "ts": str(good["ts"])}),  # strict: no string -> int coercion
+        orjson.dumps({**good, "ts": now_ms() + 7 * 24 * 3600 * 1000}),
+        b"",
+    )
+    return kinds[n % len(kinds)]
+
+
+async def _send_malformed(producer: AIOKafkaProducer, n: int, figures: Figures) -> Any:
+    figures.events_in += 1
+    figures.malformed_sent += 1
+    return await producer.send(EVENTS, _malformed(n), key=b"demo-malformed")
+
+
+def _progress(figures: Figures, elapsed: float, opts: DemoOptions, phase: str = "") -> Text:
+    p50, p99 = figures.percentile(0.5), figures.percentile(0.99)
+    lat = (
+        f"p50 {p50:.0f} ms  p99 {p99:.0f} ms"
+        if p50 is not None and p99 is not None
+        else "p50 -  p99 -"
+    )
+    return Text.assemble(
+        (phase or f"{elapsed:5.1f}/{opts.duration_s:.0f}s", "dim"),
+        "  ",
+        ("events in ", "bold"),
+        f"{figures.events_in:,}  ",
+        ("recs out ", "bold"),
+        f"{figures.recommendations_out:,}  ",
+        ("users ", "bold"),
+        f"{len(figures.users):,}  ",
+        ("DLQ ", "bold"),
+        f"{figures.dlq}  ",
+        ("latency ", "bold"),
+        lat,
+    )
+
+
+def _summary(opts: DemoOptions, f: Figures, run_dir: Path, wall_s: float) -> dict[str, Any]:
+    return {
+        "events_in": f.events_in,
+        "recommendations_out": f.recommendations_out,
+        "users_with_recommendations": len(f.users),
+        "dlq": f.dlq,
+        "p50_ms": f.percentile(0.5),
+        "p99_ms": f.percentile(0.99),
+        "malformed_sent": f.malformed_sent,
+        "latency_samples": len(f.latencies_ms),
+        "stage_p50_ms": {k: f.percentile(0.5, v) for k, v in f.stages_ms.items()},
+        "rate_target": opts.rate,
+        "duration_s": opts.duration_s,
+        "wall_s": round(wall_s, 1),
+        "data": str(opts.data) if opts.data else "synthetic",
+        "run_dir": str(run_dir),
+    }
+
+
+def _title(items: dict[str, CatalogItem], item_id: str) -> str:
+    item = items.get(item_id)
+    return f"{item.title} [dim]({item.category})[/]" if item else item_id
+
+
+def _print_samples(console: Console, f: Figures, items: dict[str, CatalogItem], n: int) -> None:
+    """The latest list of the most active users, next to what they just did."""
+    busiest = sorted(f.latest, key=lambda u: (-f.per_user[u], u))[:n]
+    for user in busiest:
+        rec = f.latest[user]
+        table = Table(title=f"user {user}: {f.per_user[user]} events, model {rec.model_version}")
+        table.add_column("recently (newest first)")
+        table.add_column("recommended now")
+        recent = [f"{_title(items, i)} · {etype}" for i, etype in reversed(f.history[user])]
+        recommended = [_title(items, r.item_id) for r in rec.items[:5]]
+        for i in range(max(len(recent), len(recommended))):
+            table.add_row(
+                recent[i] if i < len(recent) else "",
+                recommended[i] if i < len(recommended) else "",
+            )
+        console.print(table)
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = Table(title="recstream demo summary", show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    labels = {
+        "events_in": "events in (incl. malformed)",
+        "malformed_sent": "malformed events sent",
+        "recommendations_out": "recommendations out",
+        "users_with_recommendations": "users with recommendations",
+        "dlq": "dead letters (DLQ)",
+        "p50_ms": "event -> recommendation p50 (ms)",
+        "p99_ms": "event -> recommendation p99 (ms)",
+        "latency_samples": "triggering events measured",
+        "wall_s": "wall time (s)",
+    }
+    for key, label in labels.items():
+        value = summary[key]
+        table.add_row(label, "-" if value is None else f"{value:,}")
+    stages = summary["stage_p50_ms"]
+    for key, label in (
+        ("to_worker", "  p50 demo send -> worker read (ms)"),
+        ("worker_to_scorer_emit", "  p50 worker read -> scorer send (ms)"),
+        ("to_demo", "  p50 scorer send -> demo receipt (ms)"),
+    ):
+        value = stages[key]
+        table.add_row(label, "-" if value is None else f"{value:,}")
+    console.print(table)

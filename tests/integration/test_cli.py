@@ -1,0 +1,101 @@
+"""The ``recstream`` console script: its commands, and the broker's life cycle."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+
+from recstream.broker import free_port
+from recstream.processes import Child, child_env
+from schemas.jsonschema import render_all
+from schemas.topics import ALL_TOPIC_NAMES
+
+pytestmark = pytest.mark.integration
+
+START_S = 60.0
+
+
+def recstream_bin() -> str:
+    path = Path(sys.executable).parent / "recstream"
+    assert path.exists(), f"console script {path} missing: run `pip install -e .`"
+    return str(path)
+
+
+def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [recstream_bin(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(COLUMNS="120", **env),
+    )
+
+
+def test_help_lists_the_subcommands() -> None:
+    out = run("--help")
+    assert out.returncode == 0, out.stderr
+    for command in ("broker", "worker", "scorer", "demo", "schemas"):
+        assert command in out.stdout, f"{command} missing from:\n{out.stdout}"
+    sub = run("schemas", "--help")
+    assert sub.returncode == 0 and "export" in sub.stdout
+
+
+def test_schemas_export_writes_every_schema(tmp_path: Path) -> None:
+    out = run("schemas", "export", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    expected = render_all()
+    assert {p.name for p in tmp_path.iterdir()} == set(expected)
+    assert all((tmp_path / name).read_text() == text for name, text in expected.items())
+
+
+def wait_for_line(child: Child, text: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in child.log_tail(200):
+        child.check_alive()
+        assert time.monotonic() < deadline, (
+            f"no {text!r} within {timeout_s}s\n{child.describe_log()}"
+        )
+        time.sleep(0.1)
+
+
+def test_broker_serves_topics_until_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [recstream_bin(), "broker", "--port", str(port), "--partitions", "2"]
+    broker = Child("broker", argv, child_env(), tmp_path / "broker.log").start()
+    try:
+        wait_for_line(broker, f"RECSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:{port}", START_S)
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
+        try:
+            assert set(ALL_TOPIC_NAMES) <= set(admin.list_topics())
+        finally:
+            admin.close()
+        broker.terminate()
+        code = broker.wait(30)
+    finally:
+        broker.kill()
+    assert code == 0, broker.describe_log()
+    assert "broker stopped" in broker.log_tail()
+    # Tansu went with it: the port is free again.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_broker_refuses_a_taken_port() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out = run("broker", "--port", str(s.getsockname()[1]), timeout=60)
+    assert out.returncode == 2 and "cannot listen" in out.stderr, out.stderr
+
+
+def test_bad_settings_are_a_usage_error_not_a_traceback() -> None:
+    out = run("scorer", RECSTREAM_TOP_K="many", timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "bad settings: RECSTREAM_TOP_K must be an integer" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,118 @@
+"""The quick start: ``recstream demo`` (what ``make demo`` runs) end to end.
+
+Real broker, real worker, real scorer, each its own process. Needs the stream
+worker (``stream.worker``); without it these tests fail, they do not skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recstream.processes import child_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SMALL = ("--rate", "200", "--users", "300", "--items", "200")
+
+
+def demo_argv(*args: str) -> list[str]:
+    if importlib.util.find_spec("stream.worker") is None:
+        pytest.fail(
+            "the demo needs the stream worker (stream/worker.py), which is not in this tree"
+        )
+    return [str(Path(sys.executable).parent / "recstream"), "demo", *args]
+
+
+def logs(run_dir: Path) -> str:
+    parts = []
+    for name in ("worker.log", "scorer.log"):
+        path = run_dir / name
+        text = path.read_text(errors="replace") if path.exists() else "(missing)"
+        parts.append(f"--- {name} ---\n" + "\n".join(text.splitlines()[-30:]))
+    return "\n".join(parts)
+
+
+def test_demo_quick_start(tmp_path: Path) -> None:
+    out, run_dir = tmp_path / "out.json", tmp_path / "run"
+    argv = demo_argv("--duration", "20", "--json", str(out), "--run-dir", str(run_dir), *SMALL)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=500, cwd=tmp_path, env=child_env()
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs(run_dir)}"
+    summary = json.loads(out.read_text())
+    for key in (
+        "events_in",
+        "recommendations_out",
+        "users_with_recommendations",
+        "dlq",
+        "p50_ms",
+        "p99_ms",
+    ):
+        assert key in summary, key
+    assert summary["events_in"] > 1000, summary
+    assert summary["recommendations_out"] > 0 and summary["users_with_recommendations"] > 0
+    assert summary["dlq"] == summary["malformed_sent"] > 0, summary
+    assert summary["p50_ms"] is not None and summary["p50_ms"] <= summary["p99_ms"]
+    assert "recstream demo summary" in proc.stdout
+    assert "scorer stopped" in (run_dir / "scorer.log").read_text()
+
+
+def _children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
+    run_dir = tmp_path / "run"
+    log = (tmp_path / "demo.out").open("w")
+    proc = subprocess.Popen(
+        demo_argv("--duration", "300", "--run-dir", str(run_dir), *SMALL),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=child_env(),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while "pipeline ready" not in (tmp_path / "demo.out").read_text():
+            assert proc.poll() is None, (tmp_path / "demo.out").read_text()
+            assert time.monotonic() < deadline, logs(run_dir)
+            time.sleep(0.2)
+        children = _children_of(proc.pid)
+        assert len(children) >= 3, children  # broker, worker, scorer
+        proc.send_signal(sig)
+        code = proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert code == 130, (tmp_path / "demo.out").read_text()
+    left = [pid for pid in children if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"children still running after the demo exited: {left}"

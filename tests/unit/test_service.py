@@ -1,0 +1,85 @@
+"""Scorer pieces that need no broker: settings, request validation, model factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from inference.recommender import ModelLoadError, load_recommender
+from inference.service import ScorerSettings, parse_request
+
+GOOD = {
+    "user_id": "u1",
+    "items": ["a", "b"],
+    "ts": [1_700_000_000_000, 1_700_000_001_000],
+    "event_types": ["view", "click"],
+    "trigger_event_id": "e2",
+    "trigger_ts": 1_700_000_001_000,
+    "ingest_ms": 1_700_000_001_005,
+}
+
+
+def test_settings_defaults_and_environment() -> None:
+    s = ScorerSettings.from_env({})
+    assert (s.top_k, s.batch_size, s.batch_ms, s.model_dir, s.metrics_port) == (
+        10,
+        256,
+        10,
+        None,
+        None,
+    )
+    assert s.group_id == "recstream-scorer" and s.session_timeout_ms == 6000
+    s = ScorerSettings.from_env(
+        {
+            "RECSTREAM_TOP_K": "20",
+            "RECSTREAM_SCORER_BATCH": "64",
+            "RECSTREAM_SCORER_BATCH_MS": "0",
+            "RECSTREAM_MODEL_DIR": "/models/v3",
+            "RECSTREAM_METRICS_PORT": "9101",
+            "RECSTREAM_KAFKA_BOOTSTRAP": "kafka:9092",
+        }
+    )
+    assert (s.top_k, s.batch_size, s.batch_ms) == (20, 64, 0)
+    assert s.model_dir == Path("/models/v3") and s.metrics_port == 9101
+    assert s.kafka.bootstrap == "kafka:9092"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RECSTREAM_TOP_K": "ten"}, "RECSTREAM_TOP_K must be an integer"),
+        ({"RECSTREAM_TOP_K": "0"}, "RECSTREAM_TOP_K must be >= 1"),
+        ({"RECSTREAM_SCORER_BATCH": "0"}, "RECSTREAM_SCORER_BATCH"),
+    ],
+)
+def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ScorerSettings.from_env(env)
+
+
+def test_valid_request_parses() -> None:
+    req = parse_request(orjson.dumps(GOOD))
+    assert req.items == ["a", "b"] and req.exclude == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        b"",
+        b"{nope",
+        orjson.dumps({**GOOD, "items": ["a"]}),  # lengths differ
+        orjson.dumps({**GOOD, "event_types": ["view", "teleport"]}),
+        orjson.dumps({k: v for k, v in GOOD.items() if k != "user_id"}),
+    ],
+)
+def test_invalid_requests_raise_value_error(raw: bytes | None) -> None:
+    with pytest.raises(ValueError):
+        parse_request(raw)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_recommender(tmp_path / "nope")
