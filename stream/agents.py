@@ -1,0 +1,225 @@
+"""The events agent: validate, update the user sequences, emit score requests.
+
+The batch logic lives in :class:`BatchProcessor` so the functional tests can
+drive it with Faust's memory store; the agent itself is a loop around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import faust
+from aiokafka.partitioner import murmur2
+from faust.types import AgentT, EventT, StreamT, TableT
+from faust.types.tuples import Message
+
+from schemas import DeadLetter, Event, InvalidEvent, parse_event
+from schemas.messages import now_ms
+from stream.metrics import WorkerMetrics
+from stream.sequence import (
+    StateDecodeError,
+    UserSequence,
+    apply_events,
+    decode_state,
+    encode_state,
+    score_request_json,
+)
+from stream.tables import table_partition
+from stream.topics import WorkerTopics
+
+log = logging.getLogger(__name__)
+
+FatalHandler = Callable[[BaseException], None]
+
+
+class Emitter(Protocol):
+    """Where the agent's output records go; returns a future of the delivery."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]: ...
+
+
+class ProducerEmitter:
+    """Sends through the app's own producer.
+
+    Faust flushes that producer before it commits source offsets, so an output
+    that was sent before the batch is acknowledged is durable before its source
+    offset is committed (at-least-once).
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
+        return await self._app.producer.send(topic, key, value, partition, None, None)
+
+
+def user_partition(user_key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for a user id key."""
+    return (murmur2(user_key) & 0x7FFFFFFF) % partitions
+
+
+class BatchProcessor:
+    """Applies one ``take_events`` batch. Bad input never raises; it goes to the DLQ."""
+
+    def __init__(
+        self,
+        *,
+        table: TableT,
+        emitter: Emitter,
+        metrics: WorkerMetrics,
+        topics: WorkerTopics,
+        max_len: int,
+        partitions: int,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._table = table
+        self._emitter = emitter
+        self._metrics = metrics
+        self._topics = topics
+        self._max_len = max_len
+        self._partitions = partitions
+        self._clock = clock
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        started = time.perf_counter()
+        ingest_ms = self._clock()
+        metrics = self._metrics
+        metrics.events_in.inc(len(batch))
+        metrics.batch_size.observe(len(batch))
+        pending: list[Awaitable[Any]] = []
+        # (source partition, user id) -> [(event, its record)] in arrival order.
+        groups: dict[tuple[int, str], list[tuple[Event, EventT]]] = {}
+
+        for record in batch:
+            message = record.message
+            try:
+                event = parse_event(message.value, now=ingest_ms)
+            except InvalidEvent as exc:
+                pending.append(await self._dead_letter(message, exc.reason, exc.detail, ingest_ms))
+                continue
+            if message.key != event.user_id.encode():
+                target = user_partition(event.user_id.encode(), self._partitions)
+                if target != message.partition:
+                    # Keyless (or wrongly keyed) and on another user's partition:
+                    # the table entry must live on the partition of the user's
+                    # key, so route it there, as Faust's group_by would.
+                    metrics.repartitioned.inc()
+                    pending.append(
+                        await self._emitter.send(
+                            self._topics.repartition,
+                            event.user_id.encode(),
+                            message.value,
+                            target,
+                        )
+                    )
+                    continue
+            groups.setdefault((message.partition, event.user_id), []).append((event, record))
+
+        for (_, user_id), pairs in groups.items():
+            pending.extend(await self._apply_user(user_id, pairs, ingest_ms))
+
+        # Delivery of every output before the batch is acknowledged; a failure
+        # raises to the agent, which stops the worker without acknowledging.
+        if pending:
+            await asyncio.gather(*pending)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _apply_user(
+        self, user_id: str, pairs: list[tuple[Event, EventT]], ingest_ms: int
+    ) -> list[Awaitable[Any]]:
+        user_key = user_id.encode()
+        events = [event for event, _ in pairs]
+        # Any record of the group will do: they share the partition. Table
+        # errors (storage, a partition-count mismatch) are not caught here:
+        # they are the worker's problem, not the events', and must stop it.
+        with table_partition(pairs[-1][1]):
+            state = self._load(user_id, self._table.get(user_key))
+            try:
+                new_state, applied = apply_events(state, events, self._max_len)
+                value = encode_state(new_state)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop every user's stream
+                log.exception("failed to apply %d events of user %r", len(pairs), user_id)
+                detail = f"{type(exc).__name__}: {exc}"[:300]
+                return [
+                    await self._dead_letter(record.message, "processing_error", detail, ingest_ms)
+                    for _, record in pairs
+                ]
+            # Written even when nothing was applied: after a crash between the
+            # RocksDB write and the changelog flush, the redelivered events are
+            # duplicates locally, and this rewrite is what puts the update back
+            # into the changelog.
+            self._table[user_key] = value
+        self._metrics.applied.inc(len(applied))
+        self._metrics.duplicates.inc(len(events) - len(applied))
+        # One request per user per batch. With nothing applied (a redelivery)
+        # it is sent again: the first one may have been lost in the crash.
+        trigger = applied[-1] if applied else events[-1]
+        self._metrics.score_requests.inc()
+        return [
+            await self._emitter.send(
+                self._topics.score_requests,
+                user_key,
+                score_request_json(new_state, trigger, ingest_ms),
+            )
+        ]
+
+    def _load(self, user_id: str, raw: bytes | None) -> UserSequence | None:
+        if raw is None:
+            return None
+        try:
+            return decode_state(raw)
+        except StateDecodeError as exc:
+            # Starting the user over beats stopping every user's stream.
+            self._metrics.state_errors.inc()
+            log.error("user %r: unreadable stored state, starting over: %s", user_id, exc)
+            return None
+
+    async def _dead_letter(
+        self, message: Message, reason: str, detail: str, now: int
+    ) -> Awaitable[Any]:
+        self._metrics.dlq.labels(reason).inc()
+        letter = DeadLetter(
+            reason=reason,
+            detail=detail,
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            original_b64=base64.b64encode(message.value or b"").decode("ascii"),
+            rejected_ms=now,
+        )
+        return await self._emitter.send(
+            self._topics.dlq, message.key, letter.model_dump_json().encode()
+        )
+
+
+def define_agent(
+    app: faust.App,
+    topics: WorkerTopics,
+    processor: BatchProcessor,
+    *,
+    batch_size: int,
+    batch_window_s: float,
+    on_fatal: FatalHandler,
+) -> AgentT:
+    async def process_events(stream: StreamT) -> None:
+        # take_events acknowledges a batch only when the loop asks for the
+        # next one, i.e. after process() returned: at-least-once.
+        async for batch in stream.take_events(batch_size, within=batch_window_s):
+            try:
+                await processor.process(batch)
+            except Exception as exc:
+                # Leaving this loop by an exception would let the generator's
+                # cleanup acknowledge the unfinished batch, so stop right here.
+                on_fatal(exc)
+                raise
+
+    return app.agent(topics.source, name="recstream.process_events")(process_events)

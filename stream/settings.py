@@ -1,0 +1,91 @@
+"""The stream worker's settings: read from the environment once, in ``main()``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas import KafkaSettings
+
+APP_ID = "recstream-worker"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the worker needs, as frozen values (no settings object at import time)."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    #: Faust ``datadir``: RocksDB tables live below it.
+    state_dir: Path = Path("./state")
+    max_seq_len: int = 200
+    #: Events per ``take`` batch; and how long to wait for a batch to fill.
+    batch_size: int = 1000
+    batch_window_ms: int = 50
+    #: Producer linger. 0 (aiokafka's default) is right here: a batch's outputs
+    #: are queued while the loop is busy, so they leave in few requests anyway,
+    #: and the agent waits for their delivery before taking the next batch.
+    producer_linger_ms: int = 0
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    #: Prometheus port; 0 serves nothing.
+    metrics_port: int = 0
+    #: ``rocksdb://`` in production and integration tests, ``memory://`` in
+    #: functional tests.
+    store_url: str = "rocksdb://"
+    app_id: str = APP_ID
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.max_seq_len < 1:
+            raise ValueError(f"RECSTREAM_MAX_SEQ_LEN must be >= 1, got {self.max_seq_len}")
+        if self.batch_size < 1:
+            raise ValueError(f"RECSTREAM_WORKER_BATCH must be >= 1, got {self.batch_size}")
+        if self.batch_window_ms < 1:
+            raise ValueError(
+                f"RECSTREAM_WORKER_BATCH_WINDOW_MS must be >= 1, got {self.batch_window_ms}"
+            )
+        if self.producer_linger_ms < 0:
+            raise ValueError(
+                f"RECSTREAM_PRODUCER_LINGER_MS must be >= 0, got {self.producer_linger_ms}"
+            )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
+        if not self.worker_id:
+            raise ValueError("RECSTREAM_WORKER_ID must not be empty")
+
+    @property
+    def batch_window_s(self) -> float:
+        return self.batch_window_ms / 1000.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if env is None else env
+        defaults = cls.__dataclass_fields__
+        worker_id = env.get("RECSTREAM_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            state_dir=Path(env.get("RECSTREAM_STATE_DIR") or "./state"),
+            max_seq_len=_int(env, "RECSTREAM_MAX_SEQ_LEN", defaults["max_seq_len"].default),
+            batch_size=_int(env, "RECSTREAM_WORKER_BATCH", defaults["batch_size"].default),
+            batch_window_ms=_int(
+                env, "RECSTREAM_WORKER_BATCH_WINDOW_MS", defaults["batch_window_ms"].default
+            ),
+            producer_linger_ms=_int(
+                env, "RECSTREAM_PRODUCER_LINGER_MS", defaults["producer_linger_ms"].default
+            ),
+            worker_id=worker_id,
+            metrics_port=_int(env, "RECSTREAM_METRICS_PORT", 0),
+            log_level=env.get("RECSTREAM_LOG_LEVEL") or "INFO",
+        )

@@ -1,0 +1,173 @@
+"""Work around Tansu's wrong ``ListOffsets(latest)`` answer (BROKER.md, defect 1).
+
+Tansu 0.6 answers ListOffsets(latest) with *the first offset of the last record
+batch + 1* instead of *the last offset + 1*. When the last batch of a changelog
+partition holds more than one record, Faust's recovery therefore believes the
+changelog ends early:
+
+* on restart with local RocksDB state, the persisted offset is beyond that
+  "end" and recovery raises ``ConsistencyError``;
+* restoring a fresh worker from the changelog stops early and silently drops
+  the last updates of the batch.
+
+Faust takes those end offsets from exactly one place, ``Consumer.highwaters()``
+(``faust.tables.recovery.Recovery._build_highwaters``). This module wraps that
+method on one app's consumer instance: it asks the broker for the reported end
+as before, then fetches the batch that starts at ``reported - 1`` (the last
+batch) and returns ``last record offset + 1``. Fetch responses carry the real
+records, so the corrected end is exact. It is active only against Tansu; on a
+real Kafka cluster nothing is patched. ``recovery_consistency_check`` stays on:
+turning it off would hide the crash and keep the data loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+#: Cluster ids of Tansu brokers start with this (the embedded one reports
+#: ``tansu_cluster``).
+TANSU_CLUSTER_PREFIX = "tansu"
+
+TPKey = TypeVar("TPKey", bound=tuple[str, int])
+HighwatersFn = Callable[..., Awaitable[Mapping[Any, int]]]
+
+
+class BrokerDetectionError(RuntimeError):
+    pass
+
+
+def detect_cluster_id(kafka: KafkaSettings, timeout_s: float = 30.0) -> str | None:
+    """Ask the brokers for their cluster id, retrying until ``timeout_s``."""
+    from kafka import KafkaAdminClient
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), request_timeout_ms=5000)
+            try:
+                cluster_id = admin.describe_cluster().get("cluster_id")
+            finally:
+                admin.close()
+            return None if cluster_id is None else str(cluster_id)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet reachable"
+            last = exc
+            time.sleep(0.5)
+    raise BrokerDetectionError(
+        f"could not read the cluster id from {kafka.bootstrap} within {timeout_s:.0f}s "
+        f"({last!r}); set RECSTREAM_BROKER_COMPAT=off (real Kafka) or =tansu to skip detection"
+    )
+
+
+def compat_wanted(
+    kafka: KafkaSettings,
+    detect: Callable[[KafkaSettings], str | None] = detect_cluster_id,
+) -> tuple[bool, str]:
+    """Decide whether the fix must be active; return (active, why) for the log."""
+    mode = kafka.broker_compat
+    if mode == "off":
+        return False, "RECSTREAM_BROKER_COMPAT=off"
+    if mode == "tansu":
+        return True, "RECSTREAM_BROKER_COMPAT=tansu"
+    cluster_id = detect(kafka)
+    is_tansu = cluster_id is not None and cluster_id.lower().startswith(TANSU_CLUSTER_PREFIX)
+    return is_tansu, f"RECSTREAM_BROKER_COMPAT=auto, cluster_id={cluster_id!r}"
+
+
+async def true_end_offsets(
+    reported: Mapping[TPKey, int],
+    consumer_kwargs: Mapping[str, Any],
+    timeout_s: float = 15.0,
+) -> dict[TPKey, int]:
+    """Correct Tansu's end offsets: ``last offset of the last batch + 1`` per partition.
+
+    ``reported - 1`` is the first offset of the last batch (that is the defect),
+    so one fetch from there returns the whole last batch.
+    """
+    result = dict(reported)
+    wanted = {
+        TopicPartition(tp[0], tp[1]): tp
+        for tp, end in reported.items()
+        if end is not None and end > 0
+    }
+    if not wanted:
+        return result
+    consumer = AIOKafkaConsumer(
+        **consumer_kwargs,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_uncommitted",
+        client_id="recstream-tansu-compat",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        for atp, tp in wanted.items():
+            consumer.seek(atp, reported[tp] - 1)
+        pending = set(wanted)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            fetched = await consumer.getmany(*pending, timeout_ms=500)
+            for atp, records in fetched.items():
+                if records:
+                    tp = wanted[atp]
+                    result[tp] = max(result[tp], records[-1].offset + 1)
+                    pending.discard(atp)
+                    consumer.pause(atp)
+        for atp in pending:
+            # No record came back (e.g. the last batch is a transaction marker):
+            # the fetch's high watermark is the best answer left.
+            highwater = consumer.highwater(atp)
+            tp = wanted[atp]
+            if highwater is not None:
+                result[tp] = max(result[tp], highwater)
+            log.warning(
+                "tansu compat: no record fetched for %s at offset %d; using end offset %d",
+                atp,
+                reported[tp] - 1,
+                result[tp],
+            )
+    finally:
+        await consumer.stop()
+    return result
+
+
+class CorrectedHighwaters:
+    """Stands in for ``consumer.highwaters``: the original answer, then corrected."""
+
+    def __init__(self, original: HighwatersFn, consumer_kwargs: Mapping[str, Any]) -> None:
+        self._original = original
+        self._consumer_kwargs = dict(consumer_kwargs)
+
+    async def __call__(self, *partitions: Any) -> Mapping[Any, int]:
+        reported = await self._original(*partitions)
+        corrected = await true_end_offsets(reported, self._consumer_kwargs)
+        changed = {tp: (reported[tp], end) for tp, end in corrected.items() if end != reported[tp]}
+        if changed:
+            log.info(
+                "tansu compat: corrected end offsets (reported -> true): %s",
+                ", ".join(f"{tp[0]}[{tp[1]}] {a}->{b}" for tp, (a, b) in sorted(changed.items())),
+            )
+        return corrected
+
+
+def install(app: Any, kafka: KafkaSettings) -> None:
+    """Patch ``app.consumer.highwaters`` of this app only (nothing global)."""
+    consumer = app.consumer
+    if isinstance(consumer.highwaters, CorrectedHighwaters):
+        return
+    consumer.highwaters = CorrectedHighwaters(consumer.highwaters, kafka.aiokafka_kwargs())
+    log.warning(
+        "tansu compat ACTIVE: changelog end offsets are taken from a fetch, not "
+        "ListOffsets(latest), because Tansu answers that with the first offset of the "
+        "last batch (BROKER.md defect 1). Not for a real Kafka cluster."
+    )

@@ -1,0 +1,71 @@
+"""Run the stream worker: ``run_worker(WorkerSettings.from_env())``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import faust
+
+from stream import tansu_compat
+from stream.app import create_app
+from stream.metrics import MetricsServer, WorkerMetrics
+from stream.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: WorkerSettings) -> None:
+    """Run until SIGTERM/SIGINT (then stop cleanly and return); raise if the worker crashed."""
+    logging.basicConfig(
+        level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
+    # kafka-python (broker detection) logs every connection at INFO.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    active, why = tansu_compat.compat_wanted(settings.kafka)
+    log.info("broker compat %s (%s)", "ON" if active else "off", why)
+
+    metrics = WorkerMetrics()
+    metrics.broker_compat.set(1 if active else 0)
+    server: MetricsServer | None = None
+    if settings.metrics_port:
+        server = metrics.serve(settings.metrics_port)
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+
+    # Faust and mode look the loop up with get_event_loop(): give them a fresh one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    worker_app = create_app(settings, metrics=metrics)
+    if active:
+        tansu_compat.install(worker_app.app, settings.kafka)
+    worker = faust.Worker(
+        worker_app.app,
+        loop=loop,
+        loglevel=settings.log_level,
+        # Our own logging config above; mode would otherwise replace it.
+        override_logging=False,
+        redirect_stdouts=False,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    finally:
+        if server is not None:
+            server.close()
+
+
+def main() -> None:
+    try:
+        settings = WorkerSettings.from_env()
+    except ValueError as exc:
+        print(f"recstream worker: bad settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run_worker(settings)
+
+
+if __name__ == "__main__":
+    main()

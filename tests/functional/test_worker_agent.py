@@ -1,0 +1,317 @@
+"""The events agent in Faust's test context: memory store, no broker.
+
+Events go in through ``agent.test_context().put()``, outputs are recorded by an
+in-memory emitter, and the table is read back from the memory store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas import DeadLetter, ScoreRequest
+from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
+from stream.agents import user_partition
+from stream.app import WorkerApp, create_app
+from stream.sequence import UserSequence, decode_state
+from stream.settings import WorkerSettings
+from stream.tables import table_partition
+from stream.topics import repartition_topic_name
+
+T0 = 1_700_000_000_000
+PARTITIONS = 4
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+
+
+@dataclass
+class RecordingEmitter:
+    sent: list[Sent] = field(default_factory=list)
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
+        self.sent.append(Sent(topic, key, value, partition))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def on(self, topic: str) -> list[Sent]:
+        return [s for s in self.sent if s.topic == topic]
+
+
+class Fatal(Exception):
+    pass
+
+
+@dataclass
+class Harness:
+    worker: WorkerApp
+    emitter: RecordingEmitter
+    fatal: list[BaseException]
+
+    def state(self, user: str) -> UserSequence | None:
+        """Read the table like the agent does: under an event of the user's partition."""
+        table = self.worker.table
+        # the memory store ignores partitions; any event satisfies Faust's check
+        probe = _FakeEvent(user_partition(user.encode(), PARTITIONS))
+        with table_partition(probe):  # type: ignore[arg-type]
+            raw = table.get(user.encode())
+        return None if raw is None else decode_state(raw)
+
+
+@dataclass
+class _FakeMessage:
+    partition: int
+    topic: str = "events"
+
+
+@dataclass
+class _FakeEvent:
+    partition: int
+
+    @property
+    def message(self) -> _FakeMessage:
+        return _FakeMessage(self.partition)
+
+
+def event(event_id: str, user: str, ts: int, item: str = "i1", kind: str = "view") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "user_id": user,
+            "item_id": item,
+            "event_type": kind,
+            "ts": T0 + ts,
+        }
+    )
+
+
+@pytest.fixture()
+def harness(tmp_path: Path) -> Harness:
+    emitter = RecordingEmitter()
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+
+    settings = WorkerSettings(
+        state_dir=tmp_path / "state",
+        store_url="memory://",
+        max_seq_len=5,
+        batch_size=50,
+        batch_window_ms=20,
+        worker_id="test",
+    )
+    worker = create_app(settings, emitter=emitter, on_fatal=on_fatal)
+    worker.app.finalize()
+    worker.app.flow_control.resume()
+    return Harness(worker, emitter, fatal)
+
+
+Records = list[tuple[bytes | None, bytes, int | None]]
+
+
+def run(harness: Harness, records: Records, until: Callable[[], bool]) -> None:
+    """Feed records to the agent (partition: the key's, unless given) and wait for ``until``."""
+
+    async def go() -> None:
+        async with harness.worker.agent.test_context() as agent:
+            for key, value, partition in records:
+                if partition is None:
+                    partition = user_partition(key, PARTITIONS) if key else 0
+                await agent.put(value, key=key, partition=partition, wait=False)
+            deadline = asyncio.get_running_loop().time() + 10
+            while not until():
+                assert not harness.fatal, harness.fatal
+                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+
+
+def keyed(user: str, value: bytes) -> tuple[bytes, bytes, None]:
+    return (user.encode(), value, None)
+
+
+def test_events_update_the_table_and_emit_one_score_request_per_user(harness: Harness) -> None:
+    records = [keyed("alice", event(f"a{i}", "alice", i, item=f"x{i % 2}")) for i in range(3)]
+    records += [keyed("bob", event("b0", "bob", 10, kind="click"))]
+    run(harness, records, until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 2)
+
+    alice = harness.state("alice")
+    assert alice is not None and alice.event_ids == ["a0", "a1", "a2"]
+    assert harness.state("bob") == UserSequence(["b0"], ["i1"], ["click"], [T0 + 10])
+
+    sent = harness.emitter.on(SCORE_REQUESTS)
+    requests = {s.key: ScoreRequest.model_validate_json(s.value) for s in sent}
+    assert len(sent) == 2 and set(requests) == {b"alice", b"bob"}  # one per user per batch
+    assert requests[b"alice"].items == ["x0", "x1", "x0"]
+    assert requests[b"alice"].exclude == ["x0", "x1"]
+    assert requests[b"alice"].trigger_event_id == "a2"
+    assert requests[b"bob"].event_types == ["click"]
+    assert harness.emitter.on(EVENTS_DLQ) == []
+
+
+def test_bad_input_goes_to_the_dlq_with_reason_and_original_bytes(harness: Harness) -> None:
+    bad = [
+        (b"carol", b"{not json", None),
+        (b"carol", b"", None),
+        (b"carol", orjson.dumps({"event_id": "c1", "user_id": "carol"}), None),
+        (b"carol", event("c2", "carol", 0, kind="teleport"), None),
+    ]
+    good = keyed("carol", event("c3", "carol", 5))
+    run(harness, [*bad, good], until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1)
+
+    letters = [DeadLetter.model_validate_json(s.value) for s in harness.emitter.on(EVENTS_DLQ)]
+    assert [d.reason for d in letters] == ["bad_json", "empty", "schema", "schema"]
+    assert [base64.b64decode(d.original_b64) for d in letters] == [value for _, value, _ in bad]
+    assert all(d.source_offset >= 0 and d.detail for d in letters)
+    state = harness.state("carol")
+    assert state is not None and state.event_ids == ["c3"]
+    assert harness.worker.metrics.dlq.labels("bad_json")._value.get() == 1
+
+
+def test_redelivered_events_are_not_applied_twice(harness: Harness) -> None:
+    first = [keyed("dave", event(f"d{i}", "dave", i)) for i in range(3)]
+    run(harness, first + first, until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1)
+    state = harness.state("dave")
+    assert state is not None and state.event_ids == ["d0", "d1", "d2"]
+    metrics = harness.worker.metrics
+    assert metrics.applied._value.get() == 3
+    assert metrics.duplicates._value.get() == 3
+
+
+def test_late_events_and_truncation_in_the_table(harness: Harness) -> None:
+    # max_seq_len is 5 in this harness
+    records = [keyed("erin", event(f"e{t}", "erin", t)) for t in (10, 30, 50, 70, 90, 110)]
+    records.append(keyed("erin", event("late", "erin", 40)))
+    records.append(keyed("erin", event("too-old", "erin", 5)))
+    run(harness, records, until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1)
+    state = harness.state("erin")
+    assert state is not None
+    assert state.event_ids == ["late", "e50", "e70", "e90", "e110"]
+    assert state.time_gaps() == [0, 10, 20, 20, 20]
+
+
+def test_event_on_the_wrong_partition_is_routed_to_its_users_partition(harness: Harness) -> None:
+    right = user_partition(b"frank", PARTITIONS)
+    wrong = (right + 1) % PARTITIONS
+    records: Records = [
+        (None, event("f1", "frank", 1), wrong),  # no key, wrong partition: rerouted
+        (None, event("f2", "frank", 2), right),  # no key, right partition: applied here
+        (b"someone-else", event("f3", "frank", 3), wrong),  # wrong key: rerouted too
+    ]
+    run(harness, records, until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1)
+
+    rerouted = harness.emitter.on(repartition_topic_name("recstream-worker"))
+    assert [(s.key, s.partition) for s in rerouted] == [(b"frank", right), (b"frank", right)]
+    assert [orjson.loads(s.value)["event_id"] for s in rerouted] == ["f1", "f3"]
+    state = harness.state("frank")
+    assert state is not None and state.event_ids == ["f2"]
+
+
+def test_corrupt_stored_state_starts_the_user_over_without_stopping(harness: Harness) -> None:
+    async def corrupt() -> None:
+        probe = _FakeEvent(user_partition(b"gina", PARTITIONS))
+        with table_partition(probe):  # type: ignore[arg-type]
+            harness.worker.table[b"gina"] = b"garbage"
+
+    asyncio.run(corrupt())
+    run(
+        harness,
+        [keyed("gina", event("g1", "gina", 1))],
+        until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1,
+    )
+    state = harness.state("gina")
+    assert state is not None and state.event_ids == ["g1"]
+    assert harness.worker.metrics.state_errors._value.get() == 1
+
+
+def test_failed_output_delivery_is_fatal(harness: Harness) -> None:
+    async def failing_send(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(Fatal("broker gone"))
+        return failed
+
+    harness.emitter.send = failing_send  # type: ignore[method-assign]
+    run(harness, [keyed("hal", event("h1", "hal", 1))], until=lambda: bool(harness.fatal))
+    assert isinstance(harness.fatal[0], Fatal)
+
+
+def test_a_bug_in_the_update_dead_letters_that_users_events_only(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stream.agents
+
+    real_apply = stream.agents.apply_events
+
+    def buggy(state, events, max_len):  # type: ignore[no-untyped-def]
+        if events[0].user_id == "ivan":
+            raise RuntimeError("boom")
+        return real_apply(state, events, max_len)
+
+    monkeypatch.setattr(stream.agents, "apply_events", buggy)
+    records = [keyed("ivan", event("v1", "ivan", 1)), keyed("judy", event("j1", "judy", 1))]
+    run(harness, records, until=lambda: bool(harness.emitter.on(SCORE_REQUESTS)))
+    letters = [DeadLetter.model_validate_json(s.value) for s in harness.emitter.on(EVENTS_DLQ)]
+    assert [(d.reason, d.detail) for d in letters] == [("processing_error", "RuntimeError: boom")]
+    assert harness.state("ivan") is None
+    assert harness.state("judy") is not None
+    assert not harness.fatal
+
+
+def test_settings_from_env() -> None:
+    settings = WorkerSettings.from_env(
+        {
+            "RECSTREAM_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "RECSTREAM_PARTITIONS": "8",
+            "RECSTREAM_STATE_DIR": "/var/lib/recstream",
+            "RECSTREAM_MAX_SEQ_LEN": "50",
+            "RECSTREAM_WORKER_BATCH": "500",
+            "RECSTREAM_WORKER_BATCH_WINDOW_MS": "20",
+            "RECSTREAM_WORKER_ID": "w-7",
+            "RECSTREAM_METRICS_PORT": "9108",
+            "RECSTREAM_BROKER_COMPAT": "off",
+        }
+    )
+    assert settings.kafka.partitions == 8
+    assert settings.kafka.faust_broker_url == "kafka://k1:9092;kafka://k2:9092"
+    assert settings.kafka.broker_compat == "off"
+    assert settings.state_dir == Path("/var/lib/recstream")
+    assert (settings.max_seq_len, settings.batch_size, settings.batch_window_s) == (50, 500, 0.02)
+    assert (settings.worker_id, settings.metrics_port) == ("w-7", 9108)
+    defaults = WorkerSettings.from_env({})
+    assert (defaults.max_seq_len, defaults.metrics_port, defaults.app_id) == (
+        200,
+        0,
+        "recstream-worker",
+    )
+    assert defaults.state_dir == Path("state")
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("RECSTREAM_MAX_SEQ_LEN", "0", "RECSTREAM_MAX_SEQ_LEN"),
+        ("RECSTREAM_WORKER_BATCH", "many", "must be an integer"),
+        ("RECSTREAM_METRICS_PORT", "70000", "RECSTREAM_METRICS_PORT"),
+        ("RECSTREAM_BROKER_COMPAT", "maybe", "RECSTREAM_BROKER_COMPAT"),
+    ],
+)
+def test_settings_reject_bad_values(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorkerSettings.from_env({name: value})

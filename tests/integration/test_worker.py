@@ -1,0 +1,222 @@
+"""The real worker process against the embedded broker, with RocksDB state.
+
+Each test starts ``python -m stream.worker`` as a child process, produces with
+kafka-python, and checks what the worker left behind: its RocksDB files (after
+it stopped), the changelog, the score requests and the DLQ.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from recstream.broker import EmbeddedBroker
+from schemas import DeadLetter, ScoreRequest
+from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
+from stream.sequence import UserSequence
+from stream.testing import (
+    WorkerProcess,
+    consume_all,
+    latest_changelog_states,
+    produce,
+    read_table,
+    wait_committed,
+    wait_for,
+    worker_env,
+)
+
+pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
+
+T0 = 1_700_000_000_000
+PARTITIONS = 4
+KINDS = ("view", "click", "cart", "purchase", "rate")
+
+
+def make_event(event_id: str, user: str, ts: int, item: str, kind: str = "view") -> bytes:
+    return orjson.dumps(
+        {"event_id": event_id, "user_id": user, "item_id": item, "event_type": kind, "ts": ts}
+    )
+
+
+def expected_states(events: dict[str, dict[str, dict]], max_len: int) -> dict[str, UserSequence]:
+    """Independent of stream.sequence: distinct events by id, newest ``max_len`` by ts.
+
+    Valid because every user's time stamps are distinct (then arrival order
+    cannot matter).
+    """
+    out = {}
+    for user, by_id in events.items():
+        kept = sorted(by_id.values(), key=lambda e: e["ts"])[-max_len:]
+        out[user] = UserSequence(
+            [e["event_id"] for e in kept],
+            [e["item_id"] for e in kept],
+            [e["event_type"] for e in kept],
+            [e["ts"] for e in kept],
+        )
+    return out
+
+
+def test_worker_end_to_end(
+    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    max_len, users, per_user = 30, 40, 45
+    env = worker_env(recstream_env, tmp_path / "state", RECSTREAM_MAX_SEQ_LEN=str(max_len))
+    records: list[tuple[bytes | None, bytes]] = []
+    sent: dict[str, dict[str, dict]] = {}
+
+    def add(key: bytes | None, user: str, event_id: str, ts: int) -> None:
+        kind = KINDS[rng.randrange(len(KINDS))]
+        raw = make_event(event_id, user, ts, f"item-{rng.randrange(60)}", kind)
+        records.append((key, raw))
+        sent.setdefault(user, {})[event_id] = orjson.loads(raw)
+
+    for u in range(users):
+        user = f"user-{u}"
+        # distinct time stamps, in a shuffled order: many late events
+        stamps = [T0 + 10 * i for i in range(per_user)]
+        rng.shuffle(stamps)
+        for i, ts in enumerate(stamps):
+            add(user.encode(), user, f"{user}-e{i}", ts)
+    # keyless events land on random partitions: some must be rerouted. Newer
+    # than the rest (so truncation keeps them) and distinct in time.
+    for i in range(20):
+        user = f"user-{rng.randrange(users)}"
+        add(None, user, f"{user}-keyless-{i}", T0 + 10 * per_user + 10 * i)
+    rng.shuffle(records)  # users interleave; one user's order is still random
+    duplicates = rng.sample(records, 60)  # redelivered by a producer, byte for byte
+    bad = [
+        (b"user-1", b"{this is not json"),
+        (b"user-1", b""),
+        (b"user-2", orjson.dumps({"event_id": "x", "user_id": "user-2"})),
+        (b"user-3", make_event("bad-kind", "user-3", T0, "item-1", "teleport")),
+        (b"user-4", make_event("future", "user-4", T0 * 3, "item-1")),
+    ]
+    valid_records = len(records) + len(duplicates)
+
+    with WorkerProcess(env, tmp_path / "worker.log") as worker:
+        ready_s = worker.wait_ready()
+        ends = produce(broker.bootstrap, records + duplicates + bad)
+
+        def settled() -> bool:
+            m = worker.metrics()
+            done = m.get("recstream_worker_events_applied_total", 0) + m.get(
+                "recstream_worker_events_duplicate_total", 0
+            )
+            return done >= valid_records
+
+        took_s = wait_for(settled, 60, "every valid event applied or deduplicated")
+        wait_committed(broker.bootstrap, ends, worker=worker)
+        metrics = worker.metrics()
+        stop_s = worker.terminate()
+    log.warning(
+        "worker ready in %.1fs; %d records done %.1fs after they were produced; stopped in %.1fs",
+        ready_s,
+        valid_records + len(bad),
+        took_s,
+        stop_s,
+    )
+
+    want = expected_states(sent, max_len)
+    distinct = sum(len(v) for v in sent.values())
+    assert (
+        metrics["recstream_worker_events_applied_total"]
+        + metrics["recstream_worker_events_duplicate_total"]
+        == valid_records
+    )
+    assert metrics["recstream_worker_events_duplicate_total"] >= valid_records - distinct
+    assert metrics["recstream_worker_events_repartitioned_total"] >= 1
+    # the keyless events survive truncation, so the state check below covers them
+    keyless = {e for ids in sent.values() for e in ids if "keyless" in e}
+    assert len(keyless) == 20
+    assert keyless <= {e for state in want.values() for e in state.event_ids}
+    assert metrics["recstream_worker_ready"] == 1.0
+
+    # state: the RocksDB files, each user on its own partition (read_table checks)
+    assert read_table(tmp_path / "state", PARTITIONS) == want
+    # and what a restore would give: the last changelog value per user
+    assert latest_changelog_states(broker.bootstrap) == want
+
+    # score requests: every user, the last one matching the final state
+    last: dict[str, ScoreRequest] = {}
+    for record in consume_all(broker.bootstrap, [SCORE_REQUESTS]):
+        request = ScoreRequest.model_validate_json(record.value)
+        assert record.key == request.user_id.encode()
+        last[request.user_id] = request  # one user, one partition: in order
+    assert set(last) == set(want)
+    for user, request in last.items():
+        state = want[user]
+        assert (request.items, request.ts, request.event_types) == (
+            state.items,
+            state.ts,
+            state.event_types,
+        )
+        assert request.exclude == list(dict.fromkeys(state.items))
+        assert request.trigger_event_id in sent[user]
+
+    # the DLQ: every bad record with its reason, source offset and original bytes
+    letters = [
+        DeadLetter.model_validate_json(r.value) for r in consume_all(broker.bootstrap, [EVENTS_DLQ])
+    ]
+    assert Counter(d.reason for d in letters) == Counter(
+        {"bad_json": 1, "empty": 1, "schema": 2, "ts_future": 1}
+    )
+    assert sorted(base64.b64decode(d.original_b64) for d in letters) == sorted(v for _, v in bad)
+    assert all(d.source_topic == "events" and d.source_offset >= 0 for d in letters)
+
+
+def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
+    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Many short sequences: the per-user cost grows with the sequence length,
+    # and this test is about delivery, not long windows.
+    users, first_wave, second_wave = 300, 40, 5
+    env = worker_env(recstream_env, tmp_path / "state")  # max_seq_len 200 > 45 per user
+    sent: dict[str, dict[str, dict]] = {}
+
+    def wave(name: str, n: int, offset_ms: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        for i in range(n):
+            for u in range(users):
+                user = f"user-{u}"
+                raw = make_event(
+                    f"{name}-{u}-{i}", user, T0 + offset_ms + i, f"item-{(u + i) % 97}"
+                )
+                out.append((user.encode(), raw))
+                sent.setdefault(user, {})[f"{name}-{u}-{i}"] = orjson.loads(raw)
+        return out
+
+    ends1 = produce(broker.bootstrap, wave("w1", first_wave, 0))
+    total1 = users * first_wave
+    with WorkerProcess(env, tmp_path / "worker-1.log") as worker:
+        worker.wait_ready()
+        worker.wait_metric("recstream_worker_events_applied_total", 2000, interval_s=0.02)
+        applied_at_kill = worker.metric("recstream_worker_events_applied_total")
+        worker.kill()  # SIGKILL: no flush, no commit, no goodbye
+    assert worker.returncode() == -9
+    assert applied_at_kill < total1, "the worker finished before the kill: produce more"
+
+    with WorkerProcess(env, tmp_path / "worker-2.log") as worker:
+        worker.wait_ready()
+        ends2 = produce(broker.bootstrap, wave("w2", second_wave, 1_000_000))
+        ends = {tp: max(ends1.get(tp, 0), ends2.get(tp, 0)) for tp in ends1.keys() | ends2.keys()}
+        wait_committed(broker.bootstrap, ends, timeout_s=120, worker=worker)
+        redelivered = worker.metric("recstream_worker_events_duplicate_total")
+        worker.terminate()
+    log.warning(
+        "killed with %d of %d events applied; the restarted worker skipped %d redelivered ones",
+        applied_at_kill,
+        total1,
+        redelivered,
+    )
+
+    want = expected_states(sent, 200)
+    assert read_table(tmp_path / "state", PARTITIONS) == want  # every event once, in order
+    assert latest_changelog_states(broker.bootstrap) == want
