@@ -1,0 +1,171 @@
+"""ONNX Runtime backend (CPU EP, or CUDA EP where onnxruntime-gpu is installed),
+plus the int8 dynamic quantization of an exported graph.
+
+CPU sessions run with every graph optimization (ORT_ENABLE_ALL: Gemm/bias,
+Gelu and LayerNorm fusions, constant folding) and ``threads`` intra-op threads
+(default: the cores this process may use), one inter-op thread (the graph is a
+chain; parallel branches would only fight over the same cores).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference.backends.base import BackendUnavailable, check_k, trim_padding
+from inference.backends.serving_graph import INPUT_NAMES
+from inference.export import ExportError
+from inference.features import SequenceBatch
+
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, or :class:`BackendUnavailable` saying it is not installed."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime is not installed: {exc}") from exc
+    return onnxruntime
+
+
+def default_threads() -> int:
+    """Cores this process may run on (cgroup/affinity aware where the OS says)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxRuntimeBackend:
+    """An exported serving graph in an ONNX Runtime session."""
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        name: str = "onnxruntime",
+    ) -> None:
+        ort = import_onnxruntime()
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise ExportError(f"{path}: ONNX file not found")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable(
+                    "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu); "
+                    f"available: {ort.get_available_providers()}"
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ExportError(f"{path}: ONNX Runtime cannot load it: {exc}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "recstream.k" not in meta:
+            raise ExportError(f"{path}: not a recstream serving graph (no recstream.k metadata)")
+        self.max_k = int(meta["recstream.k"])
+        self.model_version = meta.get("recstream.model_version", "")
+        self.name = name
+        self.device = device
+        self.path = path
+
+    def topk(
+        self, batch: SequenceBatch, exclude: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_k(k, self.max_k, self.name)
+        batch = trim_padding(batch)
+        tensors = (batch.items, batch.event_types, batch.times, batch.query_times, exclude)
+        feed = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(INPUT_NAMES, tensors, strict=True)}
+        scores, indices = self.session.run(None, feed)
+        return torch.from_numpy(scores[:, :k]), torch.from_numpy(indices[:, :k])
+
+
+# ---- int8 -------------------------------------------------------------------
+
+
+def _gemm_to_matmul(model: Any) -> Any:
+    """Rewrite ``Gemm(x, W, b)`` with constant ``W`` as ``MatMul(x, W') + b``.
+
+    ONNX Runtime's dynamic quantizer only quantizes MatMul (its integer-op
+    registry has no Gemm), and the exporter writes every 2-D linear as Gemm.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+        if node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0) or not plain:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        w = np.ascontiguousarray(w.T if attrs.get("transB", 0) else w)
+        w_name = f"{node.input[1]}.kn"
+        model.graph.initializer.append(numpy_helper.from_array(w, w_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}.mm" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=f"{node.name}.mm"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
+                                          name=f"{node.name}.bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantization of the Transformer's linear layers (per channel).
+
+    The item-scoring MatMul (user state x item table) stays float32: it decides
+    the ranking directly, and at d=64 it is a small share of the time. Whether
+    the result is good enough is a parity question the caller answers
+    (``select_backend`` and the bench keep it only if top-K parity holds).
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = onnx.load(str(src))
+    metadata = {p.key: p.value for p in source.metadata_props}
+    model = _gemm_to_matmul(source)
+    keep_fp32 = [n.name for n in model.graph.node
+                 if n.op_type == "MatMul" and "item_out_t" in n.input]
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        staged = Path(tmp) / "matmul.onnx"
+        onnx.save_model(model, str(staged))
+        out = Path(tmp) / dst.name
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is for CNNs
+        try:
+            quantize_dynamic(staged, out, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_fp32)
+        finally:
+            root.setLevel(level)
+        quantized = onnx.load(str(out))
+        del quantized.metadata_props[:]
+        metadata["recstream.dtype"] = "int8-dynamic"
+        for key, value in metadata.items():  # the quantizer does not carry them over
+            quantized.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+        onnx.save_model(quantized, str(out))
+        onnx.checker.check_model(str(out))
+        os.chmod(out, 0o644)
+        os.replace(out, dst)
+    return dst

@@ -1,0 +1,81 @@
+"""``recstream bench scorer``: users/s and batch latency of every scoring backend.
+
+Registered by ``recstream.cli`` (a ``commands_*`` module); torch and friends are
+imported inside the command so that ``recstream --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+def bench_scorer(
+    json_out: Annotated[Path | None, typer.Option("--json", help="write rows + summary here")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="also bench this trained model version dir")
+    ] = None,
+    batches: Annotated[str, typer.Option(help="batch sizes")] = "1,16,64,256",
+    lengths: Annotated[str, typer.Option(help="sequence lengths")] = "50,200",
+    backends: Annotated[
+        str | None, typer.Option(help="comma-separated subset [default: all available]")
+    ] = None,
+    budget: Annotated[float, typer.Option(help="timed seconds per backend and shape")] = 1.0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all usable]")] = None,
+    compile_shapes: Annotated[
+        str, typer.Option(help="torch.compile at: headline (b64 L200), all, none")
+    ] = "headline",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="ONNX exports and TensorRT engines [default: temp dir]")
+    ] = None,
+) -> None:
+    """Users/s and p50/p99 batch latency per backend, batch size and length; baseline = eager torch."""
+    from bench.scorer import BenchConfig, format_table, run_bench
+    from inference.backends.base import BackendUnavailable
+
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
+    if compile_shapes not in ("headline", "all", "none"):
+        raise typer.BadParameter("--compile-shapes must be headline, all or none")
+    logging.getLogger("bench.scorer").setLevel(logging.INFO)
+    cfg = BenchConfig(
+        device=device,
+        batches=_ints(batches, "--batches"),
+        lengths=_ints(lengths, "--lengths"),
+        model_dir=model,
+        backends=tuple(b.strip() for b in backends.split(",")) if backends else None,
+        budget_s=budget,
+        threads=threads,
+        compile_shapes=compile_shapes,
+        cache_dir=cache_dir,
+    )
+    try:
+        report = run_bench(cfg)
+    except BackendUnavailable as exc:
+        typer.echo(f"bench scorer: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_table(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
+def register(app: typer.Typer, groups: Mapping[str, typer.Typer]) -> None:
+    groups["bench"].command("scorer")(bench_scorer)

@@ -1,0 +1,35 @@
+"""``recstream bench scorer`` is registered and writes the promised JSON (tiny run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from recstream.cli import build_app
+
+
+def test_bench_scorer_cli_writes_rows_and_summary(tmp_path: Path):
+    out = tmp_path / "scorer.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "scorer", "--json", str(out), "--batches", "2,64", "--lengths", "8,200",
+        "--backends", "torch", "--budget", "0.01", "--threads", "1",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {r["backend"] for r in rows} == {"torch-model", "torch"}
+    assert {(r["batch"], r["seq_len"]) for r in rows} == {(2, 8), (64, 8), (2, 200), (64, 200)}
+    for r in rows:
+        assert set(r) >= {"backend", "batch", "seq_len", "users_per_s", "p50_ms", "p99_ms"}
+        assert r["users_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+    assert report["best_cpu_backend_b64_l200"] == "torch"
+    assert report["best_cpu_over_eager_b64_l200"] > 0
+    assert report["best_cpu_users_per_s_b64_l200"] > 0
+    assert "torch-model" in result.output  # the table is printed
+
+
+def test_bench_scorer_rejects_bad_options():
+    result = CliRunner().invoke(build_app(), ["bench", "scorer", "--device", "tpu"])
+    assert result.exit_code != 0

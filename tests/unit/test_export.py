@@ -1,0 +1,128 @@
+"""The serving graph equals ``SeqRecModel.topk``; its ONNX export is checked, dynamic,
+self-describing and fails loudly when damaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
+
+from inference.backends.parity import compare, probe_inputs, reference_topk
+from inference.backends.serving_graph import ServingGraph
+from inference.export import (
+    MANIFEST,
+    ONNX_FP16,
+    ONNX_FP32,
+    ExportError,
+    export_model_dir,
+    export_onnx_files,
+    read_manifest,
+    sha256_file,
+    verified_onnx,
+)
+from inference.features import log_time_bucket
+from inference.model_dir import save_model_dir
+
+FP32_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    export_onnx_files(model, out, "test-v1", k=K, fp16=True)
+    return out
+
+
+@pytest.mark.parametrize("chunks", [1, 4])
+@pytest.mark.parametrize(("batch", "length"), SHAPES)
+def test_serving_graph_equals_model_topk(model, batch, length, chunks):
+    graph = ServingGraph(model, K, attn_chunks=chunks).eval()
+    probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=batch, length=length, seed=length)
+    with torch.inference_mode():
+        got = graph(probe.items, probe.event_types, probe.times, probe.query_times, exclude)
+    parity = compare(reference_topk(model, probe, exclude, K), got)
+    assert parity.holds(FP32_ATOL), parity
+
+
+def test_history_exclusion_can_be_turned_off(model):
+    graph = ServingGraph(model, K, exclude_history=False).eval()
+    probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=7, seed=3)
+    with torch.inference_mode():
+        got = graph(probe.items, probe.event_types, probe.times, probe.query_times, exclude)
+    ref = reference_topk(model, probe, exclude, K, exclude_history=False)
+    assert compare(ref, got).holds(FP32_ATOL)
+
+
+def test_bucket_matches_model_at_powers_of_two(model):
+    # Gaps of exactly 2**k - 1 s sit on a bucket edge, where Log(x)/ln 2 can land
+    # one ulp low; the graph repairs that so it buckets as the model does.
+    graph = ServingGraph(model, K)
+    edges = [2.0**k + d for k in range(0, 31) for d in (-2.0, -1.0, -0.5, 0.0, 0.001)]
+    seconds = torch.tensor([0.0, -5.0, *edges], dtype=torch.float32)
+    want = log_time_bucket(seconds, model.cfg.n_time_buckets)
+    got = graph._bucket0(seconds).to(torch.long) + 1
+    assert torch.equal(got, want)
+
+
+def test_export_files_manifest_and_checker(exported):
+    manifest = read_manifest(exported)
+    assert manifest.k == K and manifest.n_items == N_ITEMS and manifest.max_len == MAX_LEN
+    assert manifest.opset >= 17
+    assert set(manifest.files) == {ONNX_FP32, ONNX_FP16}
+    for name, entry in manifest.files.items():
+        path = exported / name
+        assert sha256_file(path) == entry["sha256"]
+        onnx.checker.check_model(str(path), full_check=True)
+        proto = onnx.load(str(path))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert meta["recstream.k"] == str(K)
+        assert meta["recstream.model_version"] == "test-v1"
+        dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+        assert dims["items"] == ["batch", "seq"] and dims["exclude"] == ["batch", "n_exclude"]
+        assert not any("stack_trace" in p.key for n in proto.graph.node for p in n.metadata_props)
+    fp16 = onnx.load(str(exported / ONNX_FP16))
+    kinds = {onnx.TensorProto.DataType.Name(i.data_type) for i in fp16.graph.initializer}
+    assert "FLOAT16" in kinds  # weights in half precision; time math stays float32
+
+
+def test_corrupt_onnx_is_reported_with_its_path(exported, tmp_path):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in (ONNX_FP32, MANIFEST):
+        (damaged / name).write_bytes((exported / name).read_bytes())
+    data = bytearray((damaged / ONNX_FP32).read_bytes())
+    (damaged / ONNX_FP32).write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    with pytest.raises(ExportError, match=str(damaged / ONNX_FP32)):
+        verified_onnx(damaged)
+    # Right length and checksum, wrong content: the checker names the file too.
+    (damaged / ONNX_FP32).write_bytes(b"\x00" * 64)
+    manifest = json.loads((damaged / MANIFEST).read_text())
+    manifest["files"][ONNX_FP32]["sha256"] = sha256_file(damaged / ONNX_FP32)
+    (damaged / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="not a valid ONNX model"):
+        verified_onnx(damaged)
+
+
+def test_missing_export_is_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match="no ONNX export here"):
+        read_manifest(tmp_path)
+
+
+def test_export_model_dir_adds_export_to_a_published_version(tmp_path):
+    tiny = small_model(seed=1, steps=0)
+    out = tmp_path / "v1"
+    version = save_model_dir(out, tiny, [f"item{i}" for i in range(N_ITEMS)], {})
+    manifest = export_model_dir(out, fp16=False)
+    assert manifest.model_version == version
+    path, _ = verified_onnx(out)
+    assert path == out / ONNX_FP32
+    assert not list(out.glob(".*tmp*"))  # no temporary files left behind
