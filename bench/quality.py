@@ -1,0 +1,238 @@
+"""``recstream bench quality``: ours, its ablations and RecBole peers on one split.
+
+Every row is trained fresh on the same leave-one-out split (selection on the
+validation targets, early stopping), then evaluated once on the test targets by
+the same evaluator (:mod:`trainer.evaluate`). Peer rows are cached in the user
+cache dir keyed by the data's hash, the split protocol, the peer's config and
+the RecBole/bench versions, since they take long on a CPU; ``--fresh-peers``
+ignores the cache. Prints a table and writes::
+
+    {"<dataset>": {"rows": [{model, hr@10, ndcg@10, mrr@10, hr@20, ndcg@20, users,
+                             train_seconds, epochs, converged, cached, ...}],
+                   "ours_over_best_peer_ndcg10": x, ...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Bump when a change makes cached peer results incomparable.
+BENCH_VERSION = 1
+DATASETS = {"ml-100k": "ml-100k/ml-100k.inter", "beauty": "beauty/beauty.txt"}
+#: Model settings per data set: the sequence length (MovieLens histories are long,
+#: Beauty's short) is shared by ours and the peers.
+MAX_LEN = {"ml-100k": 200, "beauty": 50}
+#: Our rows: the full model and its ablations ("sasrec" = both off, faithful SASRec).
+OUR_ROWS: dict[str, dict[str, bool]] = {
+    "ours": {},
+    "no-time": {"use_time": False},
+    "no-text": {"use_text": False},
+    "sasrec": {"use_time": False, "use_text": False, "use_event_type": False,
+               "use_fusion": False},
+}
+METRIC_KEYS = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
+
+
+class BenchError(RuntimeError):
+    """A clear, user-facing reason the benchmark cannot run."""
+
+
+@dataclass
+class QualityOptions:
+    dataset: str
+    data_root: Path
+    json_out: Path
+    peers: list[str] = field(default_factory=lambda: ["sasrec", "bert4rec", "gru4rec"])
+    ours: list[str] = field(default_factory=lambda: list(OUR_ROWS))
+    peer_budget_s: float | None = None
+    fresh_peers: bool = False
+    budget_s: float | None = None
+    max_epochs: int = 200
+    patience: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    cache_dir: Path | None = None  # default: $XDG_CACHE_HOME/recstream/bench_peers
+    progress: bool = True
+
+
+def data_path(opts: QualityOptions) -> Path:
+    if opts.dataset not in DATASETS:
+        raise BenchError(f"unknown dataset {opts.dataset!r}; choose from {', '.join(DATASETS)}")
+    path = Path(opts.data_root) / DATASETS[opts.dataset]
+    if not path.is_file():
+        raise BenchError(
+            f"{path} not found. The benchmark data sets live outside the repository "
+            f"(research data with their own terms, see ../shared/data/README.md); pass "
+            f"--data-root pointing at the folder that holds {opts.dataset}/"
+        )
+    return path
+
+
+def _cache_dir(opts: QualityOptions) -> Path:
+    if opts.cache_dir is not None:
+        return Path(opts.cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "recstream" / "bench_peers"
+
+
+def peer_cache_key(data_sha: str, peer: str, settings: dict[str, Any], recbole: str) -> str:
+    from trainer.evaluate import PROTOCOL
+
+    blob = json.dumps({"data": data_sha, "protocol": PROTOCOL, "peer": peer,
+                       "settings": settings, "recbole": recbole, "bench": BENCH_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _row(model: str, metrics: dict[str, Any], **facts: Any) -> dict[str, Any]:
+    row = {"model": model, **{k: round(float(metrics[k]), 5) for k in METRIC_KEYS}}
+    row["users"] = int(metrics["users"])
+    row.update(facts)
+    return row
+
+
+def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str, Any]]:
+    from inference.item_text import default_cache_dir
+    from inference.model import ModelConfig
+    from trainer.pipeline import fit
+    from trainer.train import TrainConfig
+
+    seen: set[tuple[Any, ...]] = set()
+    for name in opts.ours:
+        if name not in OUR_ROWS:
+            raise BenchError(f"unknown row {name!r}; choose from {', '.join(OUR_ROWS)}")
+        flags = {"use_text": bool(data.item_text), **OUR_ROWS[name]}
+        flags["use_text"] = flags["use_text"] and bool(data.item_text)
+        key = tuple(sorted(flags.items()))
+        if key in seen:  # e.g. "no-text" on data without text is "ours" again
+            print(f"[{opts.dataset}] {name}: same configuration as a row above, skipped")
+            continue
+        seen.add(key)
+        cfg = ModelConfig(n_items=split.n_items, max_len=MAX_LEN[opts.dataset], **flags)
+        tcfg = TrainConfig(max_epochs=opts.max_epochs, patience=opts.patience,
+                           time_budget_s=opts.budget_s, seed=opts.seed,
+                           progress=opts.progress, device=opts.device)
+        print(f"[{opts.dataset}] training {name} {flags}", flush=True)
+        result, test = fit(data, split, cfg, tcfg, default_cache_dir())
+        yield _row(name, test, train_seconds=round(result.train_seconds, 1),
+                   epochs=result.epochs, best_epoch=result.best_epoch,
+                   converged=result.converged, cached=False,
+                   valid_ndcg10=round(float(result.valid["ndcg@10"]), 5), flags=flags)
+
+
+def _peer_rows(opts: QualityOptions, split: Any, data_sha: str) -> Iterator[dict[str, Any]]:
+    from bench.recbole_peers import PeerUnavailable, recbole_version, run_peer
+
+    try:
+        recbole = recbole_version()
+    except PeerUnavailable as exc:
+        raise BenchError(str(exc)) from None
+    cache = _cache_dir(opts)
+    for peer in opts.peers:
+        settings = {"max_len": MAX_LEN[opts.dataset], "seed": opts.seed,
+                    "max_epochs": opts.max_epochs, "patience": opts.patience,
+                    "budget_s": opts.peer_budget_s, "device": opts.device}
+        path = cache / f"{opts.dataset}-{peer}-{peer_cache_key(data_sha, peer, settings, recbole)}.json"
+        if path.is_file() and not opts.fresh_peers:
+            row = json.loads(path.read_text())
+            row["cached"] = True
+            print(f"[{opts.dataset}] {peer}: cached result {path}", flush=True)
+            yield row
+            continue
+        print(f"[{opts.dataset}] training RecBole {peer} {settings}", flush=True)
+        try:
+            r = run_peer(peer, split, MAX_LEN[opts.dataset], device=opts.device, seed=opts.seed,
+                         max_epochs=opts.max_epochs, patience=opts.patience,
+                         budget_s=opts.peer_budget_s, progress=opts.progress)
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
+        row = _row(f"recbole-{peer}", r.test, train_seconds=round(r.train_seconds, 1),
+                   epochs=r.epochs, best_epoch=r.best_epoch, converged=r.converged,
+                   cached=False, valid_ndcg10=round(float(r.valid["ndcg@10"]), 5),
+                   recbole=recbole, config=r.config, settings=settings)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        yield row
+
+
+def print_table(dataset: str, rows: list[dict[str, Any]]) -> None:
+    cols = ("model", *METRIC_KEYS[:5], "users", "train_seconds", "epochs", "converged", "cached")
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
+    print(f"\n{dataset}")
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+def _machine(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_quality(opts: QualityOptions) -> dict[str, Any]:
+    """Run the rows, print the table, write and return the JSON."""
+    from trainer.data import load_interactions
+    from trainer.evaluate import PROTOCOL, evaluate, popularity_score_fn
+    from trainer.pipeline import file_sha256
+    from trainer.split import leave_one_out
+
+    path = data_path(opts)
+    data = load_interactions(path)
+    split = leave_one_out(data)
+    data_sha = file_sha256(path)
+    rows: list[dict[str, Any]] = []
+
+    def write(complete: bool) -> dict[str, Any]:
+        # Written after every row, so a run stopped half way keeps what it measured.
+        peer_ndcg = [r["ndcg@10"] for r in rows if r["model"].startswith("recbole-")]
+        ours = next((r for r in rows if r["model"] == "ours"), None)
+        ratio = ours["ndcg@10"] / max(peer_ndcg) if ours and peer_ndcg and max(peer_ndcg) else None
+        result = {opts.dataset: {
+            "rows": rows,
+            "ours_over_best_peer_ndcg10": round(ratio, 4) if ratio is not None else None,
+            "complete": complete,
+            "protocol": PROTOCOL,
+            "data": {"path": str(path), "sha256": data_sha, "users": len(split.users),
+                     "items": split.n_items, "events": len(data.events),
+                     "has_time": data.has_time, "has_text": bool(data.item_text)},
+            "seed": opts.seed,
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
+            "machine": _machine(opts.device),
+        }}
+        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = opts.json_out.with_name(f".{opts.json_out.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, opts.json_out)
+        return result
+
+    rows.append(_row("popularity", evaluate(popularity_score_fn(split), split, "test",
+                                            seed=opts.seed),
+                     train_seconds=0.0, epochs=0, converged=True, cached=False))
+    write(False)
+    for row in _our_rows(opts, data, split):
+        rows.append(row)
+        write(False)
+    for row in _peer_rows(opts, split, data_sha) if opts.peers else []:
+        rows.append(row)
+        write(False)
+    print_table(opts.dataset, rows)
+    result = write(True)
+    ratio = result[opts.dataset]["ours_over_best_peer_ndcg10"]
+    if ratio is not None:
+        print(f"ours / best peer NDCG@10: {ratio:.3f}")
+    return result

@@ -1,0 +1,324 @@
+"""The sequence model: one definition used by training (``forward``) and serving
+(``score`` / ``topk``).
+
+A SASRec-family causal Transformer (pre-LN blocks, learned positions) made
+time-aware and text-aware:
+
+* each event's input = item representation * sqrt(d) + position + event type
+  + bucketed log time gap to the previous event (``use_time``);
+* every attention layer adds a learned per-head bias indexed by the bucketed
+  *age* of the key event relative to the query position's prediction time
+  (``use_time``): at training that is the time of the query's own event, at
+  serving the trigger time. Ages enter as a [B, L, L] bias because each query
+  position has its own prediction time; a per-token age input would leak the
+  future into earlier positions;
+* item representation = learned id embedding + linear projection of a frozen
+  language-model embedding of the item's text (``use_text``), shared by the
+  input and the output layer. Items with ``id_mask == 0`` (no training
+  interactions) are represented by their text alone, so new items are scorable;
+* a learned gate mixes the final causal state (long-term interest) with an
+  attention pool over the last ``short_window`` events (short-term interest)
+  (``use_fusion``).
+
+With ``use_time = use_text = use_event_type = use_fusion = False`` this is SASRec
+(positions + ids, causal self-attention, shared item embeddings).
+
+Tensors in, tensors out: no numpy, no device choices, no settings objects, and
+masks are tensor ops so that ``torch.onnx.export`` can trace ``topk``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inference.features import N_EVENT_TYPE_IDS, log_time_bucket
+
+#: Added to forbidden attention logits. Finite on purpose: an all-masked row
+#: (a padding query) must give a finite softmax, not NaN.
+_MASKED = -1e9
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the model; saved as ``config.json``."""
+
+    n_items: int  # catalogue size; model indices are 1..n_items, 0 is padding
+    max_len: int = 200
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 2
+    ffn_mult: int = 4
+    dropout: float = 0.2
+    use_time: bool = True
+    use_text: bool = True
+    use_event_type: bool = True
+    use_fusion: bool = True
+    text_dim: int = 384
+    n_time_buckets: int = 32
+    short_window: int = 5
+    loss: str = "full"  # "full" softmax over the catalogue, or "sampled"
+    n_negatives: int = 1024  # for loss == "sampled"
+
+    def validate(self) -> ModelConfig:
+        """Raise ``ValueError`` naming the first bad field; return self for chaining."""
+        checks = [
+            (self.n_items >= 1, "n_items must be >= 1"),
+            (self.max_len >= 1, "max_len must be >= 1"),
+            (self.d_model >= 1 and self.n_heads >= 1, "d_model and n_heads must be >= 1"),
+            (self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads"),
+            (self.n_layers >= 1 and self.ffn_mult >= 1, "n_layers and ffn_mult must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (not self.use_text or self.text_dim >= 1, "text_dim must be >= 1 with use_text"),
+            (self.n_time_buckets >= 2, "n_time_buckets must be >= 2"),
+            (self.short_window >= 1, "short_window must be >= 1"),
+            (self.loss in ("full", "sampled"), "loss must be 'full' or 'sampled'"),
+            (self.n_negatives >= 1, "n_negatives must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"invalid ModelConfig: {msg} ({self})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, ignoring keys that are not config fields (metadata)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names}).validate()
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+class _Block(nn.Module):
+    """Pre-LN Transformer block whose attention takes an additive [B, H, L, L] bias."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(
+            nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ffn_mult * d, d),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        att = q @ k.transpose(-1, -2) / math.sqrt(d // h) + bias
+        att = self.drop(torch.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.drop(self.out(y))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SeqRecModel(nn.Module):
+    """Time- and text-aware causal sequence recommender (see module docstring)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.validate()
+        d, n1 = cfg.d_model, cfg.n_items + 1
+        self.item_id = nn.Embedding(n1, d, padding_idx=0)
+        # 1 = the item has a trained id embedding; 0 = text only (cold item).
+        self.register_buffer("id_mask", torch.ones(n1))
+        if cfg.use_text:
+            # Frozen LM embeddings: a buffer, saved with the weights, never trained.
+            self.register_buffer("item_text", torch.zeros(n1, cfg.text_dim))
+            self.text_proj = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d))
+        self.pos = nn.Embedding(cfg.max_len, d)
+        if cfg.use_event_type:
+            self.event_type = nn.Embedding(N_EVENT_TYPE_IDS, d, padding_idx=0)
+        if cfg.use_time:
+            self.gap = nn.Embedding(cfg.n_time_buckets, d)
+            # Per layer, per head age bias; zero init = starts as plain SASRec.
+            self.age_bias = nn.Embedding(cfg.n_time_buckets, cfg.n_heads * cfg.n_layers)
+            nn.init.zeros_(self.age_bias.weight)
+        if cfg.use_fusion:
+            self.short_q = nn.Linear(d, d)
+            self.short_k = nn.Linear(d, d)
+            self.short_age = nn.Embedding(cfg.n_time_buckets, 1)
+            nn.init.zeros_(self.short_age.weight)
+            self.gate = nn.Linear(2 * d, d)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_out = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.item_id.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        if cfg.use_text:
+            # Start the text part at the id embeddings' scale (per-dim std ~0.02):
+            # the default init makes it ~30x larger, so the first logits are huge
+            # (initial loss ~17 instead of ln(n_items)) and training starts badly.
+            nn.init.normal_(self.text_proj[1].weight, std=0.02 / math.sqrt(cfg.text_dim))
+            nn.init.zeros_(self.text_proj[1].bias)
+
+    # ---- item side -------------------------------------------------------
+
+    def set_item_text(self, text: torch.Tensor) -> None:
+        """Install the frozen text table, [n_items + 1, text_dim] (row 0 = padding)."""
+        if not self.cfg.use_text:
+            raise ValueError("model was built with use_text=False")
+        if tuple(text.shape) != tuple(self.item_text.shape):
+            raise ValueError(f"text table shape {tuple(text.shape)} != {tuple(self.item_text.shape)}")
+        self.item_text.copy_(text)
+
+    def item_table(self) -> torch.Tensor:
+        """Item representations [n_items + 1, d], shared by input and output."""
+        rep = self.item_id.weight * self.id_mask.unsqueeze(1)
+        if self.cfg.use_text:
+            rep = rep + self.text_proj(self.item_text)
+        return rep
+
+    # ---- sequence side ---------------------------------------------------
+
+    def encode(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        times: torch.Tensor,
+        query_times: torch.Tensor,
+    ) -> torch.Tensor:
+        """User states [B, L, d]: position t summarises events 0..t only (causal).
+
+        Inputs are a :class:`inference.features.SequenceBatch`'s tensors, left padded.
+        """
+        cfg = self.cfg
+        b, n = items.shape
+        table = self.item_table()
+        valid = items != 0
+        x = table[items] * math.sqrt(cfg.d_model)
+        x = x + self.pos.weight[cfg.max_len - n :].unsqueeze(0)  # right-aligned positions
+        if cfg.use_event_type:
+            x = x + self.event_type(event_types)
+        if cfg.use_time:
+            prev_t = torch.cat([times[:, :1], times[:, :-1]], dim=1)
+            prev_valid = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], dim=1)
+            gap_b = log_time_bucket(times - prev_t, cfg.n_time_buckets)
+            x = x + self.gap(torch.where(prev_valid & valid, gap_b, torch.zeros_like(gap_b)))
+        x = self.drop(x * valid.unsqueeze(-1))
+        tokens = x
+
+        # Allowed attention: causal (key <= query) and key not padding. A query
+        # always sees itself, so padding rows attend to themselves only instead
+        # of spreading a uniform softmax over every key, the future included.
+        ar = torch.arange(n, device=items.device)
+        causal = ar.view(1, n) <= ar.view(n, 1)  # [L_q, L_k]
+        itself = (ar.view(1, n) == ar.view(n, 1)).unsqueeze(0)
+        allowed = causal.unsqueeze(0) & (valid.unsqueeze(1) | itself)  # [B, L_q, L_k]
+        mask = torch.where(allowed, 0.0, _MASKED).to(x.dtype)
+        age_b = None
+        if cfg.use_time or cfg.use_fusion:
+            age_b = log_time_bucket(query_times.unsqueeze(2) - times.unsqueeze(1), cfg.n_time_buckets)
+        if cfg.use_time:
+            h = cfg.n_heads
+            age = self.age_bias(age_b).permute(0, 3, 1, 2)  # [B, H*layers, L, L]
+        for i, block in enumerate(self.blocks):
+            bias = mask.unsqueeze(1)
+            if cfg.use_time:
+                bias = bias + age[:, i * h : (i + 1) * h]
+            x = block(x, bias)
+        long_term = self.ln_out(x)
+        if not cfg.use_fusion:
+            return long_term
+
+        # Short-term interest: attention pool over the last `short_window` events.
+        window = causal & (ar.view(n, 1) - ar.view(1, n) < cfg.short_window)
+        logits = self.short_q(long_term) @ self.short_k(tokens).transpose(1, 2)
+        logits = logits / math.sqrt(cfg.d_model) + self.short_age(age_b).squeeze(-1)
+        short_allowed = window.unsqueeze(0) & (valid.unsqueeze(1) | itself)
+        logits = logits + torch.where(short_allowed, 0.0, _MASKED).to(x.dtype)
+        short_term = torch.softmax(logits, dim=-1) @ tokens
+        g = torch.sigmoid(self.gate(torch.cat([long_term, short_term], dim=-1)))
+        return g * long_term + (1.0 - g) * short_term
+
+    # ---- training --------------------------------------------------------
+
+    def forward(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        times: torch.Tensor,
+        query_times: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean next-item cross-entropy over positions with ``targets != 0``.
+
+        ``loss == "full"``: softmax over the whole catalogue. ``"sampled"``: softmax
+        over the target and ``negatives`` (a [K] tensor of item indices drawn by
+        the caller, shared by the batch); a negative equal to the target is masked.
+        """
+        states = self.encode(items, event_types, times, query_times)
+        keep = targets != 0
+        u = states[keep]  # [M, d]
+        tgt = targets[keep]  # [M]
+        table = self.item_table()
+        if self.cfg.loss == "full":
+            logits = u @ table.t()
+            logits[:, 0] = _MASKED  # padding is never a target
+            return F.cross_entropy(logits, tgt)
+        if negatives is None:
+            raise ValueError("loss='sampled' needs a negatives tensor")
+        pos = (u * table[tgt]).sum(-1, keepdim=True)
+        neg = u @ table[negatives].t()
+        neg = torch.where(negatives.unsqueeze(0) == tgt.unsqueeze(1), _MASKED, neg)
+        logits = torch.cat([pos, neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(tgt))
+
+    # ---- serving ---------------------------------------------------------
+
+    def score(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        times: torch.Tensor,
+        query_times: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores [B, n_items + 1] for the next item after the last position.
+
+        Column 0 (padding) is always ``-1e9``.
+        """
+        u = self.encode(items, event_types, times, query_times)[:, -1]
+        scores = u @ self.item_table().t()
+        pad = torch.arange(scores.shape[1], device=scores.device) == 0
+        return torch.where(pad.unsqueeze(0), _MASKED, scores)
+
+    def topk(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        times: torch.Tensor,
+        query_times: torch.Tensor,
+        exclude_mask: torch.Tensor,
+        k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` (scores, item indices) per row, never an item where
+        ``exclude_mask`` [B, n_items + 1] is true nor padding.
+
+        Rows with fewer than ``k`` allowed items end with ``-1e9`` scores; callers
+        drop those.
+        """
+        scores = self.score(items, event_types, times, query_times)
+        scores = torch.where(exclude_mask, _MASKED, scores)
+        return torch.topk(scores, k=min(k, scores.shape[1] - 1), dim=1)

@@ -1,0 +1,111 @@
+"""A self-describing model version directory, written atomically.
+
+Layout (everything needed to serve, nothing else)::
+
+    <version>/
+      config.json        ModelConfig fields + {"format": 1, "version": ...}
+      model.safetensors  weights and buffers (the frozen text table, id mask)
+      item_ids.json      catalogue: item_ids[i] is the raw id of model index i + 1
+      metrics.json       validation/test figures, training facts
+
+The directory is written under a temporary name beside the target and renamed
+into place, so a reader never sees half a model (rename is atomic on POSIX
+within one file system).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from inference.model import ModelConfig, SeqRecModel
+
+FORMAT = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+ITEM_IDS = "item_ids.json"
+METRICS = "metrics.json"
+
+
+@dataclass
+class LoadedModel:
+    model: SeqRecModel
+    item_ids: list[str]
+    version: str
+    metrics: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model_dir(
+    out: Path,
+    model: SeqRecModel,
+    item_ids: list[str],
+    metrics: dict[str, Any],
+    overwrite: bool = False,
+) -> str:
+    """Write a version directory at ``out`` atomically; return its version string.
+
+    The version is ``<dir name>-<first 12 hex of the weights' sha256>`` so two
+    different models never share a version, and a re-save of the same weights does.
+    """
+    out = Path(out)
+    if len(item_ids) != model.cfg.n_items:
+        raise ValueError(f"{len(item_ids)} item ids for a model of {model.cfg.n_items} items")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; choose a new version directory or overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS))
+        version = f"{out.name}-{_sha256(tmp / WEIGHTS)[:12]}"
+        cfg = {"format": FORMAT, "version": version, **model.cfg.to_dict()}
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        (tmp / ITEM_IDS).write_text(json.dumps(item_ids) + "\n")
+        (tmp / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; readers may be other users
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
+        if out.exists():  # overwrite: move the old one aside first, then swap
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version
+
+
+def load_model_dir(path: Path) -> LoadedModel:
+    """Load a version directory written by :func:`save_model_dir` (eval mode, CPU)."""
+    path = Path(path)
+    missing = [f for f in (CONFIG, WEIGHTS, ITEM_IDS) if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a model directory: missing {', '.join(missing)}")
+    raw = json.loads((path / CONFIG).read_text())
+    if raw.get("format") != FORMAT:
+        raise ValueError(f"{path / CONFIG}: unsupported format {raw.get('format')!r}")
+    model = SeqRecModel(ModelConfig.from_dict(raw))
+    model.load_state_dict(load_file(str(path / WEIGHTS)), strict=True)
+    model.eval()
+    item_ids = json.loads((path / ITEM_IDS).read_text())
+    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
+    return LoadedModel(model, [str(i) for i in item_ids], str(raw["version"]), metrics)

@@ -1,0 +1,77 @@
+"""Metrics on hand-computed cases, and tie-breaking that never favours the target."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainer.data import Interaction, Interactions
+from trainer.evaluate import evaluate, popularity_score_fn, random_score_fn
+from trainer.metrics import metrics_from_ranks, rank_targets
+from trainer.split import leave_one_out
+
+
+def test_metrics_from_hand_computed_ranks() -> None:
+    m = metrics_from_ranks([0, 4, 12])
+    assert m["hr@10"] == pytest.approx(2 / 3)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(6)) / 3)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 5) / 3)
+    assert m["hr@20"] == pytest.approx(1.0)
+    assert m["ndcg@20"] == pytest.approx((1 + 1 / math.log2(6) + 1 / math.log2(14)) / 3)
+    assert m["mrr@20"] == pytest.approx((1 + 1 / 5 + 1 / 13) / 3)
+
+
+def test_rank_counts_higher_allowed_items_only() -> None:
+    scores = torch.tensor([[0.0, 5.0, 4.0, 3.0, 9.0, 1.0]])
+    exclude = torch.tensor([[True, False, False, True, True, False]])
+    gen = torch.Generator().manual_seed(0)
+    # Target 3 (score 3.0) is excluded-marked but never removed; items 1, 2 beat it,
+    # item 4 (9.0) is excluded, so rank 2.
+    assert rank_targets(scores, torch.tensor([3]), exclude, gen).tolist() == [2]
+    assert rank_targets(scores, torch.tensor([1]), exclude, gen).tolist() == [0]
+
+
+def test_all_equal_scores_do_not_rank_the_target_first() -> None:
+    n_users, n_items = 4000, 101
+    scores = torch.zeros(n_users, n_items)
+    exclude = torch.zeros(n_users, n_items, dtype=torch.bool)
+    targets = torch.randint(0, n_items, (n_users,), generator=torch.Generator().manual_seed(1))
+    ranks = rank_targets(scores, targets, exclude, torch.Generator().manual_seed(0))
+    assert ranks.min() >= 0 and ranks.max() <= n_items - 1
+    # Uniform over 0..100: mean 50, HR@10 about 10/101, never systematically first.
+    assert ranks.float().mean().item() == pytest.approx(50, abs=2.5)
+    assert (ranks < 10).float().mean().item() == pytest.approx(10 / 101, abs=0.02)
+    again = rank_targets(scores, targets, exclude, torch.Generator().manual_seed(0))
+    assert torch.equal(ranks, again)  # fixed seed, same tie-breaks
+
+
+def test_nan_scores_rank_last() -> None:
+    scores = torch.tensor([[0.0, float("nan"), 1.0, 2.0]])
+    exclude = torch.tensor([[True, False, False, False]])
+    ranks = rank_targets(scores, torch.tensor([1]), exclude, torch.Generator().manual_seed(0))
+    assert ranks.tolist() == [2]
+
+
+def _toy_split():
+    rows = []
+    for u in range(300):
+        for t in range(6):
+            rows.append(Interaction(f"u{u}", f"i{(u * 7 + t * 3) % 50}", t, "view"))
+    return leave_one_out(Interactions("toy", rows, has_time=True))
+
+
+def test_evaluator_on_constant_scores_is_chance_level() -> None:
+    split = _toy_split()
+    m = evaluate(random_score_fn(split), split, "test", seed=0)
+    assert m["users"] == 300 and m["seed"] == 0
+    # 50 items, 5 history items excluded (targets never): ~45 allowed candidates.
+    assert m["hr@10"] == pytest.approx(10 / 45, abs=0.06)
+
+
+def test_evaluator_output_shape_is_checked() -> None:
+    split = _toy_split()
+    with pytest.raises(ValueError, match="expected"):
+        evaluate(lambda cases: torch.zeros(len(cases), 3), split, "valid")
+    assert evaluate(popularity_score_fn(split), split, "valid")["users"] == 300

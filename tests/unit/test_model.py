@@ -1,0 +1,183 @@
+"""The model: causality, masking, cold items, config round trip, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference.features import build_batch, log_time_bucket
+from inference.model import ModelConfig, SeqRecModel
+from inference.model_dir import load_model_dir, save_model_dir
+
+N_ITEMS = 30
+DAY_MS = 86_400_000
+T0 = 1_700_000_000_000
+
+
+def _model(**kw: object) -> SeqRecModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=N_ITEMS, max_len=12, d_model=16, n_heads=2, n_layers=2,
+                      text_dim=8, **kw)  # type: ignore[arg-type]
+    model = SeqRecModel(cfg)
+    if cfg.use_text:
+        model.set_item_text(torch.randn(N_ITEMS + 1, 8))
+    return model.eval()
+
+
+def _batch(items: list[list[int]], max_len: int = 12):
+    ts = [[T0 + k * 3_600_000 * (k + 1) for k in range(len(s))] for s in items]
+    types = [[1 + k % 5 for k in range(len(s))] for s in items]
+    b = build_batch(items, ts, types, max_len)
+    return b.items, b.event_types, b.times, b.query_times
+
+
+@pytest.mark.parametrize("flags", [{}, {"use_time": False, "use_text": False,
+                                        "use_event_type": False, "use_fusion": False}])
+def test_future_events_do_not_change_earlier_positions(flags: dict[str, bool]) -> None:
+    model = _model(**flags)
+    items, types, times, query = _batch([[3, 5, 7, 9, 11, 13, 2, 4]])
+    base = model.encode(items, types, times, query)
+    # Change the newest event: its item, type and time.
+    items2, types2, times2, query2 = items.clone(), types.clone(), times.clone(), query.clone()
+    items2[0, -1], types2[0, -1] = 29, 4
+    times2[0, -1] = query2[0, -1] = times[0, -1] + 12345.0
+    changed = model.encode(items2, types2, times2, query2)
+    assert torch.allclose(base[:, :-1], changed[:, :-1], atol=1e-6)
+    assert not torch.allclose(base[:, -1], changed[:, -1])
+
+
+def test_left_padding_does_not_change_the_score() -> None:
+    model = _model()
+    seq = [[3, 5, 7, 9]]
+    wide = model.score(*_batch(seq, max_len=12))
+    narrow = model.score(*_batch(seq, max_len=4))
+    assert torch.allclose(wide, narrow, atol=1e-5)
+
+
+def test_exclude_mask_and_padding_never_recommended() -> None:
+    model = _model()
+    inputs = _batch([[1, 2, 3], [4, 5]])
+    exclude = torch.zeros(2, N_ITEMS + 1, dtype=torch.bool)
+    exclude[0, 1:20] = True
+    exclude[1, [4, 5, 6]] = True
+    scores, idx = model.topk(*inputs, exclude, k=N_ITEMS)
+    allowed = scores > -1e8
+    assert set(idx[0][allowed[0]].tolist()) == set(range(20, N_ITEMS + 1))
+    assert not set(idx[1][allowed[1]].tolist()) & {0, 4, 5, 6}
+    assert allowed[1].sum() == N_ITEMS - 3
+
+
+def test_text_only_cold_item_gets_a_finite_text_driven_score() -> None:
+    model = _model()
+    cold = 17
+    with torch.no_grad():
+        model.id_mask[cold] = 0.0
+        model.item_id.weight[cold] = 1e6  # ignored for a cold item
+    inputs = _batch([[1, 2, 3]])
+    s = model.score(*inputs)[0, cold]
+    assert torch.isfinite(s)
+    with torch.no_grad():
+        model.item_text[cold] = torch.randn(8)
+    assert model.score(*inputs)[0, cold] != s  # the text, not the id, drives it
+
+
+def test_sasrec_ablation_has_no_time_text_or_fusion_parameters() -> None:
+    names = {n for n, _ in _model(use_time=False, use_text=False, use_event_type=False,
+                                  use_fusion=False).named_parameters()}
+    assert not [n for n in names if n.split(".")[0] in ("gap", "age_bias", "text_proj",
+                                                         "gate", "event_type")]
+    with pytest.raises(ValueError):
+        _model(use_text=False).set_item_text(torch.zeros(N_ITEMS + 1, 8))
+
+
+def test_losses_are_finite_and_backpropagate() -> None:
+    for loss in ("full", "sampled"):
+        model = _model(loss=loss, n_negatives=7).train()
+        items, types, times, query = _batch([[1, 2, 3, 4], [5, 6]])
+        targets = torch.roll(items, -1, dims=1) * (items != 0)
+        targets[:, -1] = torch.tensor([5, 7])
+        negatives = torch.randint(1, N_ITEMS + 1, (7,)) if loss == "sampled" else None
+        out = model(items, types, times, query, targets, negatives=negatives)
+        out.backward()
+        assert torch.isfinite(out) and model.item_id.weight.grad is not None
+
+
+def test_config_validation_and_round_trip(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(n_items=5, d_model=10, n_heads=3).validate()
+    with pytest.raises(ValueError, match="loss"):
+        ModelConfig(n_items=5, loss="bpr").validate()
+    cfg = ModelConfig(n_items=7, max_len=33, use_time=False, dropout=0.3)
+    cfg.save(tmp_path / "config.json")
+    assert ModelConfig.load(tmp_path / "config.json") == cfg
+    # Unknown keys (metadata such as "version") are ignored.
+    assert ModelConfig.from_dict({**dataclasses.asdict(cfg), "version": "x"}) == cfg
+
+
+def test_model_dir_round_trip_gives_identical_scores(tmp_path: Path) -> None:
+    model = _model()
+    with torch.no_grad():
+        model.id_mask[3] = 0.0
+    ids = [f"item{i}" for i in range(1, N_ITEMS + 1)]
+    version = save_model_dir(tmp_path / "v1", model, ids, {"valid": {"ndcg@10": 0.1}})
+    assert version.startswith("v1-")
+    assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == [
+        "config.json", "item_ids.json", "metrics.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    loaded = load_model_dir(tmp_path / "v1")
+    assert loaded.item_ids == ids and loaded.version == version
+    inputs = _batch([[1, 2, 3], [9]])
+    assert torch.equal(model.score(*inputs), loaded.model.score(*inputs))
+    with pytest.raises(FileExistsError):
+        save_model_dir(tmp_path / "v1", model, ids, {})
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        load_model_dir(tmp_path)
+
+
+def test_same_seed_same_weights() -> None:
+    a, b = _model(), _model()
+    for (n, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), n
+
+
+def test_time_buckets_and_batch_layout() -> None:
+    secs = torch.tensor([0.0, 1.0, 60.0, 3600.0, 86400.0, -5.0, 1e12])
+    assert log_time_bucket(secs, 32).tolist() == [1, 2, 6, 12, 17, 1, 31]
+    b = build_batch([[4, 5, 6]], [[T0, T0 + DAY_MS, T0 + 2 * DAY_MS]], [[1, 2, 3]], max_len=5,
+                    trigger_ts_ms=[T0 + 3 * DAY_MS])
+    assert b.items.tolist() == [[0, 0, 4, 5, 6]]
+    assert b.times.tolist() == [[0.0, 0.0, -259200.0, -172800.0, -86400.0]]
+    assert b.query_times[0, -1].item() == 0.0  # the trigger time is the reference
+    trunc = build_batch([[1, 2, 3, 4]], [[1, 2, 3, 4]], [[1, 1, 1, 1]], max_len=2)
+    assert trunc.items.tolist() == [[3, 4]]  # the most recent events are kept
+
+
+class _TopK(torch.nn.Module):
+    def __init__(self, model: SeqRecModel, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.topk(*inputs, k=self.k)
+
+
+def test_topk_exports_to_onnx_and_matches_eager(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    wrapped = _TopK(_model(), k=5).eval()
+    inputs = _batch([[1, 2, 3], [4, 5, 6, 7, 8]])
+    exclude = torch.zeros(2, N_ITEMS + 1, dtype=torch.bool)
+    exclude[0, [1, 2, 3]] = True
+    args = (*inputs, exclude)
+    names = ["items", "event_types", "times", "query_times", "exclude"]
+    torch.onnx.export(wrapped, args, str(tmp_path / "m.onnx"), dynamo=False, input_names=names,
+                      output_names=["scores", "indices"],
+                      dynamic_axes={n: {0: "batch"} for n in names})
+    wrapped.eval()  # export restores the wrapper's mode; keep eager in eval for the reference
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    scores, idx = sess.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
+    ref_scores, ref_idx = wrapped(*args)
+    assert torch.allclose(torch.from_numpy(scores), ref_scores, atol=1e-5)
+    assert torch.equal(torch.from_numpy(idx), ref_idx)

@@ -1,0 +1,211 @@
+"""The training loop: next-item prediction at every position, early stopping on
+the validation targets only.
+
+Training rows are the users' training parts cut from the end into windows of
+``max_len`` targets (so long histories are used whole, newest context first).
+Each epoch: shuffle rows (seeded), AdamW steps, then full-ranking NDCG@10 on the
+validation targets; the best state is kept in memory and restored at the end.
+The test targets are never looked at here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from inference.features import build_batch
+from inference.model import ModelConfig, SeqRecModel
+from trainer.evaluate import evaluate, model_score_fn
+from trainer.split import Split
+
+SELECT_METRIC = "ndcg@10"
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    batch_size: int = 128
+    max_epochs: int = 200
+    patience: int = 10  # evaluations without a better validation NDCG@10
+    eval_every: int = 1  # epochs between validation evaluations
+    time_budget_s: float | None = None  # stop (not converged) after this much training
+    grad_clip: float = 1.0
+    seed: int = 0
+    progress: bool = True
+    device: str = "cpu"  # the trainer's choice, never the model's: "cuda" to use a GPU
+
+    def validate(self) -> TrainConfig:
+        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1:
+            raise ValueError(f"invalid TrainConfig: {self}")
+        if self.patience < 1 or self.eval_every < 1:
+            raise ValueError(f"patience and eval_every must be >= 1: {self}")
+        return self
+
+
+@dataclass
+class TrainResult:
+    model: SeqRecModel  # with the best validation weights, eval mode
+    best_epoch: int
+    epochs: int
+    train_seconds: float
+    converged: bool  # stopped by patience (not by max_epochs or the time budget)
+    valid: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def facts(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "epochs": self.epochs,
+                "train_seconds": round(self.train_seconds, 1), "converged": self.converged}
+
+
+def training_rows(split: Split, max_len: int) -> tuple[torch.Tensor, ...]:
+    """(items, event_types, times, query_times, targets) tensors for every window."""
+    inp_items, inp_ts, inp_types, tgts = [], [], [], []
+    for seq in split.train_sequences():
+        m = len(seq.items)
+        for end in range(m - 1, 0, -max_len):
+            start = max(0, end - max_len)
+            inp_items.append(seq.items[start:end])
+            inp_ts.append(seq.ts[start:end])
+            inp_types.append(seq.types[start:end])
+            tgts.append(seq.items[start + 1 : end + 1])
+    if not tgts:
+        raise ValueError("no training positions: every user has fewer than 4 events")
+    batch = build_batch(inp_items, inp_ts, inp_types, max_len)
+    targets = torch.zeros_like(batch.items)
+    for r, t in enumerate(tgts):
+        targets[r, max_len - len(t) :] = torch.tensor(t)
+    return batch.items, batch.event_types, batch.times, batch.query_times, targets
+
+
+def build_model(split: Split, cfg: ModelConfig, text_table: torch.Tensor | None) -> SeqRecModel:
+    """A fresh model for ``split``'s catalogue; items unseen in training get text-only
+    representations when text is used."""
+    model = SeqRecModel(cfg)
+    if cfg.use_text:
+        if text_table is None:
+            raise ValueError("use_text=True needs a text table (or set use_text=False)")
+        model.set_item_text(text_table)
+        counts = torch.tensor(split.train_item_counts())
+        with torch.no_grad():
+            model.id_mask.copy_((counts > 0).float())
+    return model
+
+
+def _optimizer(model: SeqRecModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and LayerNorm gains: decaying them only hurts.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim < 2 else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+    )
+
+
+def train(
+    split: Split,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    text_table: torch.Tensor | None = None,
+) -> TrainResult:
+    """Train from scratch on ``split``'s training parts; select on validation."""
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    model = build_model(split, model_cfg, text_table).to(device)
+    rows = tuple(t.to(device) for t in training_rows(split, model_cfg.max_len))
+    lengths = (rows[0] != 0).sum(1).cpu()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = _optimizer(model, cfg)
+    best: dict[str, Any] = {"score": -math.inf, "state": None, "epoch": 0, "valid": {}}
+    history: list[dict[str, float]] = []
+    since_best, converged, epoch = 0, False, 0
+    start = time.monotonic()
+
+    def out_of_time() -> bool:
+        return cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s
+
+    bar = _progress(cfg)
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        total, steps = 0.0, 0
+        for idx in _length_bucketed_batches(lengths, cfg.batch_size, gen):
+            negatives = None
+            if model_cfg.loss == "sampled":
+                negatives = torch.randint(1, model_cfg.n_items + 1, (model_cfg.n_negatives,),
+                                          generator=gen).to(device)
+            # Drop the all-padding left columns: positions are right-aligned, so
+            # the result is the same and the batch costs what its longest row costs.
+            width = int(lengths[idx].max())
+            idx = idx.to(device)
+            loss = model(*(t[idx, -width:] for t in rows), negatives=negatives)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+            if out_of_time():
+                break  # validate what we have, then stop
+        record: dict[str, float] = {"epoch": epoch, "loss": total / max(steps, 1),
+                                    "seconds": time.monotonic() - start}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs or out_of_time():
+            valid = evaluate(model_score_fn(model), split, "valid", seed=cfg.seed)
+            record["valid_ndcg@10"] = float(valid[SELECT_METRIC])
+            if valid[SELECT_METRIC] > best["score"]:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best = {"score": valid[SELECT_METRIC], "epoch": epoch, "valid": valid,
+                        "state": state}
+                since_best = 0
+            else:
+                since_best += 1
+        history.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}",
+                            valid=f"{record.get('valid_ndcg@10', float('nan')):.4f}",
+                            best=f"{best['score']:.4f}@{best['epoch']}")
+        if since_best >= cfg.patience:
+            converged = True
+            break
+        if out_of_time():
+            break
+    if bar is not None:
+        bar.close()
+    seconds = time.monotonic() - start
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model = model.cpu().eval()
+    return TrainResult(model, best["epoch"], epoch, seconds, converged, best["valid"], history)
+
+
+def _length_bucketed_batches(
+    lengths: torch.Tensor, batch_size: int, gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Row indices per batch: rows of similar length together, batch order shuffled.
+
+    Shuffle, then stable-sort by length (equal lengths stay shuffled), cut into
+    batches, shuffle the batches. Halves the padding compute on long-tailed
+    histories (MovieLens: 56% of a 200-wide row is padding on average).
+    """
+    perm = torch.randperm(lengths.numel(), generator=gen)
+    order = perm[torch.sort(lengths[perm], stable=True).indices]
+    batches = list(torch.split(order, batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
+def _progress(cfg: TrainConfig) -> Any:
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.max_epochs, desc="training", unit="epoch", dynamic_ncols=True)
+
+
+def config_summary(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:
+    return {"model": model_cfg.to_dict(), "train": asdict(cfg)}
