@@ -56,7 +56,9 @@ class ModelConfig:
     d_model: int = 64
     n_heads: int = 2
     n_layers: int = 2
-    ffn_mult: int = 4
+    # FFN width / d_model. 1 (as in the SASRec paper) matches 4 on MovieLens validation
+    # NDCG@10 and halves the CPU cost of an epoch.
+    ffn_mult: int = 1
     dropout: float = 0.2
     use_time: bool = True
     use_text: bool = True

@@ -27,7 +27,7 @@ SELECT_METRIC = "ndcg@10"
 
 @dataclass
 class TrainConfig:
-    lr: float = 1e-3
+    lr: float = 2e-3  # with ffn_mult=1: early stop within 10 min on 2 CPU cores (ML-100K)
     weight_decay: float = 0.1
     batch_size: int = 128
     max_epochs: int = 200
