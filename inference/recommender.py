@@ -46,8 +46,11 @@ class ModelLoadError(RuntimeError):
     """A model directory was given but no model could be loaded from it."""
 
 
-def load_recommender(model_dir: Path | None) -> Recommender:
-    """The co-occurrence baseline when ``model_dir`` is None, else the trained model in it."""
+def load_recommender(
+    model_dir: Path | None, *, backend: str = "auto", k: int = 10, threads: int | None = None
+) -> Recommender:
+    """The co-occurrence baseline when ``model_dir`` is None, else the trained model in it,
+    scored by ``backend`` (see :mod:`inference.backends.select`) for up to ``k`` items."""
     if model_dir is None:
         from inference.cooccurrence import CooccurrenceRecommender
 
@@ -64,7 +67,7 @@ def load_recommender(model_dir: Path | None) -> Recommender:
             f"cannot load a trained model from {model_dir}: {SEQUENCE_LOADER_MODULE} is not "
             "available in this build; unset RECSTREAM_MODEL_DIR to serve the co-occurrence model"
         ) from exc
-    model = loader.load(model_dir)
+    model = loader.load(model_dir, backend=backend, k=k, threads=threads)
     if not isinstance(model, Recommender):
         raise ModelLoadError(
             f"{SEQUENCE_LOADER_MODULE}.load({model_dir}) returned {type(model).__name__}, "

@@ -64,6 +64,10 @@ class ScorerSettings:
     batch_ms: int = 10
     #: A trained model version directory; None serves the online co-occurrence model.
     model_dir: Path | None = None
+    #: Scoring backend of a trained model: auto, tensorrt, onnxruntime, torch, ...
+    backend: str = "auto"
+    #: torch / ONNX Runtime intra-op threads (None: the library's default).
+    threads: int | None = None
     metrics_port: int | None = None
     group_id: str = GROUP_ID
     #: Fast group joins on the embedded broker (BROKER.md, defect 2).
@@ -93,6 +97,8 @@ class ScorerSettings:
             batch_size=_or(_env_int(env, "RECSTREAM_SCORER_BATCH"), cls.batch_size),
             batch_ms=_or(_env_int(env, "RECSTREAM_SCORER_BATCH_MS"), cls.batch_ms),
             model_dir=Path(model_dir) if model_dir else None,
+            backend=env.get("RECSTREAM_SCORER_BACKEND", "auto").strip() or "auto",
+            threads=_env_int(env, "RECSTREAM_TORCH_THREADS") or None,
             metrics_port=_env_int(env, "RECSTREAM_METRICS_PORT"),
             group_id=env.get("RECSTREAM_SCORER_GROUP", GROUP_ID),
             fetch_max_wait_ms=_or(
@@ -326,7 +332,10 @@ class Scorer:
 
 async def serve(settings: ScorerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set (for embedding; :func:`run_scorer` wires up signals)."""
-    model = load_recommender(settings.model_dir)
+    model = load_recommender(
+        settings.model_dir, backend=settings.backend, k=settings.top_k, threads=settings.threads
+    )
+    log.info("serving model %s", model.version)
     metrics = ScorerMetrics()
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)

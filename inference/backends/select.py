@@ -75,7 +75,9 @@ def onnx_dir_for(
             return d
     cached.mkdir(parents=True, exist_ok=True)
     log.info("exporting model %s to ONNX in %s", model_version, cached)
-    export_onnx_files(model, cached, model_version, k=max(k, DEFAULT_K), fp16=fp16)
+    export_onnx_files(
+        model, cached, model_version, k=min(max(k, DEFAULT_K), model.cfg.n_items), fp16=fp16
+    )
     return cached
 
 
