@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean bench-deps
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ test: venv lint
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# Peers for `recstream bench quality`: RecBole without its conflicting pins.
+bench-deps: venv
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q --no-deps recbole==1.2.1
 
 clean:
 	rm -rf $(VENV) .pytest_cache state out

@@ -59,7 +59,8 @@ def recbole_version() -> str:
         import recbole
     except ImportError as exc:
         raise PeerUnavailable(
-            "RecBole is not installed: pip install -e '.[bench]' (recbole>=1.2,<2)"
+            "RecBole is not installed: run `make bench-deps` (the bench extra, then "
+            "recbole==1.2.1 with --no-deps: its pins clash with faust)"
         ) from exc
     return str(recbole.__version__)
 
