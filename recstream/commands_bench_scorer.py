@@ -79,3 +79,24 @@ def bench_scorer(
 
 def register(app: typer.Typer, groups: Mapping[str, typer.Typer]) -> None:
     groups["bench"].command("scorer")(bench_scorer)
+    groups["bench"].command("scorer-service")(bench_scorer_service)
+
+
+def bench_scorer_service(
+    json_out: Annotated[Path | None, typer.Option("--json", help="write rows + summary here")] = None,
+    requests: Annotated[int, typer.Option(help="score requests in the backlog")] = 5000,
+    seq_len: Annotated[int, typer.Option(help="events per request")] = 200,
+    batch: Annotated[int, typer.Option(help="scorer micro-batch size")] = 256,
+    backend: Annotated[str, typer.Option(help="scoring backend of the model")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="scorer CPU threads")] = None,
+) -> None:
+    """Scorer service end to end (Kafka in, Kafka out): users/s from a backlog."""
+    from bench.scorer_service import format_table, run_service_bench, write_json
+
+    report = run_service_bench(
+        requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads
+    )
+    typer.echo(format_table(report))
+    if json_out is not None:
+        write_json(report, json_out)
+        typer.echo(f"wrote {json_out}")
