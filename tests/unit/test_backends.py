@@ -9,11 +9,10 @@ GPU backends live in test_backends_gpu.py.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
-from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
+from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K
 
 from inference.backends.base import (
     BackendUnavailable,
@@ -26,23 +25,11 @@ from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_
 from inference.backends.parity import compare, probe_inputs, reference_topk
 from inference.backends.select import select_backend
 from inference.backends.torch_backend import TorchBackend
-from inference.export import ONNX_FP16, ONNX_FP32, ExportError, export_onnx_files
+from inference.export import ONNX_FP16, ONNX_FP32, ExportError
 from inference.features import SequenceBatch
 
 FP32_ATOL = 1e-4
 FP16_ATOL = 1e-2
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_model()
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    export_onnx_files(model, out, "test-v1", k=K, fp16=True)
-    return out
 
 
 @pytest.fixture(scope="module")

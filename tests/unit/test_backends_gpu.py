@@ -11,7 +11,6 @@ near-ties at the K-th place).
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -31,18 +30,6 @@ FP16_ATOL = 5e-2
 needs_tensorrt = pytest.mark.skipif(
     importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_model()
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    export_onnx_files(model, out, "test-v1", k=K, fp16=True)
-    return out
 
 
 def _parity(backend, model, batch: int, length: int, seed: int = 0) -> Parity:

@@ -4,7 +4,6 @@ self-describing and fails loudly when damaged."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import onnx
 import pytest
@@ -19,7 +18,6 @@ from inference.export import (
     ONNX_FP32,
     ExportError,
     export_model_dir,
-    export_onnx_files,
     read_manifest,
     sha256_file,
     verified_onnx,
@@ -28,18 +26,6 @@ from inference.features import log_time_bucket
 from inference.model_dir import save_model_dir
 
 FP32_ATOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_model()
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    export_onnx_files(model, out, "test-v1", k=K, fp16=True)
-    return out
 
 
 @pytest.mark.parametrize("chunks", [1, 4])
