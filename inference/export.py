@@ -20,7 +20,6 @@ opset 18: LayerNormalization needs 17, and TensorRT 10's parser covers 18.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -39,6 +38,7 @@ from inference.backends.serving_graph import (
     ServingGraph,
 )
 from inference.model import SeqRecModel
+from inference.model_dir import sha256_file
 
 ONNX_FP32 = "model.onnx"
 ONNX_FP16 = "model.fp16.onnx"
@@ -74,14 +74,6 @@ class ExportManifest:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _example_inputs(model: SeqRecModel, attn_chunks: int) -> tuple[torch.Tensor, ...]:

@@ -43,9 +43,10 @@ class LoadedModel:
     metrics: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (model files can be large)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -73,7 +74,7 @@ def save_model_dir(
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS))
-        version = f"{out.name}-{_sha256(tmp / WEIGHTS)[:12]}"
+        version = f"{out.name}-{sha256_file(tmp / WEIGHTS)[:12]}"
         cfg = {"format": FORMAT, "version": version, **model.cfg.to_dict()}
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         (tmp / ITEM_IDS).write_text(json.dumps(item_ids) + "\n")

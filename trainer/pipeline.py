@@ -6,7 +6,6 @@ the environment and calls these.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,13 @@ import torch
 from inference.item_text import TEXT_DIM, embed_texts
 from inference.model import ModelConfig
 from inference.model_dir import load_model_dir, save_model_dir
+from inference.model_dir import sha256_file as file_sha256  # noqa: F401 - used by bench
 from trainer.data import Interactions, load_interactions
 from trainer.evaluate import PROTOCOL, ScoreFn, evaluate, model_score_fn
 from trainer.split import EvalCase, Split, leave_one_out
 from trainer.train import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def item_text_table(
