@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -112,12 +113,17 @@ def train(
     model_cfg: ModelConfig,
     cfg: TrainConfig,
     text_table: torch.Tensor | None = None,
+    model_factory: Callable[[Split, ModelConfig, torch.Tensor | None], SeqRecModel] | None = None,
 ) -> TrainResult:
-    """Train from scratch on ``split``'s training parts; select on validation."""
+    """Train from scratch on ``split``'s training parts; select on validation.
+
+    ``model_factory`` (default :func:`build_model`) builds the fresh model, e.g. a
+    subclass with a different training loss (the cold-start bench).
+    """
     cfg.validate()
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
-    model = build_model(split, model_cfg, text_table).to(device)
+    model = (model_factory or build_model)(split, model_cfg, text_table).to(device)
     rows = tuple(t.to(device) for t in training_rows(split, model_cfg.max_len))
     lengths = (rows[0] != 0).sum(1).cpu()
     gen = torch.Generator().manual_seed(cfg.seed)
