@@ -28,14 +28,13 @@ id-only (``use_text`` off, otherwise identical). Prints a table and writes::
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.jsonio import write_json_atomic
 from bench.quality import DATASETS, MAX_LEN, BenchError, _machine
 
 if TYPE_CHECKING:
@@ -177,15 +176,9 @@ def cold_model_factory(cold: frozenset[int]) -> Callable[..., SeqRecModel]:
             return F.cross_entropy(logits, tgt)
 
     def factory(split: Split, cfg: ModelConfig, text_table: torch.Tensor | None) -> SeqRecModel:
-        model = WithoutColdItems(cfg)
-        if cfg.use_text:
-            if text_table is None:
-                raise ValueError("use_text=True needs a text table")
-            model.set_item_text(text_table)
-            counts = torch.tensor(split.train_item_counts())
-            with torch.no_grad():
-                model.id_mask.copy_((counts > 0).float())
-        return model
+        from trainer.train import build_model
+
+        return build_model(split, cfg, text_table, model_cls=WithoutColdItems)
 
     return factory
 
@@ -250,10 +243,7 @@ def run_coldstart_on(
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
             "machine": _machine(opts.device),
         }
-        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = opts.json_out.with_name(f".{opts.json_out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, opts.json_out)
+        write_json_atomic(opts.json_out, result)
         return result
 
     print(f"[{opts.dataset}] {len(cs.cold)} cold items (seed {opts.seed}), "

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.jsonio import write_json_atomic
+
 #: Bump when a change makes cached peer results incomparable.
 BENCH_VERSION = 1
 DATASETS = {"ml-100k": "ml-100k/ml-100k.inter", "beauty": "beauty/beauty.txt"}
@@ -214,10 +216,7 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
             "machine": _machine(opts.device),
         }}
-        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = opts.json_out.with_name(f".{opts.json_out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, opts.json_out)
+        write_json_atomic(opts.json_out, result)
         return result
 
     rows.append(_row("popularity", evaluate(popularity_score_fn(split), split, "test",

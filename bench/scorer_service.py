@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.jsonio import write_json_atomic
 from recstream.broker import EmbeddedBroker
 from recstream.processes import Child, recstream_command
 from schemas import ScoreRequest
@@ -42,11 +43,11 @@ class ServiceRow:
     batch: int
 
 
-def _requests(n: int, seq_len: int, n_items: int, seed: int) -> list[bytes]:
+def _requests(n: int, seq_len: int, catalogue: list[str], seed: int) -> list[bytes]:
     rng = random.Random(seed)
     out = []
     for u in range(n):
-        items = [f"i{rng.randrange(n_items)}" for _ in range(seq_len)]
+        items = [rng.choice(catalogue) for _ in range(seq_len)]
         ts = [T0 + 60_000 * j for j in range(seq_len)]
         out.append(ScoreRequest(
             user_id=f"u{u}", items=items, ts=ts, event_types=["view"] * seq_len,
@@ -102,11 +103,16 @@ def _ml1m_model_dir(root: Path) -> Path:
 
 def run_service_bench(
     *, requests: int = 5000, seq_len: int = 200, batch: int = 256, backend: str = "auto",
-    threads: int | None = None, root: Path | None = None,
+    threads: int | None = None, root: Path | None = None, model_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """``model_dir``: a model version to serve; default a MovieLens-1M-shaped one."""
+    from inference.model_dir import ITEM_IDS
+
     root = Path(root or tempfile.mkdtemp(prefix="recstream-bench-service-"))
-    model_dir = _ml1m_model_dir(root)
-    values = _requests(requests, seq_len, 3416, 0)
+    root.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(model_dir) if model_dir is not None else _ml1m_model_dir(root)
+    catalogue = json.loads((model_dir / ITEM_IDS).read_text())
+    values = _requests(requests, seq_len, catalogue, 0)
     in_process = _in_process(model_dir, values, batch, backend, threads)
     with EmbeddedBroker(partitions=4, log_path=root / "broker.log") as broker:
         asyncio.run(_produce(broker.bootstrap, values))
@@ -163,5 +169,4 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(path, report)

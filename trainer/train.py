@@ -83,10 +83,15 @@ def training_rows(split: Split, max_len: int) -> tuple[torch.Tensor, ...]:
     return batch.items, batch.event_types, batch.times, batch.query_times, targets
 
 
-def build_model(split: Split, cfg: ModelConfig, text_table: torch.Tensor | None) -> SeqRecModel:
-    """A fresh model for ``split``'s catalogue; items unseen in training get text-only
-    representations when text is used."""
-    model = SeqRecModel(cfg)
+def build_model(
+    split: Split,
+    cfg: ModelConfig,
+    text_table: torch.Tensor | None,
+    model_cls: type[SeqRecModel] = SeqRecModel,
+) -> SeqRecModel:
+    """A fresh ``model_cls`` for ``split``'s catalogue; items unseen in training get
+    text-only representations when text is used."""
+    model = model_cls(cfg)
     if cfg.use_text:
         if text_table is None:
             raise ValueError("use_text=True needs a text table (or set use_text=False)")

@@ -59,7 +59,7 @@ def _train(tmp_path: Path) -> tuple[Path, str]:
         "--dropout", "0.1", "--threads", "1", "--no-progress",
     ])
     assert res.exit_code == 0, res.output
-    version = json.loads((out / "metrics.json").read_text()).get("version")
+    version = json.loads((out / "config.json").read_text())["version"]
     return out, version
 
 
@@ -127,10 +127,25 @@ def test_scorer_serves_a_trained_model_through_onnxruntime(
     for r in reqs:
         (rec,) = got[r.trigger_event_id]  # exactly one each
         ranked = [x.item_id for x in rec.items]
-        assert rec.model_version == version or (version is None and rec.model_version)
+        assert rec.model_version == version
         assert len(ranked) == K and not set(ranked) & set(r.items)
         nxt = f"i{(int(r.items[-1][1:]) + 1) % N_ITEMS}"
         hits += ranked[0] == nxt
     # Chance is 1/24 for the first slot; a model that learned the chain is far above.
     assert hits / len(reqs) > 0.5, f"next item ranked first in only {hits}/{len(reqs)}"
     assert "onnxruntime" in scorer.log_tail(400)
+
+
+def test_bench_scorer_service_measures_the_service_and_its_baseline(tmp_path: Path) -> None:
+    """`recstream bench scorer-service` (README) on a tiny model: both rows measured,
+    every request answered (the bench waits for all of them), ratio derived from them."""
+    from bench.scorer_service import run_service_bench
+
+    model_dir, _ = _train(tmp_path)
+    report = run_service_bench(requests=200, seq_len=8, batch=32, backend="onnxruntime",
+                               threads=1, root=tmp_path / "bench", model_dir=model_dir)
+    service, baseline = report["service_users_per_s"], report["in_process_users_per_s"]
+    assert service > 0 and baseline > 0
+    assert report["service_over_in_process"] == round(service / baseline, 3)
+    assert [r["backend"] for r in report["rows"]] == ["onnxruntime", "onnxruntime"]
+    assert all(r["requests"] == 200 and r["seq_len"] == 8 for r in report["rows"])
