@@ -226,7 +226,8 @@ class ServingGraph(nn.Module):
         """Additive attention bias ``[H, B, Lq, Lk]`` (or ``[1, ...]`` without ages)
         from ``_bucket0`` ages ``[B, Lq, Lk]`` and the allowed pairs."""
         if age is None or not self.cfg.use_time:
-            return torch.where(allowed, torch.zeros((), dtype=masked.dtype), masked).unsqueeze(0)
+            zero = torch.zeros((), dtype=masked.dtype, device=masked.device)
+            return torch.where(allowed, zero, masked).unsqueeze(0)
         idx = torch.where(allowed, age, float(self.cfg.n_time_buckets - 1))  # masked column
         return _lookup(self.age_bias[layer], idx.to(torch.long))
 
@@ -284,7 +285,9 @@ class ServingGraph(nn.Module):
         x = x * valid.unsqueeze(-1).to(x.dtype)
         tokens = x
         x = x.reshape(b * n, -1)  # linear layers on 2-D inputs (a Gemm with fused bias)
-        masked = torch.tensor(self.attn_masked, dtype=x.dtype)
+        # On x's device: a CPU scalar would be a host-to-device copy, which CUDA
+        # graph capture refuses.
+        masked = x.new_full((), self.attn_masked)
 
         if cfg.n_layers > 1:
             parts, ages = [], []
