@@ -45,7 +45,13 @@ if TYPE_CHECKING:
     from trainer.split import EvalCase, Split
 
 #: Our rows: name -> model flags (everything else identical).
-MODEL_ROWS: dict[str, dict[str, bool]] = {"ours": {"use_text": True}, "id-only": {"use_text": False}}
+#: "ours" is the model as ``recstream train`` builds it; "ours+id-dropout" also
+#: drops 30% of the id rows per training step, so text alone must rank items.
+MODEL_ROWS: dict[str, dict[str, Any]] = {
+    "ours": {"use_text": True},
+    "ours+id-dropout": {"use_text": True, "id_dropout": 0.3},
+    "id-only": {"use_text": False},
+}
 TABLE_COLS = ("model", "cold_users", "cold_hr@10", "cold_ndcg@10", "cold_hr@20", "all_users",
               "all_hr@10", "all_ndcg@10", "all_hr@20", "train_seconds", "epochs", "converged")
 CHOICES = (

@@ -69,6 +69,10 @@ class ModelConfig:
     short_window: int = 5
     loss: str = "full"  # "full" softmax over the catalogue, or "sampled"
     n_negatives: int = 1024  # for loss == "sampled"
+    #: Training only, with text: share of item rows whose id embedding is dropped
+    #: per forward pass, so the text projection must carry items on its own, as
+    #: it does for a cold item (id_mask 0) at serving time.
+    id_dropout: float = 0.0
 
     def validate(self) -> ModelConfig:
         """Raise ``ValueError`` naming the first bad field; return self for chaining."""
@@ -84,6 +88,7 @@ class ModelConfig:
             (self.short_window >= 1, "short_window must be >= 1"),
             (self.loss in ("full", "sampled"), "loss must be 'full' or 'sampled'"),
             (self.n_negatives >= 1, "n_negatives must be >= 1"),
+            (0.0 <= self.id_dropout < 1.0, "id_dropout must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -123,6 +128,10 @@ class _Block(nn.Module):
             nn.Linear(cfg.ffn_mult * d, d),
         )
         self.drop = nn.Dropout(cfg.dropout)
+        # Explanations only (SeqRecModel.attention_rollout): a plain Python flag,
+        # False in training and export, so traced graphs never see it.
+        self.keep_attention = False
+        self.last_attention: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
@@ -130,6 +139,8 @@ class _Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
         att = q @ k.transpose(-1, -2) / math.sqrt(d // h) + bias
         att = self.drop(torch.softmax(att, dim=-1))
+        if self.keep_attention:
+            self.last_attention = att.detach()
         y = (att @ v).transpose(1, 2).reshape(b, n, d)
         x = x + self.drop(self.out(y))
         return x + self.drop(self.ffn(self.ln2(x)))
@@ -187,7 +198,12 @@ class SeqRecModel(nn.Module):
 
     def item_table(self) -> torch.Tensor:
         """Item representations [n_items + 1, d], shared by input and output."""
-        rep = self.item_id.weight * self.id_mask.unsqueeze(1)
+        mask = self.id_mask.unsqueeze(1)
+        if self.training and self.cfg.use_text and self.cfg.id_dropout > 0:
+            # No 1/(1-p) rescale: a dropped row should look exactly like a cold item.
+            keep = torch.rand_like(mask) >= self.cfg.id_dropout
+            mask = mask * keep
+        rep = self.item_id.weight * mask
         if self.cfg.use_text:
             rep = rep + self.text_proj(self.item_text)
         return rep
@@ -253,6 +269,40 @@ class SeqRecModel(nn.Module):
         short_term = torch.softmax(logits, dim=-1) @ tokens
         g = torch.sigmoid(self.gate(torch.cat([long_term, short_term], dim=-1)))
         return g * long_term + (1.0 - g) * short_term
+
+    @torch.no_grad()
+    def attention_rollout(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        times: torch.Tensor,
+        query_times: torch.Tensor,
+    ) -> torch.Tensor:
+        """How much the last position's state draws on each input event, [B, L], rows sum to 1.
+
+        Attention rollout (Abnar & Zuidema, 2020): each block's head-averaged
+        attention with the residual path as identity, ``0.5 * A + 0.5 * I``,
+        multiplied through the blocks. Padding gets no weight. An explanation
+        of the Transformer blocks, not of the short-term fusion (if enabled).
+        """
+        for block in self.blocks:
+            block.keep_attention = True
+        try:
+            self.encode(items, event_types, times, query_times)
+            layers = [block.last_attention for block in self.blocks]
+        finally:
+            for block in self.blocks:
+                block.keep_attention = False
+                block.last_attention = None
+        n = items.shape[1]
+        eye = torch.eye(n, device=items.device)
+        rollout = eye.expand(items.shape[0], n, n)
+        for att in layers:
+            assert att is not None
+            a = 0.5 * att.mean(dim=1) + 0.5 * eye
+            rollout = (a / a.sum(dim=-1, keepdim=True)) @ rollout
+        weights = rollout[:, -1] * (items != 0)
+        return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
     # ---- training --------------------------------------------------------
 

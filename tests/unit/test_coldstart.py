@@ -121,7 +121,7 @@ def test_bench_end_to_end(split: Split, tmp_path: Path) -> None:
     result = run_coldstart_on(data, split, opts, text_table(split))
     assert json.loads(out.read_text()) == result
     assert result["complete"] and result["cold_items"] == 8
-    assert [r["model"] for r in result["rows"]] == ["popularity", "ours", "id-only"]
+    assert [r["model"] for r in result["rows"]] == ["popularity", "ours", "ours+id-dropout", "id-only"]
     n_cold = len([c for c in split.cases("test") if c.target in set(
         split.item_ids.index(i) + 1 for i in result["cold_item_ids"])])
     for r in result["rows"]:

@@ -181,3 +181,24 @@ def test_topk_exports_to_onnx_and_matches_eager(tmp_path: Path) -> None:
     ref_scores, ref_idx = wrapped(*args)
     assert torch.allclose(torch.from_numpy(scores), ref_scores, atol=1e-5)
     assert torch.equal(torch.from_numpy(idx), ref_idx)
+
+
+def test_id_dropout_drops_whole_id_rows_in_training_only() -> None:
+    model = _model(id_dropout=0.5)
+    with torch.no_grad():
+        model.item_text.normal_()
+        model.eval()
+        served = model.item_table()
+        assert torch.equal(served, model.item_table())  # no randomness at serving
+        model.train()
+        torch.manual_seed(0)
+        trained = model.item_table()
+    text_only = model.text_proj(model.item_text).detach()
+    dropped = [i for i in range(1, model.cfg.n_items + 1)
+               if torch.allclose(trained[i], text_only[i])]
+    kept = [i for i in range(1, model.cfg.n_items + 1) if torch.allclose(trained[i], served[i])]
+    # Every row is either exactly text-only (a cold item) or exactly as served.
+    assert len(dropped) + len(kept) == model.cfg.n_items
+    assert 0 < len(dropped) < model.cfg.n_items
+    with pytest.raises(ValueError, match="id_dropout"):
+        ModelConfig(n_items=5, id_dropout=1.0).validate()
