@@ -1,0 +1,152 @@
+"""Online quality, the Faust glue: the ``last_recommendations`` table and its agent.
+
+The worker reads ``recommendations`` back (keyed by user, same partition count
+as ``events``): Faust's assignor co-partitions topics of one app that have the
+same partition count and the same subscribers, so a user's recommendations,
+events and tables meet on one worker and one partition number. The agent keeps
+the newest list per user; :class:`OnlineQuality` is called by the events
+agent for each user's applied events and judges the stored list against the
+first of them (:func:`stream.online_quality.judge`), then forgets the list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import faust
+from faust.types import AgentT, EventT, StreamT, TableT, TopicT
+
+from schemas import Event
+from schemas import topics as names
+from schemas.messages import now_ms
+from stream.metrics import WorkerMetrics
+from stream.online_quality import (
+    K,
+    LastRecommendation,
+    RollingQuality,
+    judge,
+    parse_recommendation,
+)
+from stream.tables import table_partition
+
+log = logging.getLogger(__name__)
+
+LAST_RECOMMENDATIONS = "last_recommendations"
+#: Judgements per model version behind the rolling HR/NDCG gauges.
+ONLINE_WINDOW = 1000
+
+
+def define_last_recommendations_table(app: faust.App, partitions: int) -> TableT:
+    """User id (utf-8 bytes) -> :meth:`LastRecommendation.encode` bytes."""
+    return app.Table(
+        LAST_RECOMMENDATIONS,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        options={"driver": "rocksdict"},
+    )
+
+
+def define_recommendations_topic(app: faust.App, partitions: int) -> TopicT:
+    return app.topic(
+        names.RECOMMENDATIONS,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+class OnlineQuality:
+    """Keeps the last list per user and judges it against the user's next event."""
+
+    def __init__(
+        self,
+        table: TableT,
+        metrics: WorkerMetrics,
+        *,
+        window: int = ONLINE_WINDOW,
+        k: int = K,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._table = table
+        self._metrics = metrics
+        self._rolling = RollingQuality(window)
+        self._k = k
+        self._clock = clock
+
+    async def remember(self, batch: Sequence[EventT]) -> None:
+        """Store the newest list of each user in a batch of ``recommendations`` records."""
+        now = self._clock()
+        m = self._metrics
+        for record in batch:
+            try:
+                parsed = parse_recommendation(record.message.value, self._k)
+            except ValueError as exc:
+                # Not ours to dead-letter (the scorer owns that topic); count and go on.
+                m.recommendations_bad.inc()
+                log.debug("unusable recommendation at offset %d: %s", record.message.offset, exc)
+                continue
+            m.recommendations_in.labels(parsed.last.model_version).inc()
+            m.event_to_recommendation.observe(max(0, now - parsed.ingest_ms) / 1000)
+            key = parsed.user_id.encode()
+            with table_partition(record):
+                old = self._load(self._table.get(key))
+                if parsed.last.newer_than(old):
+                    self._table[key] = parsed.last.encode()
+
+    def on_applied(self, user_key: bytes, events: Sequence[Event]) -> None:
+        """Judge the user's stored list against the first later event; call under the
+        user's ``table_partition``."""
+        raw = self._table.get(user_key)
+        if raw is None:
+            return
+        last = self._load(raw)
+        for event in events:
+            verdict = judge(last, event.event_id, event.item_id, event.ts, self._k)
+            if verdict is None:
+                continue
+            m = self._metrics
+            version = verdict.model_version
+            m.online_trials.labels(version).inc()
+            m.online_hits.labels(version).inc(1 if verdict.hit else 0)
+            m.online_ndcg_sum.labels(version).inc(verdict.ndcg)
+            hr, ndcg = self._rolling.add(verdict)
+            m.online_hr.labels(version).set(hr)
+            m.online_ndcg.labels(version).set(ndcg)
+            # Judged once: the next list the scorer sends replaces it.
+            del self._table[user_key]
+            return
+
+    @staticmethod
+    def _load(raw: bytes | None) -> LastRecommendation | None:
+        if raw is None:
+            return None
+        try:
+            return LastRecommendation.decode(raw)
+        except (ValueError, TypeError):
+            return None  # an unreadable entry is simply replaced
+
+
+def define_recommendations_agent(
+    app: faust.App,
+    topic: TopicT,
+    online: OnlineQuality,
+    *,
+    batch_size: int,
+    batch_window_s: float,
+    on_fatal: Callable[[BaseException], None],
+) -> AgentT:
+    async def remember_recommendations(stream: StreamT) -> None:
+        # Same shape as the events agent: a batch is acknowledged only after
+        # remember() returned, and a failure stops the worker uncommitted.
+        async for batch in stream.take_events(batch_size, within=batch_window_s):
+            try:
+                await online.remember(batch)
+            except Exception as exc:
+                on_fatal(exc)
+                raise
+
+    return app.agent(topic, name="recstream.remember_recommendations")(remember_recommendations)
