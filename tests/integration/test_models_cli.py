@@ -1,0 +1,64 @@
+"""``recstream models list`` and ``recstream models rollback`` against a real broker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from typer.testing import CliRunner
+
+from inference.model import ModelConfig, SeqRecModel
+from inference.model_dir import save_model_dir
+from inference.registry import Registry, verify_version_dir
+from recstream.broker import EmbeddedBroker
+from recstream.cli import app
+from schemas.messages import ModelUpdate
+from schemas.topics import MODEL_UPDATES
+
+pytestmark = pytest.mark.integration
+
+
+def publish_tiny(reg: Registry, ndcg: float) -> str:
+    model = SeqRecModel(ModelConfig(n_items=3, max_len=4, d_model=4, n_heads=1, n_layers=1,
+                                    use_text=False))
+    staged = reg.staging_dir()
+    save_model_dir(staged, model, ["a", "b", "c"], {"holdout": {"ndcg@10": ndcg, "hr@10": 0.5}})
+    return reg.publish(staged).version
+
+
+def test_list_and_rollback(broker: EmbeddedBroker, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = Registry(tmp_path / "models")
+    v1, v2 = publish_tiny(reg, 0.25), publish_tiny(reg, 0.5)
+    monkeypatch.setenv("RECSTREAM_KAFKA_BOOTSTRAP", broker.bootstrap)
+    monkeypatch.setenv("RECSTREAM_MODEL_REGISTRY", str(reg.root))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert v1 in listed.output and v2 in listed.output and "0.5000" in listed.output
+    assert reg.current().version == v2
+
+    rolled = runner.invoke(app, ["models", "rollback", v1, "--registry", str(reg.root)])
+    assert rolled.exit_code == 0, rolled.output
+    assert reg.current().version == v1
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(MODEL_UPDATES, p) for p in consumer.partitions_for_topic(MODEL_UPDATES)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    records: list = []
+    deadline = time.monotonic() + 30
+    while not records and time.monotonic() < deadline:
+        records = [r for rs in consumer.poll(timeout_ms=500).values() for r in rs]
+    consumer.close()
+    assert len(records) == 1 and records[0].key == b"recstream"
+    update = ModelUpdate.model_validate_json(records[0].value)
+    assert update.version == v1 and update.metrics["ndcg@10"] == 0.25
+    verify_version_dir(Path(update.uri), update.sha256)
+
+    unknown = runner.invoke(app, ["models", "rollback", "v000009-abc"])
+    assert unknown.exit_code == 2 and "no version" in unknown.output
