@@ -17,4 +17,4 @@ COPY bench ./bench
 RUN pip install --no-cache-dir ".[model]"
 EXPOSE 9100
 ENTRYPOINT ["recstream"]
-CMD ["train", "--help"]
+CMD ["trainer"]

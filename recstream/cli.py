@@ -57,9 +57,19 @@ def broker(
         int | None, typer.Option(help="partitions per topic [default: RECSTREAM_PARTITIONS or 4]")
     ] = None,
     log_file: Annotated[Path | None, typer.Option("--log", help="broker log file")] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="RECSTREAM_METRICS_PORT",
+            help="serve /metrics, /healthz, /readyz on this port (0: none)",
+        ),
+    ] = 0,
 ) -> None:
     """Run the embedded broker (Tansu, in memory) in the foreground until SIGTERM or Ctrl-C."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     from recstream.broker import EmbeddedBroker
+    from schemas.probes import ProbeServer
     from schemas.settings import KafkaSettings
 
     if partitions is None:
@@ -69,16 +79,29 @@ def broker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     b = EmbeddedBroker(port=port, host=host, partitions=partitions, log_path=log_file)
+    registry = CollectorRegistry()
+    up = Gauge("recstream_broker_up", "1 while the embedded broker process runs", registry=registry)
+
+    def running() -> bool:
+        return b.proc is not None and b.proc.poll() is None
+
+    probes = (
+        ProbeServer(registry, metrics_port, live=running, ready=running) if metrics_port else None
+    )
     b.start()
+    up.set(1)
     try:
         typer.echo(f"broker serving: RECSTREAM_KAFKA_BOOTSTRAP={b.bootstrap}", err=False)
         sys.stdout.flush()
         while not stop.wait(0.5):
-            if b.proc is None or b.proc.poll() is not None:
+            if not running():
+                up.set(0)
                 typer.echo("broker: tansu exited unexpectedly", err=True)
                 raise typer.Exit(1)
     finally:
         b.stop()
+        if probes is not None:
+            probes.close()
     typer.echo("broker stopped")
 
 
@@ -141,6 +164,9 @@ def demo(
     startup_timeout: Annotated[
         float, typer.Option(help="seconds to wait for the first recommendation")
     ] = 180.0,
+    dashboard_port: Annotated[
+        int, typer.Option(help="port of the live page (taken if free, else any; 0: any)")
+    ] = 8050,
 ) -> None:
     """Start broker, worker and scorer; replay a stream; show live figures and a summary."""
     from recstream.demo import DemoError, DemoOptions, run_demo
@@ -161,6 +187,7 @@ def demo(
         malformed=malformed,
         run_dir=run_dir,
         startup_timeout_s=startup_timeout,
+        dashboard_port=dashboard_port,
     )
     try:
         run_demo(opts)

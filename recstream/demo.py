@@ -30,7 +30,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from recstream.broker import EmbeddedBroker
+from recstream import dashboard_child
+from recstream.broker import EmbeddedBroker, free_port
 from recstream.processes import Child, ChildFailed, child_env, recstream_command, stop_all
 from recstream.synthetic import CatalogItem
 from schemas.messages import Event, Recommendation, now_ms
@@ -71,6 +72,8 @@ class DemoOptions:
     startup_timeout_s: float = 180.0
     partitions: int = 4
     samples: int = 3
+    #: The live page's port; taken if free, else any free port; 0: any free port.
+    dashboard_port: int = dashboard_child.DEFAULT_PORT
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 or self.rate <= 0:
@@ -133,11 +136,30 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             RECSTREAM_PARTITIONS=str(opts.partitions),
             RECSTREAM_STATE_DIR=str(run_dir / "state"),
         )
+        ports = {"worker": free_port(), "scorer": free_port()}
         for name in ("worker", "scorer"):
+            own_env = {**env, "RECSTREAM_METRICS_PORT": str(ports[name])}
             children.append(
-                Child(name, recstream_command(name), env, run_dir / f"{name}.log").start()
+                Child(name, recstream_command(name), own_env, run_dir / f"{name}.log").start()
             )
+        dashboard, dashboard_url = dashboard_child.start_dashboard(
+            broker.bootstrap,
+            env,
+            run_dir / "dashboard.log",
+            dashboard_child.pick_port(opts.dashboard_port),
+            f"http://127.0.0.1:{ports['worker']}",
+            f"http://127.0.0.1:{ports['scorer']}",
+        )
+        children.append(dashboard)
         console.print(f"broker on {broker.bootstrap}; worker and scorer starting ...")
+        try:
+            dashboard_child.wait_serving(dashboard, dashboard_url)
+        except ChildFailed as exc:
+            raise DemoError(f"{exc}\n{dashboard.describe_log()}") from None
+        console.print(
+            f"[bold]dashboard:[/] {dashboard_url}  (live while the demo runs; "
+            f"or `recstream top --url {dashboard_url}`)"
+        )
         figures = asyncio.run(_pipeline(opts, broker.bootstrap, data, children, console))
     finally:
         # A second Ctrl-C must not cut the clean-up short: it is bounded anyway
@@ -151,6 +173,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)
     summary = _summary(opts, figures, run_dir, time.monotonic() - started)
+    summary["dashboard_url"] = dashboard_url
     _print_samples(console, figures, data.items, opts.samples)
     _print_summary(console, summary)
     if opts.json_out:

@@ -7,7 +7,6 @@ drive it with Faust's memory store; the agent itself is a loop around it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,8 +17,9 @@ from aiokafka.partitioner import murmur2
 from faust.types import AgentT, EventT, StreamT, TableT
 from faust.types.tuples import Message
 
-from schemas import DeadLetter, Event, InvalidEvent, parse_event
+from schemas import Event, InvalidEvent, parse_event
 from schemas.messages import now_ms
+from stream.deadletter import dead_letter_json
 from stream.metrics import WorkerMetrics
 from stream.sequence import (
     StateDecodeError,
@@ -43,6 +43,12 @@ class Emitter(Protocol):
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
     ) -> Awaitable[Any]: ...
+
+
+class AppliedObserver(Protocol):
+    """Told of each user's newly applied events, under that user's table partition."""
+
+    def on_applied(self, user_key: bytes, events: Sequence[Event]) -> None: ...
 
 
 class ProducerEmitter:
@@ -80,8 +86,10 @@ class BatchProcessor:
         max_len: int,
         partitions: int,
         clock: Callable[[], int] = now_ms,
+        observer: AppliedObserver | None = None,
     ) -> None:
         self._table = table
+        self._observer = observer
         self._emitter = emitter
         self._metrics = metrics
         self._topics = topics
@@ -158,6 +166,9 @@ class BatchProcessor:
             # duplicates locally, and this rewrite is what puts the update back
             # into the changelog.
             self._table[user_key] = value
+            if self._observer is not None and applied:
+                # The online metric (stream.last_recommendations): same partition.
+                self._observer.on_applied(user_key, applied)
         self._metrics.applied.inc(len(applied))
         self._metrics.duplicates.inc(len(events) - len(applied))
         # One request per user per batch. With nothing applied (a redelivery)
@@ -187,18 +198,8 @@ class BatchProcessor:
         self, message: Message, reason: str, detail: str, now: int
     ) -> Awaitable[Any]:
         self._metrics.dlq.labels(reason).inc()
-        letter = DeadLetter(
-            reason=reason,
-            detail=detail,
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-            original_b64=base64.b64encode(message.value or b"").decode("ascii"),
-            rejected_ms=now,
-        )
-        return await self._emitter.send(
-            self._topics.dlq, message.key, letter.model_dump_json().encode()
-        )
+        letter = dead_letter_json(message, reason, detail, now)
+        return await self._emitter.send(self._topics.dlq, message.key, letter)
 
 
 def define_agent(

@@ -12,7 +12,16 @@ from faust.sensors import Sensor
 from faust.types import AgentT, AppT, TableT
 
 from schemas import KafkaSettings
+from schemas import topics as names
+from stream import monitoring
 from stream.agents import BatchProcessor, Emitter, FatalHandler, ProducerEmitter, define_agent
+from stream.deletions import DeletionProcessor, define_deletions_agent
+from stream.last_recommendations import (
+    OnlineQuality,
+    define_last_recommendations_table,
+    define_recommendations_agent,
+    define_recommendations_topic,
+)
 from stream.metrics import WorkerMetrics
 from stream.settings import WorkerSettings
 from stream.tables import define_table
@@ -60,6 +69,8 @@ class WorkerApp:
     processor: BatchProcessor
     agent: AgentT
     metrics: WorkerMetrics
+    deletions: DeletionProcessor
+    deletions_agent: AgentT
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -107,13 +118,18 @@ def create_app(
     app.sensors.add(ReadinessSensor(metrics))
     topics = define_topics(app, settings.app_id, partitions)
     table = define_table(app, partitions)
+    # Online quality: the last list per user, read back from `recommendations`.
+    last_recommendations = define_last_recommendations_table(app, partitions)
+    online = OnlineQuality(last_recommendations, metrics)
+    emitter = emitter or ProducerEmitter(app)
     processor = BatchProcessor(
         table=table,
-        emitter=emitter or ProducerEmitter(app),
+        emitter=emitter,
         metrics=metrics,
         topics=topics,
         max_len=settings.max_seq_len,
         partitions=partitions,
+        observer=online,
     )
     agent = define_agent(
         app,
@@ -123,4 +139,27 @@ def create_app(
         batch_window_s=settings.batch_window_s,
         on_fatal=on_fatal,
     )
-    return WorkerApp(app, topics, table, processor, agent, metrics)
+    deletions = DeletionProcessor(
+        tables=[table, last_recommendations],
+        emitter=emitter,
+        metrics=metrics,
+        dlq=topics.dlq,
+        partitions=partitions,
+    )
+    deletions_agent = define_deletions_agent(app, partitions, deletions, on_fatal=on_fatal)
+    recommendations = define_recommendations_topic(app, partitions)
+    define_recommendations_agent(
+        app,
+        recommendations,
+        online,
+        batch_size=settings.batch_size,
+        batch_window_s=settings.batch_window_s,
+        on_fatal=on_fatal,
+    )
+    monitoring.install(
+        app,
+        metrics,
+        [*topics.source.topics, *recommendations.topics, names.USER_DELETIONS],
+        [table, last_recommendations],
+    )
+    return WorkerApp(app, topics, table, processor, agent, metrics, deletions, deletions_agent)

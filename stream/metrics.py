@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.probes import ProbeServer
 
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -37,6 +39,9 @@ class WorkerMetrics:
             registry=r,
         )
         self.score_requests = Counter(p + "score_requests", "score requests sent", registry=r)
+        self.users_deleted = Counter(
+            p + "users_deleted", "user-deletions records applied to the tables", registry=r
+        )
         self.state_errors = Counter(
             p + "state_errors", "stored states that could not be decoded (reset)", registry=r
         )
@@ -55,18 +60,68 @@ class WorkerMetrics:
         self.broker_compat = Gauge(
             p + "broker_compat_active", "1 when the Tansu end-offset fix is active", registry=r
         )
+        self._online_and_monitoring(r, p)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> MetricsServer:
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-        return MetricsServer(server, thread)
+    def _online_and_monitoring(self, r: CollectorRegistry, p: str) -> None:
+        # Online quality (stream.online_quality): each recommendation is judged
+        # once, against the user's next event. HR@10 = hits/trials and
+        # NDCG@10 = ndcg_sum/trials over any window, by Prometheus rate(); the
+        # gauges hold the same over the last ONLINE_WINDOW judgements.
+        v = ["model_version"]
+        self.recommendations_in = Counter(
+            p + "recommendations_in", "recommendations read back (online metric)", v, registry=r
+        )
+        self.recommendations_bad = Counter(
+            p + "recommendations_unusable", "recommendations that could not be read", registry=r
+        )
+        self.online_trials = Counter(
+            p + "online_trials", "recommendation lists judged against the next event", v, registry=r
+        )
+        self.online_hits = Counter(
+            p + "online_hits", "judged lists whose top 10 held the next item", v, registry=r
+        )
+        self.online_ndcg_sum = Counter(
+            p + "online_ndcg_sum", "sum of NDCG@10 over judged lists", v, registry=r
+        )
+        self.online_hr = Gauge(
+            p + "online_hr_at_10", "HR@10 over the last judgements of a version", v, registry=r
+        )
+        self.online_ndcg = Gauge(
+            p + "online_ndcg_at_10", "NDCG@10 over the last judgements of a version", v, registry=r
+        )
+        self.event_to_recommendation = Histogram(
+            p + "event_to_recommendation_seconds",
+            "worker read of the trigger event to the worker reading its recommendation back",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            p + "consumer_lag",
+            "records on the broker not yet read (fetch high watermark - next offset)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.table_keys = Gauge(
+            p + "table_keys",
+            "keys in a table on this worker (RocksDB estimate)",
+            ["table"],
+            registry=r,
+        )
+
+    def serve(
+        self, port: int, addr: str = "0.0.0.0", live: Callable[[], bool] | None = None
+    ) -> ProbeServer:
+        """/metrics, /healthz (``live``, e.g. the event loop answers) and /readyz (the ready
+        gauge)."""
+        return ProbeServer(self.registry, port, addr, live=live or _alive, ready=self.is_ready)
+
+    def is_ready(self) -> bool:
+        return self.ready._value.get() == 1.0  # prometheus_client keeps no public getter
 
 
-@dataclass
-class MetricsServer:
-    server: Any
-    thread: threading.Thread
+def _alive() -> bool:
+    return True
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+
+#: The old name of the server handle (callers only ever call ``close()``).
+MetricsServer = ProbeServer

@@ -242,10 +242,16 @@ def changelog_topic(app_id: str = APP_ID) -> str:
 
 
 def latest_changelog_states(bootstrap: str, app_id: str = APP_ID) -> dict[str, UserSequence]:
-    """The last changelog value of every user: what a restore from the changelog gives."""
+    """The last changelog value of every user: what a restore from the changelog gives.
+
+    A tombstone (``None`` value, written by a user deletion) removes the user.
+    """
     latest: dict[str, UserSequence] = {}
     for record in consume_all(bootstrap, [changelog_topic(app_id)]):
-        latest[record.key.decode()] = decode_state(record.value)
+        if record.value is None:
+            latest.pop(record.key.decode(), None)
+        else:
+            latest[record.key.decode()] = decode_state(record.value)
     return latest
 
 

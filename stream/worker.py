@@ -8,6 +8,7 @@ import sys
 
 import faust
 
+from schemas.probes import loop_responds
 from stream import tansu_compat
 from stream.app import create_app
 from stream.metrics import MetricsServer, WorkerMetrics
@@ -28,14 +29,14 @@ def run_worker(settings: WorkerSettings) -> None:
 
     metrics = WorkerMetrics()
     metrics.broker_compat.set(1 if active else 0)
-    server: MetricsServer | None = None
-    if settings.metrics_port:
-        server = metrics.serve(settings.metrics_port)
-        log.info("metrics on :%d/metrics", settings.metrics_port)
-
     # Faust and mode look the loop up with get_event_loop(): give them a fresh one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    server: MetricsServer | None = None
+    if settings.metrics_port:
+        # /healthz: the loop answers; /readyz: partitions assigned, tables recovered.
+        server = metrics.serve(settings.metrics_port, live=loop_responds(loop))
+        log.info("metrics on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker_app = create_app(settings, metrics=metrics)
     if active:

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,9 @@ def wait_for_line(child: Child, text: str, timeout_s: float) -> None:
 
 def test_broker_serves_topics_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
+    probes = free_port()
     argv = [recstream_bin(), "broker", "--port", str(port), "--partitions", "2"]
+    argv += ["--metrics-port", str(probes)]
     broker = Child("broker", argv, child_env(), tmp_path / "broker.log").start()
     try:
         wait_for_line(broker, f"RECSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:{port}", START_S)
@@ -75,6 +78,11 @@ def test_broker_serves_topics_until_sigterm(tmp_path: Path) -> None:
             assert set(ALL_TOPIC_NAMES) <= set(admin.list_topics())
         finally:
             admin.close()
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{probes}{path}", timeout=5) as r:
+                assert r.status == 200, path
+        with urllib.request.urlopen(f"http://127.0.0.1:{probes}/metrics", timeout=5) as r:
+            assert "recstream_broker_up 1.0" in r.read().decode()
         broker.terminate()
         code = broker.wait(30)
     finally:

@@ -1,0 +1,390 @@
+"""``recstream bench stream``: the stream path's throughput, latency and memory, measured.
+
+Two phases, each on a fresh embedded broker with real processes:
+
+1. **Throughput.** Every event is produced to ``events`` first (a backlog),
+   then read once by a plain aiokafka consumer (the *ceiling*: the same
+   records through the same client, without Faust, validation or table
+   writes), then a worker process (``python -m stream.worker``, RocksDB state)
+   is started and drains the backlog as fast as it can. The rate comes from
+   the worker's own Prometheus counters (applied + deduplicated + DLQ),
+   sampled every 0.25 s, between 10% and 90% of the backlog (start-up and the
+   last partial batches excluded). No scorer runs here: on two cores it would
+   compete with the worker for CPU, and the table rate is the worker's.
+2. **Latency.** A fresh broker, worker and ``recstream scorer``; the same
+   events are replayed at half the rate phase 1 measured, and each
+   recommendation whose trigger event this process sent is timed from the
+   send to its receipt (wall clocks of one host, as in the demo).
+
+``lost`` counts events sent in either phase that the worker never applied
+(nor dropped as a duplicate, nor sent to the DLQ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+from bench.stream_io import (
+    EVENTS_PER_USER,
+    movielens_records,
+    peak_rss_mb,
+    percentile,
+    produce_all,
+    raw_read_rate,
+    synthetic_records,
+)
+from recstream.broker import EmbeddedBroker
+from recstream.processes import Child, child_env, recstream_command, stop_all
+from schemas.messages import Recommendation
+from schemas.topics import EVENTS, RECOMMENDATIONS
+from stream.testing import WorkerProcess, wait_for
+
+log = logging.getLogger(__name__)
+
+DONE_METRICS = (
+    "recstream_worker_events_applied_total",
+    "recstream_worker_events_duplicate_total",
+)
+#: A phase gives up when the worker made no progress for this long.
+STALL_S = 120.0
+QUIET_S = 3.0
+DRAIN_MAX_S = 30.0
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StreamBenchConfig:
+    events: int = 1_000_000
+    data: Path | None = None
+    users: int | None = None
+    latency_seconds: float = 20.0
+    partitions: int = 4
+    seed: int = 7
+    run_dir: Path | None = None
+    startup_timeout_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if self.events < 1 or self.latency_seconds <= 0:
+            raise ValueError("--events and --latency-seconds must be positive")
+
+
+@dataclass
+class _Latency:
+    sent_at: dict[str, float] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)
+    triggers: set[str] = field(default_factory=set)
+    recommendations: int = 0
+    last_at: float = 0.0
+
+
+def _wall_ms() -> float:
+    return time.time_ns() / 1e6
+
+
+def _done(worker: WorkerProcess) -> float:
+    m = worker.metrics()
+    dlq = sum(v for k, v in m.items() if k.startswith("recstream_worker_events_dlq_total"))
+    return sum(m.get(name, 0.0) for name in DONE_METRICS) + dlq
+
+
+def _wait_done(worker: WorkerProcess, total: int) -> list[tuple[float, float]]:
+    """Poll the worker's counters until ``total`` events are done; return (t, done) samples."""
+    samples: list[tuple[float, float]] = []
+    last_progress = time.monotonic()
+    while True:
+        if not worker.alive:
+            raise BenchError(f"worker exited with {worker.returncode()}\n{worker.log_tail()}")
+        now, done = time.monotonic(), _done(worker)
+        if samples and done > samples[-1][1]:
+            last_progress = now
+        samples.append((now, done))
+        if done >= total or now - last_progress > STALL_S:
+            return samples
+        time.sleep(0.25)
+
+
+def _crossing(samples: list[tuple[float, float]], level: float) -> float:
+    """Time at which the done counter reached ``level`` (linear between samples)."""
+    for (t0, d0), (t1, d1) in zip(samples, samples[1:], strict=False):
+        if d1 >= level:
+            return t0 if d1 == d0 else t0 + (t1 - t0) * (level - d0) / (d1 - d0)
+    return samples[-1][0]
+
+
+def sustained_rate(samples: list[tuple[float, float]], total: int) -> tuple[float, float]:
+    """(rate between 10% and 90% of ``total``, rate from the first to the last event)."""
+    # From the last sample that still read 0: the first batch began after it.
+    first = next((i for i, (_, d) in enumerate(samples) if d > 0), 0)
+    started = samples[max(0, first - 1)][0]
+    finished = _crossing(samples, total)
+    overall = samples[-1][1] / max(finished - started, 1e-3)
+    lo, hi = _crossing(samples, 0.1 * total), _crossing(samples, 0.9 * total)
+    if hi - lo < 1.0:  # too few samples in between (tiny runs): the overall figure
+        return overall, overall
+    return 0.8 * total / (hi - lo), overall
+
+
+def _throughput(
+    cfg: StreamBenchConfig, records: list[tuple[bytes, bytes]], run_dir: Path, console: Console
+) -> dict[str, Any]:
+    n = len(records)
+    with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-1.log") as broker:
+        produce_s, failures = asyncio.run(produce_all(broker.bootstrap, records, EVENTS))
+        if failures:
+            raise BenchError(f"{failures} of {n} events could not be produced")
+        console.print(f"produced {n:,} events in {produce_s:.1f}s ({n / produce_s:,.0f}/s)")
+        ceiling = asyncio.run(raw_read_rate(broker.bootstrap, EVENTS, n, timeout_s=600))
+        console.print(f"raw aiokafka read of the same topic: {ceiling:,.0f} events/s")
+        env = child_env(
+            RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+            RECSTREAM_PARTITIONS=str(cfg.partitions),
+            RECSTREAM_STATE_DIR=str(run_dir / "state-1"),
+        )
+        with WorkerProcess(env, run_dir / "worker-1.log") as worker:
+            ready_s = worker.wait_ready(cfg.startup_timeout_s)
+            with console.status(f"worker draining {n:,} events ..."):
+                samples = _wait_done(worker, n)
+            assert worker.proc is not None
+            rss = peak_rss_mb(worker.proc.pid)
+            metrics = worker.metrics()
+            worker.terminate(60)
+    done = samples[-1][1]
+    rate, overall = sustained_rate(samples, n)
+    return {
+        "events": n,
+        "produce_events_per_s": round(n / produce_s),
+        "ceiling_events_per_s": round(ceiling),
+        "events_per_s": round(rate),
+        "events_per_s_overall": round(overall),
+        "worker_ready_s": round(ready_s, 1),
+        "drain_s": round(samples[-1][0] - samples[0][0], 1),
+        "lost_throughput": int(n - done),
+        "duplicates": int(metrics.get("recstream_worker_events_duplicate_total", 0)),
+        "dlq": int(
+            sum(v for k, v in metrics.items() if k.startswith("recstream_worker_events_dlq_total"))
+        ),
+        "rss_mb_worker_throughput": rss,
+    }
+
+
+async def _read_recs(consumer: AIOKafkaConsumer, lat: _Latency) -> None:
+    while True:
+        batches = await consumer.getmany(timeout_ms=100)
+        now = _wall_ms()
+        for records in batches.values():
+            for record in records:
+                rec = Recommendation.model_validate_json(record.value)
+                lat.recommendations += 1
+                lat.last_at = now
+                lat.triggers.add(rec.trigger_event_id)
+                sent = lat.sent_at.pop(rec.trigger_event_id, None)
+                if sent is not None:
+                    lat.samples_ms.append(now - sent)
+
+
+async def _replay(
+    bootstrap: str,
+    records: list[tuple[bytes, bytes]],
+    rate: float,
+    seconds: float,
+    children: list[Child],
+    worker: WorkerProcess,
+    startup_timeout_s: float,
+) -> tuple[_Latency, int, dict[str, str]]:
+    """Warm up until the first recommendation, then replay at ``rate``; return what was seen."""
+    lat = _Latency()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, enable_idempotence=False)
+    consumer = AIOKafkaConsumer(
+        RECOMMENDATIONS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )  # fmt: skip
+    await producer.start()
+    await consumer.start()
+    reader = asyncio.create_task(_read_recs(consumer, lat))
+    last_event: dict[str, str] = {}
+    sent = 0
+
+    async def send(key: bytes, value: bytes, timed: bool) -> Any:
+        nonlocal sent
+        event_id = orjson.loads(value)["event_id"]
+        if timed:
+            lat.sent_at[event_id] = _wall_ms()
+        last_event[key.decode()] = event_id
+        sent += 1
+        return await producer.send(EVENTS, value, key=key)
+
+    def check() -> None:
+        if reader.done():
+            reader.result()
+        for child in children:
+            child.check_alive()
+        if not worker.alive:
+            raise BenchError(f"worker exited with {worker.returncode()}\n{worker.log_tail()}")
+
+    try:
+        stream = iter(records)
+        deadline = time.monotonic() + startup_timeout_s
+        while lat.recommendations == 0:  # the pipeline is live once one comes back
+            check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"no recommendation within {startup_timeout_s:.0f}s")
+            key, value = next(stream)
+            await (await send(key, value, timed=False))
+            await asyncio.sleep(0.5)
+        planned = min(len(records) - sent, max(1, int(rate * seconds)))
+        acks: list[Any] = []
+        t0, timed = time.monotonic(), 0
+        while timed < planned:
+            due = min(planned, int((time.monotonic() - t0) * rate) + 1)
+            while timed < due:
+                key, value = next(stream)
+                acks.append(await send(key, value, timed=True))
+                timed += 1
+            check()
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*acks)
+        drain_end = time.monotonic() + DRAIN_MAX_S
+        while time.monotonic() < drain_end:
+            check()
+            if set(last_event.values()) <= lat.triggers:
+                break  # every user's last event came back as a recommendation
+            if _wall_ms() - lat.last_at > QUIET_S * 1000:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+    return lat, sent, last_event
+
+
+def _latency(
+    cfg: StreamBenchConfig,
+    records: list[tuple[bytes, bytes]],
+    rate: float,
+    run_dir: Path,
+    console: Console,
+) -> dict[str, Any]:
+    with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-2.log") as broker:
+        env = child_env(
+            RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+            RECSTREAM_PARTITIONS=str(cfg.partitions),
+            RECSTREAM_STATE_DIR=str(run_dir / "state-2"),
+        )
+        scorer = Child("scorer", recstream_command("scorer"), env, run_dir / "scorer.log").start()
+        try:
+            with WorkerProcess(env, run_dir / "worker-2.log") as worker:
+                worker.wait_ready(cfg.startup_timeout_s)
+                console.print(f"latency phase: replaying at {rate:,.0f} events/s (half the max)")
+                lat, sent, last_event = asyncio.run(
+                    _replay(
+                        broker.bootstrap, records, rate, cfg.latency_seconds, [scorer], worker,
+                        cfg.startup_timeout_s,
+                    )
+                )  # fmt: skip
+                try:
+                    wait_for(lambda: _done(worker) >= sent, 60, "latency phase events done")
+                except TimeoutError:
+                    pass  # reported as lost below
+                done = _done(worker)
+                assert worker.proc is not None and scorer.proc is not None
+                rss_worker = peak_rss_mb(worker.proc.pid)
+                rss_scorer = peak_rss_mb(scorer.proc.pid)
+                worker.terminate(60)
+        finally:
+            stop_all([scorer])
+    return {
+        "latency_rate_events_per_s": round(rate, 1),
+        "latency_events": sent,
+        "latency_samples": len(lat.samples_ms),
+        "p50_ms": _round(percentile(lat.samples_ms, 0.50)),
+        "p95_ms": _round(percentile(lat.samples_ms, 0.95)),
+        "p99_ms": _round(percentile(lat.samples_ms, 0.99)),
+        "recommendations": lat.recommendations,
+        "users_without_final_rec": len(set(last_event.values()) - lat.triggers),
+        "lost_latency": int(sent - done),
+        "rss_mb_worker_latency": rss_worker,
+        "rss_mb_scorer": rss_scorer,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def run_stream_bench(cfg: StreamBenchConfig, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console()
+    started = time.monotonic()
+    run_dir = cfg.run_dir or Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.data is not None:
+        records = movielens_records(cfg.data, cfg.events)
+        source = str(cfg.data)
+        users = len({k for k, _ in records})
+    else:
+        users = cfg.users or max(100, cfg.events // EVENTS_PER_USER)
+        records = synthetic_records(cfg.events, users, cfg.seed)
+        source = "synthetic"
+    console.print(
+        f"[bold]bench stream[/]: {len(records):,} events ({source}, {users:,} users), "
+        f"{os.cpu_count()} CPUs; logs in {run_dir}"
+    )
+    report: dict[str, Any] = {"source": source, "users": users, "partitions": cfg.partitions}
+    report.update(_throughput(cfg, records, run_dir, console))
+    rate = max(1.0, report["events_per_s"] / 2)
+    report.update(_latency(cfg, records, rate, run_dir, console))
+    report["rss_mb_worker"] = max(
+        (v for v in (report["rss_mb_worker_throughput"], report["rss_mb_worker_latency"]) if v),
+        default=None,
+    )
+    report["lost"] = report["lost_throughput"] + report["lost_latency"]
+    report["worker_over_ceiling"] = round(
+        report["events_per_s"] / max(report["ceiling_events_per_s"], 1), 4
+    )
+    report["duration_s"] = round(time.monotonic() - started, 1)
+    report["run_dir"] = str(run_dir)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"bench stream: {report['events']:,} events ({report['source']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("events/s into the table (1 worker, 10-90%)", f"{report['events_per_s']:,}"),
+        ("events/s, whole drain", f"{report['events_per_s_overall']:,}"),
+        ("ceiling: raw aiokafka read, same topic", f"{report['ceiling_events_per_s']:,}"),
+        ("worker / ceiling", f"{report['worker_over_ceiling']:.2%}"),
+        ("latency replay rate (events/s)", f"{report['latency_rate_events_per_s']:,}"),
+        ("event→recommendation p50 / p95 / p99 (ms)",
+         f"{report['p50_ms']} / {report['p95_ms']} / {report['p99_ms']}"),
+        ("latency samples", f"{report['latency_samples']:,}"),
+        ("peak RSS worker / scorer (MiB)",
+         f"{_mb(report['rss_mb_worker'])} / {_mb(report['rss_mb_scorer'])}"),
+        ("lost", f"{report['lost']}"),
+        ("users without a final recommendation", f"{report['users_without_final_rec']}"),
+        ("duration (s)", f"{report['duration_s']}"),
+    ]  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"

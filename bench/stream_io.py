@@ -1,0 +1,132 @@
+"""What ``bench stream`` needs around the pipeline: the replayed records, bulk
+produce, the raw aiokafka read (the ceiling) and per-process peak memory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.messages import Event, now_ms
+
+#: Synthetic events are generated in chunks of this many (one seed each), so
+#: 1M events never sit in memory as pydantic objects, only as bytes.
+CHUNK = 100_000
+#: Synthetic users per event when --users is not given: enough users that a
+#: sequence stays short. With few users every event rewrites a long state
+#: (and the in-memory broker holds every changelog record and score request).
+EVENTS_PER_USER = 20
+
+
+def _encoded(events: list[Event]) -> list[tuple[bytes, bytes]]:
+    return [(e.user_id.encode(), e.model_dump_json(exclude_none=True).encode()) for e in events]
+
+
+def synthetic_records(n: int, users: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """``n`` synthetic events as (key, value), in time order, ending before now."""
+    from recstream.synthetic import StreamShape, generate
+
+    shape = StreamShape()
+    chunks = max(1, -(-n // CHUNK))
+    # Chunk k covers its own span of time, the last one ending about an hour ago.
+    start = now_ms() - chunks * shape.span_ms - 3_600_000
+    out: list[tuple[bytes, bytes]] = []
+    for k in range(chunks):
+        size = min(CHUNK, n - k * CHUNK)
+        data = generate(
+            n_events=size,
+            n_users=users,
+            n_items=max(1000, users // 2),
+            seed=seed + k,
+            start_ms=start + k * shape.span_ms,
+            shape=shape,
+        )
+        out.extend(_encoded(data.events))
+    return out
+
+
+def movielens_records(directory: Path, n: int) -> list[tuple[bytes, bytes]]:
+    """The first ``n`` ratings of a MovieLens atomic folder, in time order, shifted to now."""
+    from recstream.movielens import load
+
+    return _encoded(load(directory, limit=n).events)
+
+
+async def produce_all(
+    bootstrap: str, records: list[tuple[bytes, bytes]], topic: str
+) -> tuple[float, int]:
+    """Produce every record as fast as aiokafka goes; return (seconds, failures)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        enable_idempotence=False,  # BROKER.md defect 3
+        acks=1,
+    )
+    await producer.start()
+    failures = 0
+    started = time.perf_counter()
+    try:
+        pending: list[asyncio.Future[object]] = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 20_000:
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                failures += sum(isinstance(r, Exception) for r in results)
+                pending = []
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failures += sum(isinstance(r, Exception) for r in results)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started, failures
+
+
+async def raw_read_rate(bootstrap: str, topic: str, expected: int, timeout_s: float) -> float:
+    """Messages/s of a plain aiokafka consumer reading ``topic`` from the start (no group).
+
+    The ceiling for the worker: the same records through the same client
+    library, without Faust, JSON validation or table writes.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,  # Tansu holds a fetch for the whole wait (see README)
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        while seen < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw read: {seen} of {expected} records in {timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=200, max_records=100_000)
+            seen += sum(len(records) for records in batches.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of a live process (Linux ``VmHWM``), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

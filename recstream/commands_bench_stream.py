@@ -1,0 +1,64 @@
+"""``recstream bench stream``: events/s into the table, event→recommendation latency, memory.
+
+Registered by ``recstream.cli`` (a ``commands_*`` module); the benchmark itself
+is imported inside the command so that ``recstream --help`` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def bench_stream(
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    events: Annotated[int, typer.Option(help="events to replay")] = 1_000_000,
+    data: Annotated[
+        Path | None, typer.Option(help="MovieLens atomic folder (.inter) instead of synthetic")
+    ] = None,
+    users: Annotated[
+        int | None, typer.Option(help="synthetic users [default: one per 20 events]")
+    ] = None,
+    latency_seconds: Annotated[
+        float, typer.Option(help="seconds of replay at half the max rate, for latency")
+    ] = 20.0,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="logs and state [default: a temp dir]")
+    ] = None,
+) -> None:
+    """Replay events through a real broker into a real worker (and scorer): rate, latency, RSS."""
+    import logging
+
+    from rich.console import Console
+
+    from bench.jsonio import write_json_atomic
+    from bench.stream import BenchError, StreamBenchConfig, format_table, run_stream_bench
+    from recstream.processes import ChildFailed
+    from stream.testing import WorkerFailed
+
+    try:
+        cfg = StreamBenchConfig(
+            events=events, data=data, users=users, latency_seconds=latency_seconds, run_dir=run_dir
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    # The clients log every connection at INFO: noise between the figures.
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    console = Console()
+    try:
+        report = run_stream_bench(cfg, console)
+    except (BenchError, ChildFailed, WorkerFailed, TimeoutError) as exc:
+        typer.echo(f"bench stream: {exc}", err=True)
+        raise typer.Exit(1) from None
+    console.print(format_table(report))
+    if json_out is not None:
+        write_json_atomic(json_out, report)
+        typer.echo(f"wrote {json_out}")
+
+
+def register(app: typer.Typer, groups: Mapping[str, typer.Typer]) -> None:
+    groups["bench"].command("stream")(bench_stream)

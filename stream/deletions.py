@@ -1,0 +1,133 @@
+"""The privacy path: a ``user-deletions`` record removes the user from the worker's tables.
+
+Its own agent in the worker app, subscribed to ``user-deletions`` (keyed by
+user, same partition count as ``events``): Faust's assignor co-partitions
+topics of one app that have the same partition count and the same
+subscribers, so a user's deletions reach the worker that holds the user's
+state. The delete goes through the Faust table, so the changelog gets a
+tombstone and a restore does not bring the user back.
+
+After a deletion the user's next event starts from an empty sequence, so the
+next score request (and the recommendation built from it) knows nothing of
+the user's earlier events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+from faust.types import AgentT, EventT, StreamT, TableT
+from pydantic import ValidationError
+
+from schemas import UserDeletion
+from schemas import topics as names
+from schemas.messages import MAX_EVENT_BYTES, now_ms
+from stream.agents import Emitter, FatalHandler, user_partition
+from stream.deadletter import dead_letter_json
+from stream.metrics import WorkerMetrics
+from stream.tables import table_partition
+
+log = logging.getLogger(__name__)
+
+
+def parse_deletion(raw: bytes | None) -> UserDeletion:
+    """Validate one ``user-deletions`` value; raise ValueError(reason, detail)."""
+    if raw is None or len(raw) == 0:
+        raise ValueError("empty", "message has no value")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ValueError("too_large", f"{len(raw)} bytes > limit {MAX_EVENT_BYTES}")
+    try:
+        return UserDeletion.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if errors and errors[0]["type"] in ("json_invalid", "json_type"):
+            raise ValueError("bad_json", str(errors[0]["msg"])[:300]) from None
+        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first["loc"]) or "value"
+        raise ValueError("schema", f"{where}: {first['msg']}"[:300]) from None
+
+
+class DeletionProcessor:
+    """Applies one ``user-deletions`` record. Bad input never raises; it goes to the DLQ."""
+
+    def __init__(
+        self,
+        *,
+        tables: Sequence[TableT],
+        emitter: Emitter,
+        metrics: WorkerMetrics,
+        dlq: str,
+        partitions: int,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        # Every per-user table of the worker: forgetting a user means all of them.
+        self._tables = list(tables)
+        self._emitter = emitter
+        self._metrics = metrics
+        self._dlq = dlq
+        self._partitions = partitions
+        self._clock = clock
+
+    async def process(self, record: EventT) -> None:
+        message = record.message
+        try:
+            deletion = parse_deletion(message.value)
+        except ValueError as exc:
+            reason, detail = exc.args
+            await (await self._dead_letter(record, f"deletion_{reason}", detail))
+            return
+        user_key = deletion.user_id.encode()
+        target = user_partition(user_key, self._partitions)
+        if message.partition != target:
+            # Wrongly keyed: the user's state lives on another partition (maybe
+            # another worker). Send it there, keyed right, on the same topic.
+            self._metrics.repartitioned.inc()
+            await (await self._emitter.send(message.topic, user_key, message.value, target))
+            return
+        with table_partition(record):
+            for table in self._tables:
+                try:
+                    # Always deleted, even when absent: the tombstone goes to the
+                    # changelog first (Faust's on_key_del), so a redelivered
+                    # deletion repairs a crash between the local delete and the
+                    # changelog flush. The memory store raises KeyError after that.
+                    del table[user_key]
+                except KeyError:
+                    pass
+        self._metrics.users_deleted.inc()
+        log.info("user %r deleted from %d table(s)", deletion.user_id, len(self._tables))
+
+    async def _dead_letter(self, record: EventT, reason: str, detail: str) -> Awaitable[Any]:
+        message = record.message
+        self._metrics.dlq.labels(reason).inc()
+        letter = dead_letter_json(message, reason, detail, self._clock())
+        return await self._emitter.send(self._dlq, message.key, letter)
+
+
+def define_deletions_agent(
+    app: faust.App, partitions: int, processor: DeletionProcessor, *, on_fatal: FatalHandler
+) -> AgentT:
+    topic = app.topic(
+        names.USER_DELETIONS,
+        key_type=bytes,
+        value_type=bytes,
+        # Raw bytes: validated here, and a bad record goes to the DLQ untouched.
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+    async def process_deletions(stream: StreamT) -> None:
+        # Deletions are rare: one at a time. A record is acknowledged when the
+        # loop asks for the next one, i.e. after its delete and outputs are done.
+        async for record in stream.events():
+            try:
+                await processor.process(record)
+            except Exception as exc:
+                on_fatal(exc)  # see define_agent: never acknowledge a failed record
+                raise
+
+    return app.agent(topic, name="recstream.process_deletions")(process_deletions)

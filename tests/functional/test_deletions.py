@@ -1,0 +1,77 @@
+"""The deletions agent in Faust's test context (memory store, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from test_worker_agent import (  # noqa: F401 - harness is a fixture
+    PARTITIONS,
+    T0,
+    Harness,
+    event,
+    harness,
+    keyed,
+    run,
+)
+
+from schemas import DeadLetter
+from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS, USER_DELETIONS
+from stream.agents import user_partition
+
+
+def deletion(user: str) -> bytes:
+    return orjson.dumps({"user_id": user, "requested_ms": T0})
+
+
+def delete(h: Harness, records: list[tuple[bytes | None, bytes, int]], want: int) -> None:
+    """Feed ``user-deletions`` records; wait until ``want`` were handled (deleted, DLQ, moved)."""
+    metrics = h.worker.metrics
+
+    def handled() -> float:
+        return (
+            metrics.users_deleted._value.get()
+            + sum(m._value.get() for m in metrics.dlq._metrics.values())
+            + metrics.repartitioned._value.get()
+        )
+
+    async def go() -> None:
+        async with h.worker.deletions_agent.test_context() as agent:
+            for key, value, partition in records:
+                await agent.put(value, key=key, partition=partition, wait=False)
+            deadline = asyncio.get_running_loop().time() + 10
+            while handled() < want:
+                assert not h.fatal, h.fatal
+                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+
+
+def test_deletion_forgets_the_user_and_the_next_event_starts_over(harness: Harness) -> None:  # noqa: F811
+    run(harness, [keyed("alice", event(f"a{i}", "alice", i)) for i in range(3)],
+        until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1)  # fmt: skip
+    alice = user_partition(b"alice", PARTITIONS)
+    delete(
+        harness,
+        [
+            (b"alice", deletion("alice"), alice),
+            (b"zed", deletion("zed"), user_partition(b"zed", PARTITIONS)),  # never seen: no-op
+            (b"bob", b'{"user_id": ', user_partition(b"bob", PARTITIONS)),
+            (b"x", deletion("bob"), (user_partition(b"bob", PARTITIONS) + 1) % PARTITIONS),
+        ],
+        want=4,
+    )
+    assert harness.state("alice") is None
+    metrics = harness.worker.metrics
+    assert metrics.users_deleted._value.get() == 2
+    letters = [DeadLetter.model_validate_json(s.value) for s in harness.emitter.on(EVENTS_DLQ)]
+    assert [(d.reason, d.source_topic) for d in letters] == [("deletion_bad_json", USER_DELETIONS)]
+    # the wrongly keyed deletion goes to bob's partition, keyed by bob
+    moved = harness.emitter.on(USER_DELETIONS)
+    assert [(s.key, s.partition) for s in moved] == [(b"bob", user_partition(b"bob", PARTITIONS))]
+
+    run(harness, [keyed("alice", event("a9", "alice", 99))],
+        until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 2)  # fmt: skip
+    state = harness.state("alice")
+    assert state is not None and state.event_ids == ["a9"]

@@ -1,0 +1,46 @@
+"""``recstream bench stream`` end to end on a tiny replay: real brokers, worker and scorer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from recstream.processes import child_env, recstream_command
+
+pytestmark = pytest.mark.integration
+
+KEYS = (
+    "events_per_s",
+    "ceiling_events_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "rss_mb_worker",
+    "rss_mb_scorer",
+    "lost",
+    "events",
+    "duration_s",
+)
+
+
+def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "stream.json"
+    cmd = recstream_command(
+        "bench", "stream", "--events", "2000", "--latency-seconds", "3",
+        "--json", str(out), "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(KEYS) <= set(report)
+    assert report["events"] == 2000
+    assert report["lost"] == 0 and report["dlq"] == 0
+    assert report["users_without_final_rec"] == 0
+    assert report["events_per_s"] > 0 and report["ceiling_events_per_s"] > 0
+    assert report["latency_samples"] > 0
+    assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
+    assert report["rss_mb_worker"] > 0 and report["rss_mb_scorer"] > 0
+    assert "events/s into the table" in done.stdout

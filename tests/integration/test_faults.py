@@ -1,0 +1,37 @@
+"""Faults under load against the test broker: SIGKILL the scorer, pause the broker.
+
+The worker's SIGKILL is covered in test_worker.py. Both scenarios run through
+``bench.faults.run_fault``, the code ``recstream bench faults`` runs: a real
+worker and scorer process, events produced before, during and after the fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bench.faults import FaultLoad, run_fault
+from recstream.broker import EmbeddedBroker
+
+pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
+
+LOAD = FaultLoad(users=50, rate=100.0, before_s=3.0, after_s=3.0, pause_s=5.0)
+
+
+@pytest.mark.parametrize("kind", ["scorer_kill", "broker_pause"])
+def test_fault_loses_nothing_and_applies_nothing_twice(
+    kind: str, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    result = run_fault(kind, broker, tmp_path / kind, LOAD)
+    log.warning("%s: %s", kind, result)
+    assert result["events"] >= LOAD.rate * (LOAD.before_s + LOAD.after_s) * 0.5
+    assert result["lost"] == 0
+    assert result["double_applied"] == 0
+    assert result["users_without_final_rec"] == 0  # every user's last event answered
+    assert result["changelog_matches_table"]
+    assert result["recovered_s"] is not None
+    if kind == "scorer_kill":
+        assert result["crashes"] == []  # only the one kill, nothing else died
