@@ -44,7 +44,8 @@ class Event(_Message):
     item_id: Id
     event_type: EventType
     ts: TimestampMs = Field(description="event time, milliseconds since the Unix epoch")
-    value: float | None = Field(default=None, description="e.g. a rating or a price")
+    value: float | None = Field(default=None, allow_inf_nan=False,
+                                description="e.g. a rating or a price (finite)")
     session_id: Id | None = None
     context: dict[Annotated[str, Field(max_length=64)], ContextValue] | None = Field(
         default=None, max_length=32, description="e.g. {'device': 'mobile', 'geo': 'DE'}"

@@ -60,3 +60,12 @@ def test_exported_event_schema_agrees_with_validation() -> None:
     schema = orjson.loads(render_all()["event.schema.json"])
     assert set(schema["required"]) == {"event_id", "user_id", "item_id", "event_type", "ts"}
     assert schema["properties"]["event_type"]["enum"] == list(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_event_value_is_a_schema_error(value: str) -> None:
+    raw = ('{"schema_version":1,"event_id":"e","user_id":"u","item_id":"i",'
+           f'"event_type":"view","ts":1700000000000,"value":{value}}}').encode()
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event(raw)
+    assert exc.value.reason == "schema"
