@@ -47,10 +47,14 @@ class ModelLoadError(RuntimeError):
 
 
 def load_recommender(
-    model_dir: Path | None, *, backend: str = "auto", k: int = 10, threads: int | None = None
+    model_dir: Path | None, *, backend: str = "auto", k: int = 10, threads: int | None = None,
+    previous: Recommender | None = None,
 ) -> Recommender:
     """The co-occurrence baseline when ``model_dir`` is None, else the trained model in it,
-    scored by ``backend`` (see :mod:`inference.backends.select`) for up to ``k`` items."""
+    scored by ``backend`` (see :mod:`inference.backends.select`) for up to ``k`` items.
+
+    ``previous``: the version being served, when this one is to replace it (a hot
+    swap): a backend may reuse its work (TensorRT refits the running engine's plan)."""
     if model_dir is None:
         from inference.cooccurrence import CooccurrenceRecommender
 
@@ -67,7 +71,8 @@ def load_recommender(
             f"cannot load a trained model from {model_dir}: {SEQUENCE_LOADER_MODULE} is not "
             "available in this build; unset RECSTREAM_MODEL_DIR to serve the co-occurrence model"
         ) from exc
-    model = loader.load(model_dir, backend=backend, k=k, threads=threads)
+    extra = {"previous": previous} if previous is not None else {}
+    model = loader.load(model_dir, backend=backend, k=k, threads=threads, **extra)
     if not isinstance(model, Recommender):
         raise ModelLoadError(
             f"{SEQUENCE_LOADER_MODULE}.load({model_dir}) returned {type(model).__name__}, "

@@ -22,9 +22,9 @@ from pathlib import Path
 from inference.backends.base import MASKED_SCORE, pad_exclusions
 from inference.backends.select import select_backend
 from inference.export import DEFAULT_K
-from inference.features import build_batch, encode_event_types
+from inference.features import SequenceBatch, build_batch, encode_event_types
 from inference.model_dir import load_model_dir
-from schemas.messages import RankedItem, ScoreRequest
+from schemas.messages import Explanation, RankedItem, ScoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class SequenceRecommender:
         k: int = DEFAULT_K,
         threads: int | None = None,
         cache_dir: Path | None = None,
+        previous: object | None = None,
     ) -> None:
         loaded = load_model_dir(model_dir)
         self.model = loaded.model
@@ -56,6 +57,8 @@ class SequenceRecommender:
             model_version=loaded.version,
             threads=threads,
             cache_dir=cache_dir,
+            # A hot swap: the running version's backend, whose work may be reused.
+            previous=getattr(previous, "backend", None),
         )
         log.info("model %s scored by the %s backend on %s (top-%d)", self._version,
                  self.backend.name, self.backend.device, self.backend.max_k)
@@ -74,13 +77,29 @@ class SequenceRecommender:
             if self.backend.max_k < self.model.cfg.n_items:
                 raise ValueError(f"k={k} exceeds the backend's top-K of {self.backend.max_k}")
             k = self.backend.max_k  # the catalogue runs out first
-        items, ts, types, triggers, seen_rows = [], [], [], [], []
+        batch, seen_rows, _ = self._inputs(requests)
+        scores, idx = self.backend.topk(batch, pad_exclusions(seen_rows), k)
+        out: list[list[RankedItem]] = []
+        for row_s, row_i in zip(scores.tolist(), idx.tolist(), strict=True):
+            # MASKED_SCORE marks "nothing left" (excluded or padding): never recommended.
+            out.append([RankedItem(item_id=self.item_ids[i - 1], score=float(s))
+                        for s, i in zip(row_s, row_i, strict=True)
+                        if s > MASKED_SCORE / 10 and i > 0])
+        return out
+
+    def _inputs(
+        self, requests: Sequence[ScoreRequest]
+    ) -> tuple[SequenceBatch, list[list[int]], list[list[str]]]:
+        """The model's batch, each row's excluded item indices, and each row's known items
+        (the request's items the model has, oldest first: what the batch holds)."""
+        items, ts, types, triggers, seen_rows, kept = [], [], [], [], [], []
         for req in requests:
             if not (len(req.items) == len(req.ts) == len(req.event_types)):
                 raise ValueError(
                     f"request for user {req.user_id}: items, ts and event_types differ in length"
                 )
             known = [j for j, it in enumerate(req.items) if it in self.index]
+            kept.append([req.items[j] for j in known])
             items.append([self.index[req.items[j]] for j in known])
             ts.append([req.ts[j] for j in known])
             types.append(encode_event_types([req.event_types[j] for j in known]))
@@ -91,14 +110,33 @@ class SequenceRecommender:
                                    if it in self.index))
             )
         width = max(1, min(self.model.cfg.max_len, max(len(s) for s in items)))
-        batch = build_batch(items, ts, types, width, trigger_ts_ms=triggers)
-        scores, idx = self.backend.topk(batch, pad_exclusions(seen_rows), k)
-        out: list[list[RankedItem]] = []
-        for row_s, row_i in zip(scores.tolist(), idx.tolist(), strict=True):
-            # MASKED_SCORE marks "nothing left" (excluded or padding): never recommended.
-            out.append([RankedItem(item_id=self.item_ids[i - 1], score=float(s))
-                        for s, i in zip(row_s, row_i, strict=True)
-                        if s > MASKED_SCORE / 10 and i > 0])
+        return build_batch(items, ts, types, width, trigger_ts_ms=triggers), seen_rows, kept
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether the backend gives explanations (the torch backends do)."""
+        return callable(getattr(self.backend, "explain", None))
+
+    def explain(self, requests: Sequence[ScoreRequest], top: int = 3) -> list[list[Explanation]]:
+        """Per request, the past events its recommendation drew on most (attention
+        rollout), best first, one entry per item; [] per request where the backend
+        cannot say (ONNX Runtime, TensorRT)."""
+        if not requests or not self.can_explain:
+            return [[] for _ in requests]
+        batch, _, kept = self._inputs(requests)
+        width = batch.items.shape[1]
+        weights, cols = self.backend.explain(batch, top)  # type: ignore[attr-defined]
+        out: list[list[Explanation]] = []
+        for row_w, row_c, known in zip(weights.tolist(), cols.tolist(), kept, strict=True):
+            by_item: dict[str, float] = {}
+            for w, c in zip(row_w, row_c, strict=True):
+                # Left padded and right aligned: column c holds the known item
+                # len(known) - width + c (when that is >= 0).
+                j = len(known) - width + c
+                if w > 0 and 0 <= j < len(known):
+                    by_item[known[j]] = by_item.get(known[j], 0.0) + w
+            ranked = sorted(by_item.items(), key=lambda kv: -kv[1])
+            out.append([Explanation(item_id=i, weight=round(w, 4)) for i, w in ranked])
         return out
 
     def observe(self, requests: Sequence[ScoreRequest]) -> None:
@@ -113,7 +151,10 @@ def load(
     k: int = DEFAULT_K,
     threads: int | None = None,
     cache_dir: Path | None = None,
+    previous: object | None = None,
 ) -> SequenceRecommender:
+    """``previous``: the recommender this one replaces in a running scorer, if any."""
     return SequenceRecommender(
-        Path(model_dir), backend=backend, k=k, threads=threads, cache_dir=cache_dir
+        Path(model_dir), backend=backend, k=k, threads=threads, cache_dir=cache_dir,
+        previous=previous,
     )

@@ -12,6 +12,7 @@ consumers of ``recommendations`` treat the newest list per user as the truth.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,12 +23,14 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from inference.batcher import Batch, MicroBatcher
+from inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
 from inference.recommender import Recommender, load_recommender
-from schemas.messages import Recommendation, ScoreRequest, now_ms
+from schemas.messages import Explanation, Recommendation, ScoreRequest, now_ms
+from schemas.probes import ProbeServer, loop_responds
 from schemas.settings import KafkaSettings
 from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
@@ -64,6 +67,11 @@ class ScorerSettings:
     batch_ms: int = 10
     #: A trained model version directory; None serves the online co-occurrence model.
     model_dir: Path | None = None
+    #: The model registry folder: when set, the scorer follows ``model-updates`` and
+    #: hot-swaps the versions announced there (inference.hotswap).
+    model_registry: Path | None = None
+    #: Follow only this model name's updates (None: every update in the topic).
+    model_name: str | None = None
     #: Scoring backend of a trained model: auto, tensorrt, onnxruntime, torch, ...
     backend: str = "auto"
     #: torch / ONNX Runtime intra-op threads (None: the library's default).
@@ -78,6 +86,9 @@ class ScorerSettings:
     #: (measured: p50 140 ms hop latency at aiokafka's default 500 ms, 6 ms at 20 ms),
     #: so keep it short; an idle fetch every 20 ms costs next to nothing.
     fetch_max_wait_ms: int = 20
+    #: Past events each recommendation drew on most (attention rollout), in the
+    #: message's ``explanation``. Torch backends only; costs a second forward pass.
+    explain_top: int = 0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -91,12 +102,15 @@ class ScorerSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ScorerSettings:
         env = os.environ if env is None else env
         model_dir = env.get("RECSTREAM_MODEL_DIR", "").strip()
+        registry = env.get("RECSTREAM_MODEL_REGISTRY", "").strip()
         return cls(
             kafka=KafkaSettings.from_env(env),
             top_k=_or(_env_int(env, "RECSTREAM_TOP_K"), cls.top_k),
             batch_size=_or(_env_int(env, "RECSTREAM_SCORER_BATCH"), cls.batch_size),
             batch_ms=_or(_env_int(env, "RECSTREAM_SCORER_BATCH_MS"), cls.batch_ms),
             model_dir=Path(model_dir) if model_dir else None,
+            model_registry=Path(registry) if registry else None,
+            model_name=env.get("RECSTREAM_MODEL_NAME", "").strip() or None,
             backend=env.get("RECSTREAM_SCORER_BACKEND", "auto").strip() or "auto",
             threads=_env_int(env, "RECSTREAM_TORCH_THREADS") or None,
             metrics_port=_env_int(env, "RECSTREAM_METRICS_PORT"),
@@ -104,6 +118,7 @@ class ScorerSettings:
             fetch_max_wait_ms=_or(
                 _env_int(env, "RECSTREAM_SCORER_FETCH_WAIT_MS"), cls.fetch_max_wait_ms
             ),
+            explain_top=_or(_env_int(env, "RECSTREAM_SCORER_EXPLAIN"), cls.explain_top),
         )
 
 
@@ -146,9 +161,37 @@ class ScorerMetrics:
             registry=r,
         )
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
-        log.info("metrics on :%d/metrics", port)
+        self.ready = Gauge(
+            "recstream_scorer_ready", "1 while the consumer runs with a model loaded", registry=r
+        )
+        self.model_info = Gauge(
+            "recstream_scorer_model_info",
+            "1 for the model version served",
+            ["model_version"],
+            registry=r,
+        )
+        self.model_loaded = Gauge(
+            "recstream_scorer_model_loaded_timestamp_seconds",
+            "when the served model was loaded (model age = now - this)",
+            registry=r,
+        )
+
+    def set_model(self, version: str) -> None:
+        """Record the model now served (at start and after each swap)."""
+        self.model_info.clear()
+        self.model_info.labels(version).set(1)
+        self.model_loaded.set_to_current_time()
+
+    def serve(self, port: int) -> ProbeServer:
+        """/metrics, /healthz (the event loop answers; call from it) and /readyz."""
+        server = ProbeServer(
+            self.registry,
+            port,
+            live=loop_responds(asyncio.get_running_loop()),
+            ready=lambda: self.ready._value.get() == 1.0,  # no public getter
+        )
+        log.info("metrics on :%d (/metrics, /healthz, /readyz)", port)
+        return server
 
 
 def parse_request(raw: bytes | None) -> ScoreRequest:
@@ -181,11 +224,15 @@ class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class Scorer:
     def __init__(
-        self, settings: ScorerSettings, model: Recommender, metrics: ScorerMetrics
+        self, settings: ScorerSettings, model: Recommender, metrics: ScorerMetrics,
+        swapper: ModelSwapper | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
         self.metrics = metrics
+        self.swapper = swapper
+        #: The latest batch's requests: a new version is warmed up on them.
+        self.recent: list[ScoreRequest] = []
         self.batcher: MicroBatcher[TopicPartition, ScoreRequest] = MicroBatcher(
             settings.batch_size, settings.batch_ms, max_pending=4 * settings.batch_size
         )
@@ -214,8 +261,10 @@ class Scorer:
             await consumer.start()
             try:
                 log.info("scorer started: model %s, group %s", self.model.version, s.group_id)
+                self.metrics.ready.set(1)
                 await self._loop(consumer, producer, stop)
             finally:
+                self.metrics.ready.set(0)
                 await consumer.stop()  # leaves the group: partitions move at once
         finally:
             await producer.stop()
@@ -231,6 +280,7 @@ class Scorer:
             if room > 0:
                 fetched = await consumer.getmany(timeout_ms=int(wait), max_records=room)
                 self._add(fetched)
+            self._maybe_swap()  # here, between two batches: never in the middle of one
             if len(batcher) and batcher.due(time.monotonic() * 1000):
                 await self._score(batcher.take(), producer)
             offsets = batcher.committable()
@@ -243,6 +293,15 @@ class Scorer:
         offsets = batcher.committable()
         if offsets:
             await self._commit(consumer, offsets)
+
+    def _maybe_swap(self) -> None:
+        loaded = self.swapper.take_ready() if self.swapper is not None else None
+        if loaded is None or self.swapper is None:
+            return
+        old = self.model.version
+        self.model = loaded.model
+        self.metrics.set_model(loaded.model.version)
+        self.swapper.swapped(loaded, old)
 
     def _maybe_report(self) -> None:
         now = time.monotonic()
@@ -289,14 +348,18 @@ class Scorer:
     async def _score(self, batch: Batch[ScoreRequest], producer: AIOKafkaProducer) -> None:
         started = time.perf_counter()
         requests = batch.items
+        # One model for the whole batch, and its version on every recommendation.
+        model = self.model
         # Synchronous on purpose: a batch takes milliseconds, far below the
         # session timeout, and a thread hop would cost more than it saves.
-        self.model.observe(requests)
-        ranked = self.model.recommend(requests, self.settings.top_k)
+        model.observe(requests)
+        ranked = model.recommend(requests, self.settings.top_k)
+        why = _explanations(model, requests, self.settings.explain_top)
         emitted = now_ms()
-        version = self.model.version
+        version = model.version
+        self.recent = requests[:64]
         acks = []
-        for req, items in zip(requests, ranked, strict=True):
+        for req, items, because in zip(requests, ranked, why, strict=True):
             rec = Recommendation(
                 user_id=req.user_id,
                 items=items,
@@ -305,6 +368,7 @@ class Scorer:
                 trigger_ts=req.trigger_ts,
                 ingest_ms=req.ingest_ms,
                 emitted_ms=emitted,
+                explanation=because or None,
             )
             value = rec.model_dump_json(exclude_none=True).encode()
             acks.append(await producer.send(RECOMMENDATIONS, value, key=req.user_id.encode()))
@@ -330,16 +394,58 @@ class Scorer:
         self.batcher.committed(offsets)
 
 
+def _explanations(
+    model: Recommender, requests: Sequence[ScoreRequest], top: int
+) -> list[list[Explanation]]:
+    """Explanations where asked for and the model can give them; else [] per request."""
+    if top > 0 and getattr(model, "can_explain", False):
+        return model.explain(requests, top)  # type: ignore[attr-defined]
+    return [[] for _ in requests]
+
+
 async def serve(settings: ScorerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set (for embedding; :func:`run_scorer` wires up signals)."""
-    model = load_recommender(
-        settings.model_dir, backend=settings.backend, k=settings.top_k, threads=settings.threads
-    )
-    log.info("serving model %s", model.version)
     metrics = ScorerMetrics()
+    swapper, model, published = None, None, None
+    if settings.model_registry is not None:
+        swapper = ModelSwapper(
+            registry=settings.model_registry, backend=settings.backend, k=settings.top_k,
+            threads=settings.threads, metrics=SwapMetrics(metrics.registry),
+            kafka=settings.kafka.aiokafka_kwargs(), model_name=settings.model_name,
+        )
+        # Start on the newest valid announced version (a restart serves the latest);
+        # with none, on RECSTREAM_MODEL_DIR, else on the registry's CURRENT.
+        found = await swapper.start()
+        loaded = await asyncio.to_thread(swapper.catch_up, found)
+        if loaded is None and settings.model_dir is None:
+            loaded = await asyncio.to_thread(swapper.registry_current)
+        if loaded is not None:
+            model, published = loaded.model, loaded.published_ms
+    if model is None:
+        model = load_recommender(
+            settings.model_dir, backend=settings.backend, k=settings.top_k,
+            threads=settings.threads,
+        )
+        if settings.model_dir is not None:
+            published = published_ms_of(settings.model_dir)
+    log.info("serving model %s", model.version)
+    metrics.set_model(model.version)
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
-    await Scorer(settings, model, metrics).run(stop)
+    if swapper is None:
+        await Scorer(settings, model, metrics).run(stop)
+        return
+    swapper.serving(model, published)
+    scorer = Scorer(settings, model, metrics, swapper)
+    swapper.recent = lambda: scorer.recent  # new versions warm up on live requests
+    follow = asyncio.create_task(swapper.run(stop))
+    try:
+        await scorer.run(stop)
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+        await swapper.stop()
 
 
 def run_scorer(settings: ScorerSettings) -> None:

@@ -91,6 +91,7 @@ def select_backend(
     device: str | None = None,
     threads: int | None = None,
     cache_dir: Path | None = None,
+    previous: object | None = None,
 ) -> ScoringBackend:
     """Build the backend ``kind`` (one of :data:`KINDS`) for ``model``.
 
@@ -98,6 +99,8 @@ def select_backend(
     is used when present. ``device``: "cpu" or "cuda" (default: cuda when
     available). ``cache_dir``: where exports made on the fly and TensorRT
     engines go (default: a ``recstream`` folder in the system temp dir).
+    ``previous``: the backend of the version this one replaces (a hot swap);
+    TensorRT refits a copy of its engine when the graphs match instead of building.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
@@ -109,7 +112,7 @@ def select_backend(
 
     def build(name: str) -> ScoringBackend:
         return _build(name, model, k=k, model_dir=model_dir, version=version, device=device,
-                      threads=threads, cache=cache)
+                      threads=threads, cache=cache, previous=previous)
 
     if kind != "auto":
         return build(kind)
@@ -128,7 +131,7 @@ def select_backend(
 
 def _build(
     name: str, model: SeqRecModel, *, k: int, model_dir: Path | None, version: str, device: str,
-    threads: int | None, cache: Path,
+    threads: int | None, cache: Path, previous: object | None = None,
 ) -> ScoringBackend:
     if name in ("torch", "torch-compile", "torch-cuda-graphs"):
         from inference.backends.torch_backend import TorchBackend
@@ -141,6 +144,8 @@ def _build(
         import_tensorrt()  # fail fast, before an export, where it cannot run
         onnx_dir = onnx_dir_for(model, model_dir=model_dir, model_version=version,
                                 cache_dir=cache / "onnx", k=k, fp16=True)
+        if isinstance(previous, TensorRTBackend):
+            return TensorRTBackend.refit_or_build(previous, onnx_dir, cache_dir=cache / "tensorrt")
         return TensorRTBackend(onnx_dir, cache_dir=cache / "tensorrt")
     from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime
 

@@ -12,8 +12,11 @@ The engine is built from an exported ONNX serving graph:
 * one optimization profile covers batch 1..``max_batch``, length 1..max_len,
   exclusions 1..``max_exclude``;
 * the engine is built refittable (``BuilderFlag.REFIT``) so that a new model
-  version with the same shapes swaps its weights in with :meth:`refit`
-  instead of a full rebuild;
+  version with the same graph takes its weights by a refit instead of a full
+  rebuild: :meth:`refit` in place, or :meth:`refit_or_build` for a hot swap,
+  which refits a *copy* of the running engine (deserialized from its plan)
+  while the running one keeps serving, and caches the refitted plan under the
+  new version's name;
 * the serialized engine is cached on disk per model version, GPU name,
   TensorRT version, precision and profile, written atomically;
 * execution uses ``execute_async_v3`` on torch's current CUDA stream with torch
@@ -94,7 +97,10 @@ class TensorRTBackend:
         max_batch: int = 256,
         max_exclude: int = 2048,
         workspace_bytes: int = DEFAULT_WORKSPACE,
+        engine: Any | None = None,
     ) -> None:
+        """``engine``: an already deserialized engine of this version (a refitted
+        copy); default: the cached plan, else a build."""
         self._trt = trt = import_tensorrt()
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
@@ -107,10 +113,11 @@ class TensorRTBackend:
         self.max_exclude = max_exclude
         self.precision = precision
         self.model_version = manifest.model_version
+        self.onnx_path = onnx_path
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._lock = threading.Lock()  # refit and execution must not overlap
         path = engine_cache_path(cache_dir, manifest.model_version, precision, max_batch, max_exclude)
-        self.engine = self._load_cached(path)
+        self.engine = engine if engine is not None else self._load_cached(path)
         if self.engine is None:
             plan = self._build(onnx_path, workspace_bytes)
             _write_atomic(path, plan)
@@ -181,18 +188,54 @@ class TensorRTBackend:
             raise RefitError(f"{new_weights_onnx}: {wrong} differ from this engine's {want}; "
                              "a different graph needs a new engine, not a refit")
         with self._lock:
-            refitter = trt.Refitter(self.engine, self._logger)
-            parser_refitter = trt.OnnxParserRefitter(refitter, self._logger)
-            if not parser_refitter.refit_from_file(str(new_weights_onnx)):
-                errors = "; ".join(str(parser_refitter.get_error(i))
-                                   for i in range(parser_refitter.num_errors))
-                raise RefitError(f"{new_weights_onnx}: weights do not fit this engine: {errors}")
-            missing = refitter.get_missing_weights()
-            if missing:
-                raise RefitError(f"{new_weights_onnx}: no values for weights {list(missing)[:5]}")
-            if not refitter.refit_cuda_engine():
-                raise RefitError(f"{new_weights_onnx}: TensorRT refit_cuda_engine failed")
+            _refit_engine(trt, self.engine, self._logger, Path(new_weights_onnx))
             self.model_version = meta.get("recstream.model_version", self.model_version)
+
+    @classmethod
+    def refit_or_build(
+        cls, previous: TensorRTBackend, model_dir: Path, *, cache_dir: Path
+    ) -> TensorRTBackend:
+        """The engine of the version in ``model_dir``, to replace ``previous`` in a
+        running scorer without disturbing it.
+
+        Same precision and profile as ``previous``. A plan cached for this version
+        is loaded; else, when the new ONNX graph has the same structure as the
+        running one (:func:`refit_blocker`: same inputs, outputs, nodes and
+        initializer shapes; only values differ), a copy of the running engine is
+        deserialized from its plan and refitted with the new weights (seconds,
+        where a build takes minutes); else a new engine is built.
+        """
+        trt = previous._trt
+        name = ONNX_FP16 if previous.precision == "fp16" else ONNX_FP32
+        onnx_path, manifest = verified_onnx(model_dir, name)
+        kwargs: dict[str, Any] = {"cache_dir": cache_dir, "precision": previous.precision,
+                                  "max_batch": previous.max_batch,
+                                  "max_exclude": previous.max_exclude}
+        path = engine_cache_path(cache_dir, manifest.model_version, previous.precision,
+                                 previous.max_batch, previous.max_exclude)
+        if path.is_file():
+            return cls(model_dir, **kwargs)
+        try:
+            reason = refit_blocker(previous.onnx_path, onnx_path)
+        except ExportError as exc:  # e.g. the running version's folder was pruned since
+            reason = f"the running engine's ONNX cannot be compared: {exc}"
+        if reason is None:
+            try:
+                with previous._lock:  # serialize() must not race an execution or a refit
+                    plan = bytes(previous.engine.serialize())
+                engine = trt.Runtime(previous._logger).deserialize_cuda_engine(plan)
+                if engine is None:
+                    raise RefitError("the running engine's plan does not deserialize")
+                _refit_engine(trt, engine, previous._logger, onnx_path)
+                _write_atomic(path, bytes(engine.serialize()))
+                log.info("TensorRT engine of %s refitted from %s's (no rebuild)",
+                         manifest.model_version, previous.model_version)
+                return cls(model_dir, engine=engine, **kwargs)
+            except RefitError as exc:
+                reason = str(exc)
+        log.info("TensorRT engine of %s is built, not refitted: %s", manifest.model_version,
+                 reason)
+        return cls(model_dir, **kwargs)
 
     def refittable_weights(self) -> list[str]:
         """Names of the engine's refittable weights (``Refitter.get_all_weights``)."""
@@ -232,6 +275,62 @@ class TensorRTBackend:
         scores = outputs["scores"].float().cpu()
         indices = outputs["indices"].long().cpu()
         return scores[:, :k], indices[:, :k]
+
+
+def _refit_engine(trt: Any, engine: Any, logger: Any, onnx_path: Path) -> None:
+    """Refit ``engine`` with the initializers of ``onnx_path`` (matched by name)."""
+    try:
+        refitter = trt.Refitter(engine, logger)  # fails on an engine built without REFIT
+    except Exception as exc:
+        raise RefitError(f"the engine is not refittable: {exc}") from exc
+    parser_refitter = trt.OnnxParserRefitter(refitter, logger)
+    if not parser_refitter.refit_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser_refitter.get_error(i))
+                           for i in range(parser_refitter.num_errors))
+        raise RefitError(f"{onnx_path}: weights do not fit this engine: {errors}")
+    missing = refitter.get_missing_weights()
+    if missing:
+        raise RefitError(f"{onnx_path}: no values for weights {list(missing)[:5]}")
+    if not refitter.refit_cuda_engine():
+        raise RefitError(f"{onnx_path}: TensorRT refit_cuda_engine failed")
+
+
+def graph_signature(path: Path) -> dict[str, Any]:
+    """What must be equal for one ONNX file's weights to refit an engine built from
+    another: metadata (except the version), inputs, outputs, the node list and each
+    initializer's name, dtype and shape. Only initializer *values* may differ."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(f"{path}: not a readable ONNX file: {exc}") from exc
+
+    def dims(value: Any) -> list[Any]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    g = model.graph
+    return {
+        "meta": {p.key: p.value for p in model.metadata_props
+                 if p.key != "recstream.model_version"},
+        "inputs": [(v.name, v.type.tensor_type.elem_type, dims(v)) for v in g.input],
+        "outputs": [(v.name, v.type.tensor_type.elem_type, dims(v)) for v in g.output],
+        "nodes": [(n.op_type, list(n.input), list(n.output)) for n in g.node],
+        "initializers": [(t.name, t.data_type, list(t.dims)) for t in g.initializer],
+    }
+
+
+def refit_blocker(engine_onnx: Path, new_onnx: Path) -> str | None:
+    """None when ``new_onnx`` can refit an engine built from ``engine_onnx``, else why not.
+
+    Conservative: the exporter merges initializers of equal value, so a rare
+    coincidence of values changes the structure too, and then a new engine is
+    built (correct, only slower)."""
+    old, new = graph_signature(engine_onnx), graph_signature(new_onnx)
+    for part in ("meta", "inputs", "outputs", "nodes", "initializers"):
+        if old[part] != new[part]:
+            return f"the ONNX graphs differ in their {part}"
+    return None
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 
@@ -127,6 +128,10 @@ class TorchBackend:
         self._dev = dev
         chunks = DEFAULT_ATTN_CHUNKS if attn_chunks is None else attn_chunks
         self.graph = ServingGraph(model, k, dtype=dtype, attn_chunks=chunks).eval().to(dev)
+        # The eager model, for explanations (an optional output of this backend
+        # only); put on the device on first use, so scoring alone costs nothing.
+        self._model = model
+        self._explainer: SeqRecModel | None = None
         self._fn = self.graph
         if mode == "compile":
             # The pattern matcher's attention rewrite assumes a [B, H, L, L] layout
@@ -164,6 +169,32 @@ class TorchBackend:
                 scores, indices = self._fn(*args)
                 scores, indices = scores.cpu(), indices.cpu()
         return scores[:, :k], indices[:, :k]
+
+    def explain(self, batch: SequenceBatch, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input events the recommendation drew on most: ``(weights [B, t], columns
+        [B, t])``, ``t = min(top, L)``, best first; columns index ``batch``'s own.
+
+        Attention rollout of the eager model (:meth:`SeqRecModel.attention_rollout`),
+        a second forward pass, float32: ask for it only when explanations are wanted.
+        Padding columns have weight 0.
+        """
+        width = batch.items.shape[1]
+        trimmed = trim_padding(batch)
+        offset = width - trimmed.items.shape[1]  # padding is on the left
+        with torch.inference_mode():
+            args = [t.to(self._dev) for t in
+                    (trimmed.items, trimmed.event_types, trimmed.times, trimmed.query_times)]
+            weights = self._eager().attention_rollout(*args).float().cpu()
+        t = min(top, weights.shape[1])
+        best, cols = torch.topk(weights, k=t, dim=1)
+        return best, cols + offset
+
+    def _eager(self) -> SeqRecModel:
+        if self._explainer is None:
+            same = next(self._model.parameters()).device == self._dev
+            model = self._model if same else copy.deepcopy(self._model).to(self._dev)
+            self._explainer = model.eval()
+        return self._explainer
 
     def _key(self, batch: SequenceBatch, exclude: torch.Tensor) -> _Key:
         b, n = batch.items.shape

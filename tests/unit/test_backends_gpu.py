@@ -116,3 +116,23 @@ def test_tensorrt_refit_takes_new_weights(model, exported, tmp_path):
     assert backend.model_version == "test-v2"
     parity = _parity(backend, other, 7, MAX_LEN)
     assert parity.holds(FP32_ATOL), parity
+
+
+@needs_tensorrt
+def test_tensorrt_hot_swap_refits_a_copy_and_caches_it(model, exported, tmp_path):
+    """A hot swap: the new version's engine is a refitted copy of the running one
+    (which keeps its own weights), and its plan is cached under the new version."""
+    from inference.backends.tensorrt_backend import TensorRTBackend, engine_cache_path
+
+    running = TensorRTBackend(exported, cache_dir=tmp_path, precision="fp32", max_batch=16,
+                              max_exclude=8)
+    other = small_model(seed=7)
+    new_dir = tmp_path / "v2"
+    new_dir.mkdir()
+    export_onnx_files(other, new_dir, "test-v2", k=K, fp16=False)
+    swapped = TensorRTBackend.refit_or_build(running, new_dir, cache_dir=tmp_path)
+    assert swapped.model_version == "test-v2" and swapped.engine is not running.engine
+    assert _parity(swapped, other, 7, MAX_LEN).holds(FP32_ATOL)
+    assert _parity(running, model, 7, MAX_LEN).holds(FP32_ATOL)  # untouched
+    assert engine_cache_path(tmp_path, "test-v2", "fp32", 16, 8).is_file()
+
