@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
@@ -358,7 +364,7 @@ class Scorer:
         emitted = now_ms()
         version = model.version
         self.recent = requests[:64]
-        acks = []
+        records = []
         for req, items, because in zip(requests, ranked, why, strict=True):
             rec = Recommendation(
                 user_id=req.user_id,
@@ -370,9 +376,8 @@ class Scorer:
                 emitted_ms=emitted,
                 explanation=because or None,
             )
-            value = rec.model_dump_json(exclude_none=True).encode()
-            acks.append(await producer.send(RECOMMENDATIONS, value, key=req.user_id.encode()))
-        await asyncio.gather(*acks)  # raises if any send failed: then nothing is committed
+            records.append((req.user_id.encode(), rec.model_dump_json(exclude_none=True).encode()))
+        await send_all(producer, RECOMMENDATIONS, records)  # raises: then nothing is committed
         m = self.metrics
         self.n_requests += batch.records
         self.n_sent += len(requests)
@@ -391,7 +396,60 @@ class Scorer:
             # last commit, so these requests are scored twice, never lost.
             log.warning("offset commit skipped during rebalance: %s", exc)
             return
+        except KafkaError as exc:
+            if not retriable(exc):
+                raise
+            # E.g. the broker was paused: these offsets stay uncommitted and go
+            # with the next commit; a crash before that only repeats requests.
+            log.warning("offset commit failed, retried with the next batch: %r", exc)
+            return
         self.batcher.committed(offsets)
+
+
+#: How long a batch's recommendations are re-sent after retriable errors (a
+#: paused or restarting broker) before the scorer gives up and exits uncommitted.
+SEND_RETRY_S = 120.0
+
+
+def retriable(exc: BaseException) -> bool:
+    """Kafka errors worth retrying: aiokafka marks most; a request the broker timed
+    out (Tansu answers REQUEST_TIMED_OUT to requests held across a pause) is one."""
+    if isinstance(exc, KafkaTimeoutError):  # a client-side timeout: the broker may be back
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+async def send_all(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes]],
+    retry_s: float = SEND_RETRY_S,
+) -> None:
+    """Send every ``(key, value)`` and wait for all acks, re-sending the failed ones
+    after retriable errors (at-least-once: a retry may duplicate, never drop)."""
+    deadline = time.monotonic() + retry_s
+    delay = 0.1
+    pending = list(records)
+    while pending:
+        results: list[object] = []
+        try:
+            acks = [await producer.send(topic, value, key=key) for key, value in pending]
+            results = list(await asyncio.gather(*acks, return_exceptions=True))
+        except KafkaError as exc:  # send() itself: e.g. metadata unavailable
+            results = [exc] * len(pending)
+        failed = [(rec, res) for rec, res in zip(pending, results, strict=True)
+                  if isinstance(res, BaseException)]
+        if not failed:
+            return
+        err = failed[0][1]
+        assert isinstance(err, BaseException)
+        if not retriable(err) or time.monotonic() + delay > deadline:
+            raise err
+        log.warning("re-sending %d of %d records to %s after %r", len(failed), len(pending),
+                    topic, err)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        pending = [rec for rec, _ in failed]
 
 
 def _explanations(
