@@ -38,7 +38,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recstream.broker import EmbeddedBroker
-from recstream.processes import Child, child_env, recstream_command, stop_all
+from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
 from schemas.messages import Recommendation, now_ms
 from schemas.topics import EVENTS, RECOMMENDATIONS
 from stream.testing import WorkerProcess, latest_changelog_states, read_table
@@ -252,8 +252,8 @@ def run_fault(kind: str, broker: EmbeddedBroker, run_dir: Path, load: FaultLoad)
     """One fault scenario on ``broker``; the figures of the module docstring."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state_dir = run_dir / "state"
-    env = child_env(
-        RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+    env = embedded_broker_env(
+        broker.bootstrap,
         RECSTREAM_PARTITIONS=str(broker.partitions),
         RECSTREAM_STATE_DIR=str(state_dir),
         RECSTREAM_MAX_SEQ_LEN=str(MAX_SEQ_LEN),

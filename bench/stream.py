@@ -38,6 +38,7 @@ from rich.table import Table
 
 from bench.stream_io import (
     EVENTS_PER_USER,
+    cpu_seconds,
     movielens_records,
     peak_rss_mb,
     percentile,
@@ -46,7 +47,7 @@ from bench.stream_io import (
     synthetic_records,
 )
 from recstream.broker import EmbeddedBroker
-from recstream.processes import Child, child_env, recstream_command, stop_all
+from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
 from schemas.messages import Recommendation
 from schemas.topics import EVENTS, RECOMMENDATIONS
 from stream.testing import WorkerProcess, wait_for
@@ -150,16 +151,18 @@ def _throughput(
         console.print(f"produced {n:,} events in {produce_s:.1f}s ({n / produce_s:,.0f}/s)")
         ceiling = asyncio.run(raw_read_rate(broker.bootstrap, EVENTS, n, timeout_s=600))
         console.print(f"raw aiokafka read of the same topic: {ceiling:,.0f} events/s")
-        env = child_env(
-            RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+        env = embedded_broker_env(
+            broker.bootstrap,
             RECSTREAM_PARTITIONS=str(cfg.partitions),
             RECSTREAM_STATE_DIR=str(run_dir / "state-1"),
         )
         with WorkerProcess(env, run_dir / "worker-1.log") as worker:
             ready_s = worker.wait_ready(cfg.startup_timeout_s)
+            assert worker.proc is not None
+            cpu_ready = cpu_seconds(worker.proc.pid)
             with console.status(f"worker draining {n:,} events ..."):
                 samples = _wait_done(worker, n)
-            assert worker.proc is not None
+            cpu_done = cpu_seconds(worker.proc.pid)
             rss = peak_rss_mb(worker.proc.pid)
             metrics = worker.metrics()
             worker.terminate(60)
@@ -179,6 +182,28 @@ def _throughput(
             sum(v for k, v in metrics.items() if k.startswith("recstream_worker_events_dlq_total"))
         ),
         "rss_mb_worker_throughput": rss,
+        # CPU the worker spent per event while draining: less sensitive than the
+        # rate to other jobs on the machine (they take CPU time, not add to it).
+        "worker_cpu_us_per_event": (
+            None
+            if cpu_ready is None or cpu_done is None
+            else round(1e6 * (cpu_done - cpu_ready) / max(samples[-1][1], 1), 1)
+        ),
+        **_batch_figures(metrics),
+    }
+
+
+def _batch_figures(metrics: dict[str, float]) -> dict[str, Any]:
+    """Mean events per batch and mean ``BatchProcessor.process`` time, from the histograms."""
+    batches = metrics.get("recstream_worker_batch_size_count", 0.0)
+    if not batches:
+        return {"batches": 0, "batch_events_mean": None, "batch_ms_mean": None}
+    return {
+        "batches": int(batches),
+        "batch_events_mean": round(metrics.get("recstream_worker_batch_size_sum", 0.0) / batches),
+        "batch_ms_mean": round(
+            1000 * metrics.get("recstream_worker_batch_seconds_sum", 0.0) / batches, 2
+        ),
     }
 
 
@@ -282,8 +307,8 @@ def _latency(
     console: Console,
 ) -> dict[str, Any]:
     with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-2.log") as broker:
-        env = child_env(
-            RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+        env = embedded_broker_env(
+            broker.bootstrap,
             RECSTREAM_PARTITIONS=str(cfg.partitions),
             RECSTREAM_STATE_DIR=str(run_dir / "state-2"),
         )
@@ -371,6 +396,9 @@ def format_table(report: dict[str, Any]) -> Table:
         ("events/s, whole drain", f"{report['events_per_s_overall']:,}"),
         ("ceiling: raw aiokafka read, same topic", f"{report['ceiling_events_per_s']:,}"),
         ("worker / ceiling", f"{report['worker_over_ceiling']:.2%}"),
+        ("worker CPU per event (µs, throughput phase)", f"{report['worker_cpu_us_per_event']}"),
+        ("batches: mean events / mean process() ms",
+         f"{report['batch_events_mean']} / {report['batch_ms_mean']}"),
         ("latency replay rate (events/s)", f"{report['latency_rate_events_per_s']:,}"),
         ("event→recommendation p50 / p95 / p99 (ms)",
          f"{report['p50_ms']} / {report['p95_ms']} / {report['p99_ms']}"),

@@ -4,6 +4,7 @@ produce, the raw aiokafka read (the ceiling) and per-process peak memory."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -123,6 +124,16 @@ def peak_rss_mb(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a live process has used so far (Linux ``/proc``)."""
+    try:
+        # Fields after the ")" that closes the command name: utime, stime are 12, 13.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def percentile(values: list[float], q: float) -> float | None:

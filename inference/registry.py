@@ -34,9 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.model_dir import CONFIG, METRICS, sha256_file
+from inference.model_dir import CONFIG, METRICS, WEIGHTS, sha256_file
 
 MANIFEST = "manifest.json"
+#: Formats that run code when loaded (pickle and its wrappers): never served.
+#: Weights load from safetensors, exported graphs from ONNX.
+UNSAFE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt"})
 MANIFEST_FORMAT = 1
 CURRENT = "CURRENT"
 STAGING = ".staging"
@@ -112,6 +115,13 @@ def verify_version_dir(folder: Path, expected_sha256: str | None = None) -> dict
             raise ValueError(f"unsupported manifest format {manifest.get('format')!r}")
     except (ValueError, KeyError, TypeError) as exc:
         raise ArtifactError("unreadable", f"{path}: {exc}") from exc
+    names = {str(n) for n in files} | {p.name for p in folder.iterdir()}
+    unsafe = sorted(n for n in names if Path(n).suffix.lower() in UNSAFE_SUFFIXES)
+    if unsafe:
+        raise ArtifactError("unsafe_format", f"{folder}: {', '.join(unsafe)} (pickle-based "
+                                             f"formats are never loaded; use safetensors/ONNX)")
+    if WEIGHTS not in files:
+        raise ArtifactError("missing", f"{folder}: no {WEIGHTS} in {MANIFEST}")
     for name, want in sorted(files.items()):
         f = folder / name
         if not f.is_file():

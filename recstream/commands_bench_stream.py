@@ -28,11 +28,24 @@ def bench_stream(
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
+    soak_s: Annotated[
+        float,
+        typer.Option(
+            "--soak-s",
+            help="instead: a memory soak of this many seconds at --soak-rate (RSS slope)",
+        ),
+    ] = 0.0,
+    soak_rate: Annotated[float, typer.Option(help="events/s during the soak")] = 1000.0,
+    soak_sample_s: Annotated[float, typer.Option(help="seconds between RSS samples")] = 5.0,
 ) -> None:
     """Replay events through a real broker into a real worker (and scorer): rate, latency, RSS."""
     import logging
 
     from rich.console import Console
+
+    if soak_s > 0:
+        _soak(json_out, soak_s, soak_rate, soak_sample_s, run_dir)
+        return
 
     from bench.jsonio import write_json_atomic
     from bench.stream import BenchError, StreamBenchConfig, format_table, run_stream_bench
@@ -55,6 +68,35 @@ def bench_stream(
         typer.echo(f"bench stream: {exc}", err=True)
         raise typer.Exit(1) from None
     console.print(format_table(report))
+    if json_out is not None:
+        write_json_atomic(json_out, report)
+        typer.echo(f"wrote {json_out}")
+
+
+def _soak(
+    json_out: Path | None, seconds: float, rate: float, sample_s: float, run_dir: Path | None
+) -> None:
+    import logging
+
+    from rich.console import Console
+
+    from bench.jsonio import write_json_atomic
+    from bench.soak import SoakConfig, SoakError, format_soak_table, run_soak
+    from stream.testing import WorkerFailed
+
+    try:
+        cfg = SoakConfig(seconds=seconds, rate=rate, sample_every_s=sample_s, run_dir=run_dir)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    console = Console()
+    try:
+        report = run_soak(cfg, console)
+    except (SoakError, WorkerFailed, TimeoutError) as exc:
+        typer.echo(f"bench stream --soak-s: {exc}", err=True)
+        raise typer.Exit(1) from None
+    console.print(format_soak_table(report))
     if json_out is not None:
         write_json_atomic(json_out, report)
         typer.echo(f"wrote {json_out}")

@@ -32,7 +32,7 @@ from rich.text import Text
 
 from recstream import dashboard_child
 from recstream.broker import EmbeddedBroker, free_port
-from recstream.processes import Child, ChildFailed, child_env, recstream_command, stop_all
+from recstream.processes import Child, ChildFailed, embedded_broker_env, recstream_command, stop_all
 from recstream.synthetic import CatalogItem
 from schemas.messages import Event, Recommendation, now_ms
 from schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
@@ -131,8 +131,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     started = time.monotonic()
     try:
         broker.start()
-        env = child_env(
-            RECSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap,
+        env = embedded_broker_env(
+            broker.bootstrap,
             RECSTREAM_PARTITIONS=str(opts.partitions),
             RECSTREAM_STATE_DIR=str(run_dir / "state"),
         )

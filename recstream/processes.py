@@ -107,3 +107,31 @@ def child_env(base: Mapping[str, str] | None = None, **overrides: str) -> dict[s
     env = dict(os.environ if base is None else base)
     env.update(PYTHONUNBUFFERED="1", **overrides)
     return env
+
+
+#: TLS/SASL settings meant for a production cluster (schemas.settings.KafkaSettings).
+SECURITY_ENV = (
+    "RECSTREAM_KAFKA_SECURITY_PROTOCOL",
+    "RECSTREAM_KAFKA_SASL_MECHANISM",
+    "RECSTREAM_KAFKA_SASL_USERNAME",
+    "RECSTREAM_KAFKA_SASL_PASSWORD",
+    "RECSTREAM_KAFKA_SSL_CAFILE",
+    "RECSTREAM_KAFKA_SSL_CERTFILE",
+    "RECSTREAM_KAFKA_SSL_KEYFILE",
+)
+
+
+def embedded_broker_env(
+    bootstrap: str, base: Mapping[str, str] | None = None, **overrides: str
+) -> dict[str, str]:
+    """Environment for a child that talks to the embedded broker (demo, benchmarks).
+
+    The embedded broker listens in plain text: a shell's TLS/SASL settings for
+    a real cluster must not leak into children pointed at it.
+    """
+    env = child_env(base, **overrides)
+    for name in SECURITY_ENV:
+        env.pop(name, None)
+    env["RECSTREAM_KAFKA_BOOTSTRAP"] = bootstrap
+    env["RECSTREAM_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
+    return env

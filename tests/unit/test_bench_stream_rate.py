@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from bench.stream import sustained_rate
+from bench.stream import _batch_figures, sustained_rate
+from bench.stream_io import cpu_seconds
 
 
 def test_sustained_rate_excludes_start_up_and_tail() -> None:
@@ -20,3 +23,23 @@ def test_sustained_rate_excludes_start_up_and_tail() -> None:
 def test_sustained_rate_of_a_tiny_run_is_the_overall_rate() -> None:
     rate, overall = sustained_rate([(0.0, 0.0), (0.5, 2000.0)], 2000)
     assert rate == overall == pytest.approx(4000.0)
+
+
+def test_batch_figures_are_means_of_the_worker_histograms() -> None:
+    metrics = {
+        "recstream_worker_batch_size_count": 4.0,
+        "recstream_worker_batch_size_sum": 2000.0,
+        "recstream_worker_batch_seconds_sum": 0.1,
+    }
+    assert _batch_figures(metrics) == {
+        "batches": 4,
+        "batch_events_mean": 500,
+        "batch_ms_mean": 25.0,
+    }
+    assert _batch_figures({})["batch_ms_mean"] is None
+
+
+def test_cpu_seconds_of_this_process() -> None:
+    used = cpu_seconds(os.getpid())
+    assert used is not None and used > 0
+    assert cpu_seconds(2**22 + 12345) is None  # no such process

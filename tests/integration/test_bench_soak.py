@@ -1,0 +1,33 @@
+"""``recstream bench stream --soak-s``: a short memory soak writes its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from recstream.processes import child_env, recstream_command
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    cmd = recstream_command(
+        "bench", "stream", "--soak-s", "20", "--soak-rate", "200", "--soak-sample-s", "2",
+        "--json", str(out), "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert isinstance(report["rss_slope_mb_per_min_worker"], float)
+    assert isinstance(report["rss_slope_mb_per_min_worker_all"], float)
+    samples = report["rss_samples"]
+    assert len(samples) >= 8  # one every 2 s over 20 s
+    assert all(mb > 0 for _, mb in samples)
+    assert [t for t, _ in samples] == sorted(t for t, _ in samples)
+    assert report["soak_events"] == 4000 and report["backlog_at_end"] == 0
+    assert report["soak_done_events_per_s"] > 0
+    assert "RSS slope after warm-up" in done.stdout
