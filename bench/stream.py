@@ -74,6 +74,8 @@ class StreamBenchConfig:
     data: Path | None = None
     users: int | None = None
     latency_seconds: float = 20.0
+    #: Events/s of the latency phase; None: half the rate the throughput phase measured.
+    latency_rate: float | None = None
     partitions: int = 4
     seed: int = 7
     run_dir: Path | None = None
@@ -82,6 +84,8 @@ class StreamBenchConfig:
     def __post_init__(self) -> None:
         if self.events < 1 or self.latency_seconds <= 0:
             raise ValueError("--events and --latency-seconds must be positive")
+        if self.latency_rate is not None and self.latency_rate <= 0:
+            raise ValueError("--latency-rate must be positive")
 
 
 @dataclass
@@ -316,7 +320,8 @@ def _latency(
         try:
             with WorkerProcess(env, run_dir / "worker-2.log") as worker:
                 worker.wait_ready(cfg.startup_timeout_s)
-                console.print(f"latency phase: replaying at {rate:,.0f} events/s (half the max)")
+                how = "fixed" if cfg.latency_rate else "half the max"
+                console.print(f"latency phase: replaying at {rate:,.0f} events/s ({how})")
                 lat, sent, last_event = asyncio.run(
                     _replay(
                         broker.bootstrap, records, rate, cfg.latency_seconds, [scorer], worker,
@@ -372,7 +377,7 @@ def run_stream_bench(cfg: StreamBenchConfig, console: Console | None = None) -> 
     )
     report: dict[str, Any] = {"source": source, "users": users, "partitions": cfg.partitions}
     report.update(_throughput(cfg, records, run_dir, console))
-    rate = max(1.0, report["events_per_s"] / 2)
+    rate = cfg.latency_rate or max(1.0, report["events_per_s"] / 2)
     report.update(_latency(cfg, records, rate, run_dir, console))
     report["rss_mb_worker"] = max(
         (v for v in (report["rss_mb_worker_throughput"], report["rss_mb_worker_latency"]) if v),

@@ -25,6 +25,9 @@ def bench_stream(
     latency_seconds: Annotated[
         float, typer.Option(help="seconds of replay at half the max rate, for latency")
     ] = 20.0,
+    latency_rate: Annotated[
+        float | None, typer.Option(help="replay the latency phase at this events/s instead")
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
@@ -54,7 +57,8 @@ def bench_stream(
 
     try:
         cfg = StreamBenchConfig(
-            events=events, data=data, users=users, latency_seconds=latency_seconds, run_dir=run_dir
+            events=events, data=data, users=users, latency_seconds=latency_seconds,
+            latency_rate=latency_rate, run_dir=run_dir,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -29,7 +29,7 @@ KEYS = (
 def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
     cmd = recstream_command(
-        "bench", "stream", "--events", "2000", "--latency-seconds", "3",
+        "bench", "stream", "--events", "2000", "--latency-seconds", "3", "--latency-rate", "200",
         "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=400)
@@ -41,6 +41,7 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert report["users_without_final_rec"] == 0
     assert report["events_per_s"] > 0 and report["ceiling_events_per_s"] > 0
     assert report["latency_samples"] > 0
+    assert report["latency_rate_events_per_s"] == 200.0  # --latency-rate, not half the max
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
     assert report["rss_mb_worker"] > 0 and report["rss_mb_scorer"] > 0
     assert "events/s into the table" in done.stdout
