@@ -21,7 +21,7 @@ import torch
 
 from inference.model import ModelConfig, SeqRecModel
 from trainer.split import Split
-from trainer.train import TrainConfig, _length_bucketed_batches, _optimizer, training_rows
+from trainer.train import TrainConfig, _optimizer, train_epoch, training_rows
 
 
 class RoundCancelled(RuntimeError):
@@ -95,29 +95,20 @@ def finetune(
     last = math.nan
     bar = _progress(cfg)
     out_of_time = False
+
+    def should_stop() -> bool:
+        nonlocal out_of_time
+        if stop is not None and stop.is_set():
+            raise RoundCancelled("stop requested")
+        out_of_time = cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s
+        return out_of_time
+
     for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        for idx in _length_bucketed_batches(lengths, cfg.batch_size, gen):
-            if stop is not None and stop.is_set():
-                raise RoundCancelled("stop requested")
-            negatives = None
-            if model.cfg.loss == "sampled":
-                negatives = torch.randint(1, model.cfg.n_items + 1, (model.cfg.n_negatives,),
-                                          generator=gen).to(device)
-            width = int(lengths[idx].max())
-            idx = idx.to(device)
-            loss = model(*(t[idx, -width:] for t in rows), negatives=negatives)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total, n, steps = total + loss.item(), n + 1, steps + 1
-            if cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s:
-                out_of_time = True
-                break
-        epochs, last = epoch, total / max(n, 1)
+        if stop is not None and stop.is_set():
+            raise RoundCancelled("stop requested")
+        last, n = train_epoch(model, rows, lengths, cfg, gen, opt, should_stop)
+        steps += n
+        epochs = epoch
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last:.3f}")

@@ -143,27 +143,9 @@ def train(
 
     bar = _progress(cfg)
     for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        total, steps = 0.0, 0
-        for idx in _length_bucketed_batches(lengths, cfg.batch_size, gen):
-            negatives = None
-            if model_cfg.loss == "sampled":
-                negatives = torch.randint(1, model_cfg.n_items + 1, (model_cfg.n_negatives,),
-                                          generator=gen).to(device)
-            # Drop the all-padding left columns: positions are right-aligned, so
-            # the result is the same and the batch costs what its longest row costs.
-            width = int(lengths[idx].max())
-            idx = idx.to(device)
-            loss = model(*(t[idx, -width:] for t in rows), negatives=negatives)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total, steps = total + loss.item(), steps + 1
-            if out_of_time():
-                break  # validate what we have, then stop
-        record: dict[str, float] = {"epoch": epoch, "loss": total / max(steps, 1),
+        # Out of time mid-epoch: validate what we have, then stop (below).
+        loss, _ = train_epoch(model, rows, lengths, cfg, gen, opt, out_of_time)
+        record: dict[str, float] = {"epoch": epoch, "loss": loss,
                                     "seconds": time.monotonic() - start}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs or out_of_time():
             valid = evaluate(model_score_fn(model), split, "valid", seed=cfg.seed)
@@ -193,6 +175,42 @@ def train(
         model.load_state_dict(best["state"])
     model = model.cpu().eval()
     return TrainResult(model, best["epoch"], epoch, seconds, converged, best["valid"], history)
+
+
+def train_epoch(
+    model: SeqRecModel,
+    rows: tuple[torch.Tensor, ...],
+    lengths: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    opt: torch.optim.Optimizer,
+    should_stop: Callable[[], bool],
+) -> tuple[float, int]:
+    """One pass over ``rows`` (from :func:`training_rows`, on the model's device) in
+    length-bucketed batches; ends early once ``should_stop()`` says so (checked
+    after each step). Returns (mean loss, steps taken)."""
+    device = rows[0].device
+    model.train()
+    total, steps = 0.0, 0
+    for idx in _length_bucketed_batches(lengths, cfg.batch_size, gen):
+        negatives = None
+        if model.cfg.loss == "sampled":
+            negatives = torch.randint(1, model.cfg.n_items + 1, (model.cfg.n_negatives,),
+                                      generator=gen).to(device)
+        # Drop the all-padding left columns: positions are right-aligned, so
+        # the result is the same and the batch costs what its longest row costs.
+        width = int(lengths[idx].max())
+        idx = idx.to(device)
+        loss = model(*(t[idx, -width:] for t in rows), negatives=negatives)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        total, steps = total + loss.item(), steps + 1
+        if should_stop():
+            break
+    return total / max(steps, 1), steps
 
 
 def _length_bucketed_batches(
