@@ -48,6 +48,25 @@ def latest_recommendations(bootstrap: str) -> dict[str, Recommendation]:
     return latest
 
 
+def settle(worker: WorkerProcess, bootstrap: str, events: int) -> int:
+    """Wait until the worker applied ``events`` and read back every list written; return that count.
+
+    The list count must also hold still for a poll: the scorer may still be writing.
+    """
+    worker.wait_metric("recstream_worker_events_applied_total", events, TIMEOUT_S)
+    written = -1
+
+    def all_read_back() -> bool:
+        nonlocal written
+        seen = labelled_sum(worker.metrics(), "recstream_worker_recommendations_in_total")
+        now_written = len(consume_all(bootstrap, [RECOMMENDATIONS]))
+        stable, written = now_written == written, now_written
+        return stable and seen >= written
+
+    wait_for(all_read_back, TIMEOUT_S, f"worker read back the lists\n{worker.log_tail()}", 1)
+    return written
+
+
 def test_worker_judges_each_list_against_the_next_event(
     broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -69,6 +88,10 @@ def test_worker_judges_each_list_against_the_next_event(
                 for n in range(6)
             ]
             produce(broker.bootstrap, background)
+            # Let the background settle first: its own later events judge its own
+            # lists (same model version), and that must be over before the
+            # counters are read as a baseline.
+            settle(worker, broker.bootstrap, len(background))
             # The first event of each test user, and the list it leads to.
             produce(broker.bootstrap, [event(u, f"{u}-e1", "item-1", T0) for u in USERS])
 
@@ -77,23 +100,16 @@ def test_worker_judges_each_list_against_the_next_event(
                 return set(USERS) <= latest_recommendations(broker.bootstrap).keys()
 
             wait_for(lists_arrived, TIMEOUT_S, "a recommendation for every test user", 0.5)
-            # The worker has stored every list once it has read them all back
-            # (and the scorer has stopped writing: the count is stable).
-            written = 0
-
-            def all_read_back() -> bool:
-                nonlocal written
-                seen = labelled_sum(worker.metrics(), "recstream_worker_recommendations_in_total")
-                now_written = len(consume_all(broker.bootstrap, [RECOMMENDATIONS]))
-                stable, written = now_written == written, now_written
-                return stable and seen >= written
-
-            wait_for(
-                all_read_back, TIMEOUT_S, f"worker read back the lists\n{worker.log_tail()}", 1
-            )
+            written = settle(worker, broker.bootstrap, len(background) + len(USERS))
             latest = latest_recommendations(broker.bootstrap)
 
             version = latest[USERS[0]].model_version
+            label = f'{{model_version="{version}"}}'
+            trials = f"recstream_worker_online_trials_total{label}"
+            hits = f"recstream_worker_online_hits_total{label}"
+            ndcg_sum = f"recstream_worker_online_ndcg_sum_total{label}"
+            before = worker.metrics()
+            t0, h0, n0 = before.get(trials, 0.0), before.get(hits, 0.0), before.get(ndcg_sum, 0.0)
             expected_hits, expected_ndcg, nexts = 0, 0.0, []
             for user, rank in zip(USERS, RANKS, strict=True):
                 ranked = [r.item_id for r in latest[user].items]
@@ -107,20 +123,23 @@ def test_worker_judges_each_list_against_the_next_event(
                 nexts.append(event(user, f"{user}-e2", item, T0 + 60_000))
             produce(broker.bootstrap, nexts)
 
-            trials = f'recstream_worker_online_trials_total{{model_version="{version}"}}'
-            worker.wait_metric(trials, len(USERS), TIMEOUT_S)
-            m = worker.metrics()
-            label = f'{{model_version="{version}"}}'
-            assert m[trials] == len(USERS)
-            assert m[f"recstream_worker_online_hits_total{label}"] == expected_hits
-            assert m[f"recstream_worker_online_ndcg_sum_total{label}"] == pytest.approx(
-                expected_ndcg
+            worker.wait_metric(trials, t0 + len(USERS), TIMEOUT_S)
+            worker.wait_metric(
+                "recstream_worker_events_applied_total",
+                len(background) + 2 * len(USERS),
+                TIMEOUT_S,
             )
+            m = worker.metrics()
+            # Exactly one judgement per test user, each against the list it got.
+            assert m[trials] - t0 == len(USERS)
+            assert m[hits] - h0 == expected_hits
+            assert m[ndcg_sum] - n0 == pytest.approx(expected_ndcg)
+            # The rolling gauges (window 1000) cover the background's judgements too.
             assert m[f"recstream_worker_online_hr_at_10{label}"] == pytest.approx(
-                expected_hits / len(USERS)
+                (h0 + expected_hits) / (t0 + len(USERS))
             )
             assert m[f"recstream_worker_online_ndcg_at_10{label}"] == pytest.approx(
-                expected_ndcg / len(USERS)
+                (n0 + expected_ndcg) / (t0 + len(USERS))
             )
             # The loop's latency and the monitoring gauges are exported too.
             assert m["recstream_worker_event_to_recommendation_seconds_count"] >= written
