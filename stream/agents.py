@@ -21,6 +21,7 @@ from schemas import Event, InvalidEvent, parse_event
 from schemas.messages import now_ms
 from stream.deadletter import dead_letter_json
 from stream.metrics import WorkerMetrics
+from stream.offset_gaps import NOTHING, OffsetGaps
 from stream.sequence import (
     StateDecodeError,
     UserSequence,
@@ -29,12 +30,16 @@ from stream.sequence import (
     encode_state,
     score_request_json,
 )
-from stream.tables import table_partition
+from stream.tables import changelog_sends, table_partition
 from stream.topics import WorkerTopics
 
 log = logging.getLogger(__name__)
 
 FatalHandler = Callable[[BaseException], None]
+#: Seek a source partition (a message's ``tp``) back to an offset.
+Seek = Callable[[Any, int], Awaitable[None]]
+#: Let commits pass a partition's offsets first..last (a hole given up on).
+SkipHole = Callable[[Any, int, int], Awaitable[None]]
 
 
 class Emitter(Protocol):
@@ -87,6 +92,9 @@ class BatchProcessor:
         partitions: int,
         clock: Callable[[], int] = now_ms,
         observer: AppliedObserver | None = None,
+        seek: Seek | None = None,
+        committed: Callable[[Any], int | None] | None = None,
+        skip_hole: SkipHole | None = None,
     ) -> None:
         self._table = table
         self._observer = observer
@@ -96,6 +104,11 @@ class BatchProcessor:
         self._max_len = max_len
         self._partitions = partitions
         self._clock = clock
+        #: (topic, partition) -> (consumer generation, last offset processed).
+        self._gaps = OffsetGaps()
+        self._seek = seek
+        self._committed = committed
+        self._skip_hole = skip_hole
 
     async def process(self, batch: Sequence[EventT]) -> None:
         started = time.perf_counter()
@@ -109,6 +122,7 @@ class BatchProcessor:
 
         for record in batch:
             message = record.message
+            await self._check_position(message)
             try:
                 event = parse_event(message.value, now=ingest_ms)
             except InvalidEvent as exc:
@@ -132,14 +146,52 @@ class BatchProcessor:
                     continue
             groups.setdefault((message.partition, event.user_id), []).append((event, record))
 
-        for (_, user_id), pairs in groups.items():
-            pending.extend(await self._apply_user(user_id, pairs, ingest_ms))
+        with changelog_sends() as sends:
+            for (_, user_id), pairs in groups.items():
+                pending.extend(await self._apply_user(user_id, pairs, ingest_ms))
+        # The table's changelog records count as outputs too (DeliveredTable).
+        pending.extend(sends)
 
         # Delivery of every output before the batch is acknowledged; a failure
         # raises to the agent, which stops the worker without acknowledging.
         if pending:
             await asyncio.gather(*pending)
         metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _check_position(self, message: Message) -> None:
+        """Notice source offsets that never reached the agent and seek back to re-read them."""
+        verdict = self._gaps.observe(
+            message.tp,
+            message.generation_id or 0,
+            message.offset,
+            time.monotonic(),
+            committed=lambda: self._committed(message.tp) if self._committed else None,
+        )
+        if verdict == NOTHING:
+            return
+        where = f"{message.topic}[{message.partition}]"
+        if verdict.filled is not None:
+            self._metrics.offset_holes.labels("filled").inc()
+            log.info("%s: offsets %d..%d re-read, hole filled", where, *verdict.filled)
+        elif verdict.abandoned is not None:
+            self._metrics.offset_holes.labels("abandoned").inc()
+            if self._skip_hole is not None:
+                await self._skip_hole(message.tp, *verdict.abandoned)
+            log.error(
+                "%s: offsets %d..%d never arrived after re-reads; skipped (transaction "
+                "markers or compaction leave such holes; otherwise those events are lost)",
+                where, *verdict.abandoned,
+            )  # fmt: skip
+        elif verdict.seek_to is not None and self._seek is not None:
+            self._metrics.offset_holes.labels("seek").inc()
+            log.warning(
+                "%s: offset %d arrived but %d did not; seeking back to re-read",
+                where, message.offset, verdict.seek_to,
+            )  # fmt: skip
+            try:
+                await self._seek(message.tp, verdict.seek_to)
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile; retried later
+                log.warning("%s: seek to %d failed: %r", where, verdict.seek_to, exc)
 
     async def _apply_user(
         self, user_id: str, pairs: list[tuple[Event, EventT]], ingest_ms: int

@@ -16,6 +16,7 @@ from schemas import topics as names
 from stream import monitoring
 from stream.agents import BatchProcessor, Emitter, FatalHandler, ProducerEmitter, define_agent
 from stream.deletions import DeletionProcessor, define_deletions_agent
+from stream.faust_gaps import FaustGaps
 from stream.last_recommendations import (
     OnlineQuality,
     define_last_recommendations_table,
@@ -24,7 +25,7 @@ from stream.last_recommendations import (
 )
 from stream.metrics import WorkerMetrics
 from stream.settings import WorkerSettings
-from stream.tables import define_table
+from stream.tables import DeliveredTable, define_table
 from stream.topics import WorkerTopics, define_topics
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,18 @@ class ReadinessSensor(Sensor):
         log.info("worker ready: partitions assigned, tables recovered")
 
 
+def _committed_offset(app: faust.App, tp: Any) -> int | None:
+    """Faust's record of the group's committed offset of ``tp`` (None: not known yet).
+
+    Private (``Consumer._committed_offset``, set by the seek to committed offsets
+    after a rebalance and by each commit); faust-streaming is pinned below 0.16
+    and the scale-out test exercises this. A wrong value costs a needless
+    re-read at most (stream.offset_gaps).
+    """
+    offset = app.consumer._committed_offset.get(tp)
+    return offset if isinstance(offset, int) else None
+
+
 @dataclass(frozen=True)
 class WorkerApp:
     app: faust.App
@@ -71,6 +84,8 @@ class WorkerApp:
     metrics: WorkerMetrics
     deletions: DeletionProcessor
     deletions_agent: AgentT
+    #: Call ``gaps.install()`` before starting the app (stream.faust_gaps).
+    gaps: FaustGaps
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -114,6 +129,8 @@ def create_app(
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         web_enabled=False,
         autodiscover=False,
+        # Every table of the worker: agents await their own changelog sends.
+        Table=DeliveredTable,
     )
     app.sensors.add(ReadinessSensor(metrics))
     topics = define_topics(app, settings.app_id, partitions)
@@ -122,6 +139,7 @@ def create_app(
     last_recommendations = define_last_recommendations_table(app, partitions)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
+    gaps = FaustGaps(app)
     processor = BatchProcessor(
         table=table,
         emitter=emitter,
@@ -130,6 +148,9 @@ def create_app(
         max_len=settings.max_seq_len,
         partitions=partitions,
         observer=online,
+        seek=lambda tp, offset: app.consumer.seek(tp, offset),
+        committed=lambda tp: _committed_offset(app, tp),
+        skip_hole=gaps.skip,
     )
     agent = define_agent(
         app,
@@ -162,4 +183,6 @@ def create_app(
         [*topics.source.topics, *recommendations.topics, names.USER_DELETIONS],
         [table, last_recommendations],
     )
-    return WorkerApp(app, topics, table, processor, agent, metrics, deletions, deletions_agent)
+    return WorkerApp(
+        app, topics, table, processor, agent, metrics, deletions, deletions_agent, gaps
+    )

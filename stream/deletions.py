@@ -28,7 +28,7 @@ from schemas.messages import MAX_EVENT_BYTES, now_ms
 from stream.agents import Emitter, FatalHandler, user_partition
 from stream.deadletter import dead_letter_json
 from stream.metrics import WorkerMetrics
-from stream.tables import table_partition
+from stream.tables import changelog_sends, delivered, table_partition
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class DeletionProcessor:
             self._metrics.repartitioned.inc()
             await (await self._emitter.send(message.topic, user_key, message.value, target))
             return
-        with table_partition(record):
+        with table_partition(record), changelog_sends() as sends:
             for table in self._tables:
                 try:
                     # Always deleted, even when absent: the tombstone goes to the
@@ -97,6 +97,8 @@ class DeletionProcessor:
                     del table[user_key]
                 except KeyError:
                     pass
+        # The tombstones are durable before the deletion is acknowledged.
+        await delivered(sends)
         self._metrics.users_deleted.inc()
         log.info("user %r deleted from %d table(s)", deletion.user_id, len(self._tables))
 

@@ -28,7 +28,7 @@ from stream.online_quality import (
     judge,
     parse_recommendation,
 )
-from stream.tables import table_partition
+from stream.tables import changelog_sends, delivered, table_partition
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ class OnlineQuality:
     async def remember(self, batch: Sequence[EventT]) -> None:
         """Store the newest list of each user in a batch of ``recommendations`` records."""
         now = self._clock()
+        with changelog_sends() as sends:
+            self._remember(batch, now)
+        await delivered(sends)
+
+    def _remember(self, batch: Sequence[EventT], now: int) -> None:
         m = self._metrics
         for record in batch:
             try:

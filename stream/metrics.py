@@ -39,6 +39,13 @@ class WorkerMetrics:
             registry=r,
         )
         self.score_requests = Counter(p + "score_requests", "score requests sent", registry=r)
+        self.offset_holes = Counter(
+            p + "offset_holes",
+            "source offsets that skipped the agent, by outcome: seek (re-read asked),"
+            " filled (re-read worked), abandoned (given up after re-reads)",
+            ["outcome"],
+            registry=r,
+        )
         self.users_deleted = Counter(
             p + "users_deleted", "user-deletions records applied to the tables", registry=r
         )

@@ -39,6 +39,7 @@ def run_worker(settings: WorkerSettings) -> None:
         log.info("metrics on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker_app = create_app(settings, metrics=metrics)
+    worker_app.gaps.install()
     if active:
         tansu_compat.install(worker_app.app, settings.kafka)
     worker = faust.Worker(

@@ -9,6 +9,7 @@ from test_worker_agent import (  # noqa: F401 - harness is a fixture
     PARTITIONS,
     T0,
     Harness,
+    delivering_changelog,
     event,
     harness,
     keyed,
@@ -36,7 +37,10 @@ def delete(h: Harness, records: list[tuple[bytes | None, bytes, int]], want: int
         )
 
     async def go() -> None:
-        async with h.worker.deletions_agent.test_context() as agent:
+        async with (
+            delivering_changelog(h.worker.app, h.changelog),
+            h.worker.deletions_agent.test_context() as agent,
+        ):
             for key, value, partition in records:
                 await agent.put(value, key=key, partition=partition, wait=False)
             deadline = asyncio.get_running_loop().time() + 10

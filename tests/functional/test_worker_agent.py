@@ -1,20 +1,25 @@
 """The events agent in Faust's test context: memory store, no broker.
 
 Events go in through ``agent.test_context().put()``, outputs are recorded by an
-in-memory emitter, and the table is read back from the memory store.
+in-memory emitter, and the table is read back from the memory store. No
+producer runs, so :func:`delivering_changelog` plays the broker for the
+tables' changelog records: the agents wait for those before acknowledging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faust
 import orjson
 import pytest
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from schemas import DeadLetter, ScoreRequest
 from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
@@ -23,6 +28,7 @@ from stream.app import WorkerApp, create_app
 from stream.sequence import UserSequence, decode_state
 from stream.settings import WorkerSettings
 from stream.tables import table_partition
+from stream.testing import changelog_topic
 from stream.topics import repartition_topic_name
 
 T0 = 1_700_000_000_000
@@ -57,11 +63,43 @@ class Fatal(Exception):
     pass
 
 
+@asynccontextmanager
+async def delivering_changelog(app: faust.App, into: list[Sent]) -> AsyncIterator[None]:
+    """Deliver (record and acknowledge) every changelog record the tables send meanwhile."""
+    buffer = app.producer.buffer
+
+    async def deliver() -> None:
+        while True:
+            # Polled: an awaited get() would tie the queue to the first test's loop.
+            try:
+                fut = buffer.pending.get_nowait()
+            except asyncio.QueueEmpty:
+                await asyncio.sleep(0.001)
+                continue
+            if fut.done():
+                continue  # already settled: a future is never settled twice
+            msg = fut.message
+            into.append(Sent(msg.channel.get_topic_name(), msg.key, msg.value, msg.partition))
+            tp = TopicPartition(msg.channel.get_topic_name(), msg.partition or 0)
+            fut.set_result(RecordMetadata(tp.topic, tp.partition, tp, len(into), 0, 0, 0))
+            if msg.callback:
+                msg.callback(fut)
+
+    task = asyncio.create_task(deliver())
+    try:
+        yield
+    finally:
+        if task.done():
+            task.result()  # a bug in the fake broker must not pass as a hang
+        task.cancel()
+
+
 @dataclass
 class Harness:
     worker: WorkerApp
     emitter: RecordingEmitter
     fatal: list[BaseException]
+    changelog: list[Sent] = field(default_factory=list)
 
     def state(self, user: str) -> UserSequence | None:
         """Read the table like the agent does: under an event of the user's partition."""
@@ -129,7 +167,10 @@ def run(harness: Harness, records: Records, until: Callable[[], bool]) -> None:
     """Feed records to the agent (partition: the key's, unless given) and wait for ``until``."""
 
     async def go() -> None:
-        async with harness.worker.agent.test_context() as agent:
+        async with (
+            delivering_changelog(harness.worker.app, harness.changelog),
+            harness.worker.agent.test_context() as agent,
+        ):
             for key, value, partition in records:
                 if partition is None:
                     partition = user_partition(key, PARTITIONS) if key else 0
@@ -164,6 +205,41 @@ def test_events_update_the_table_and_emit_one_score_request_per_user(harness: Ha
     assert requests[b"alice"].trigger_event_id == "a2"
     assert requests[b"bob"].event_types == ["click"]
     assert harness.emitter.on(EVENTS_DLQ) == []
+    # Each user's new state went to the table's changelog, on the user's partition.
+    changelog = {c.key: c for c in harness.changelog if c.topic == changelog_topic()}
+    assert set(changelog) == {b"alice", b"bob"}
+    assert decode_state(changelog[b"alice"].value) == alice
+    assert changelog[b"alice"].partition == user_partition(b"alice", PARTITIONS)
+
+
+def test_a_batch_is_finished_only_once_its_changelog_records_are_delivered(
+    harness: Harness,
+) -> None:
+    """Issue #7: a batch acknowledged before its changelog records were stored
+    let a commit cover them; the partition's next owner then lost those events."""
+    batches = harness.worker.metrics.batch_seconds
+
+    def finished() -> float:
+        return sum(s.value for s in batches.collect()[0].samples if s.name.endswith("_count"))
+
+    async def go() -> None:
+        async with harness.worker.agent.test_context() as agent:
+            await agent.put(event("k1", "kim", 1), key=b"kim", partition=0, wait=False)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not harness.emitter.on(SCORE_REQUESTS):
+                assert loop.time() < deadline, "no score request"
+                await asyncio.sleep(0.01)
+            # The outputs are sent, but the changelog is not delivered: not finished.
+            await asyncio.sleep(0.3)
+            assert finished() == 0
+            async with delivering_changelog(harness.worker.app, harness.changelog):
+                while finished() < 1:
+                    assert loop.time() < deadline, "the batch did not finish"
+                    await asyncio.sleep(0.01)
+        assert [c.key for c in harness.changelog] == [b"kim"]
+
+    asyncio.run(go())
 
 
 def test_bad_input_goes_to_the_dlq_with_reason_and_original_bytes(harness: Harness) -> None:
