@@ -88,10 +88,21 @@ class StreamBenchConfig:
             raise ValueError("--latency-rate must be positive")
 
 
+#: Latency segments: bench producer -> the worker's batch starts (fetch and the
+#: batch window), -> the scorer sends the list (worker processing, the
+#: score-requests hop, scorer batching and scoring), -> the bench reads it.
+SEGMENTS = ("to_worker", "worker_to_scorer_send", "scorer_send_to_reader")
+
+
 @dataclass
 class _Latency:
     sent_at: dict[str, float] = field(default_factory=dict)
     samples_ms: list[float] = field(default_factory=list)
+    #: The same samples cut at the worker's read (ingest_ms) and the scorer's send
+    #: (emitted_ms), both stamped on the recommendation: where the time goes.
+    segments_ms: dict[str, list[float]] = field(
+        default_factory=lambda: {name: [] for name in SEGMENTS}
+    )
     triggers: set[str] = field(default_factory=set)
     recommendations: int = 0
     last_at: float = 0.0
@@ -224,6 +235,10 @@ async def _read_recs(consumer: AIOKafkaConsumer, lat: _Latency) -> None:
                 sent = lat.sent_at.pop(rec.trigger_event_id, None)
                 if sent is not None:
                     lat.samples_ms.append(now - sent)
+                    seg = lat.segments_ms
+                    seg["to_worker"].append(rec.ingest_ms - sent)
+                    seg["worker_to_scorer_send"].append(rec.emitted_ms - rec.ingest_ms)
+                    seg["scorer_send_to_reader"].append(now - rec.emitted_ms)
 
 
 async def _replay(
@@ -346,6 +361,13 @@ def _latency(
         "p50_ms": _round(percentile(lat.samples_ms, 0.50)),
         "p95_ms": _round(percentile(lat.samples_ms, 0.95)),
         "p99_ms": _round(percentile(lat.samples_ms, 0.99)),
+        "latency_segments_ms": {
+            name: {
+                "p50": _round(percentile(values, 0.50)),
+                "p99": _round(percentile(values, 0.99)),
+            }
+            for name, values in lat.segments_ms.items()
+        },
         "recommendations": lat.recommendations,
         "users_without_final_rec": len(set(last_event.values()) - lat.triggers),
         "lost_latency": int(sent - done),
@@ -407,6 +429,10 @@ def format_table(report: dict[str, Any]) -> Table:
         ("latency replay rate (events/s)", f"{report['latency_rate_events_per_s']:,}"),
         ("event→recommendation p50 / p95 / p99 (ms)",
          f"{report['p50_ms']} / {report['p95_ms']} / {report['p99_ms']}"),
+        *(
+            (f"  segment {name} p50 / p99 (ms)", f"{seg['p50']} / {seg['p99']}")
+            for name, seg in report.get("latency_segments_ms", {}).items()
+        ),
         ("latency samples", f"{report['latency_samples']:,}"),
         ("peak RSS worker / scorer (MiB)",
          f"{_mb(report['rss_mb_worker'])} / {_mb(report['rss_mb_scorer'])}"),

@@ -44,4 +44,9 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert report["latency_rate_events_per_s"] == 200.0  # --latency-rate, not half the max
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
     assert report["rss_mb_worker"] > 0 and report["rss_mb_scorer"] > 0
+    # Where the time goes: the three segments add up to the whole, at the median roughly.
+    seg = report["latency_segments_ms"]
+    assert set(seg) == {"to_worker", "worker_to_scorer_send", "scorer_send_to_reader"}
+    assert all(s["p50"] is not None and s["p50"] <= s["p99"] for s in seg.values())
+    assert sum(s["p50"] for s in seg.values()) <= 2 * report["p99_ms"]
     assert "events/s into the table" in done.stdout
