@@ -30,7 +30,7 @@ from stream.sequence import (
     encode_state,
     score_request_json,
 )
-from stream.tables import changelog_sends, table_partition
+from stream.tables import DirectWriter, changelog_sends, read_value, table_partition
 from stream.topics import WorkerTopics
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,11 @@ class BatchProcessor:
         seek: Seek | None = None,
         committed: Callable[[Any], int | None] | None = None,
         skip_hole: SkipHole | None = None,
+        writer: DirectWriter | None = None,
     ) -> None:
         self._table = table
+        # Shared with the deletions processor in the worker (one writer per table).
+        self._writer = writer or DirectWriter(table, emitter.send)
         self._observer = observer
         self._emitter = emitter
         self._metrics = metrics
@@ -117,8 +120,10 @@ class BatchProcessor:
         metrics.events_in.inc(len(batch))
         metrics.batch_size.observe(len(batch))
         pending: list[Awaitable[Any]] = []
-        # (source partition, user id) -> [(event, its record)] in arrival order.
-        groups: dict[tuple[int, str], list[tuple[Event, EventT]]] = {}
+        # Deliveries of this batch's table changelog records (see DirectWriter).
+        changelog: list[Awaitable[Any]] = []
+        # (source partition, user key) -> [(event, its record)] in arrival order.
+        groups: dict[tuple[int, bytes], list[tuple[Event, EventT]]] = {}
 
         for record in batch:
             message = record.message
@@ -128,8 +133,9 @@ class BatchProcessor:
             except InvalidEvent as exc:
                 pending.append(await self._dead_letter(message, exc.reason, exc.detail, ingest_ms))
                 continue
-            if message.key != event.user_id.encode():
-                target = user_partition(event.user_id.encode(), self._partitions)
+            user_key = event.user_id.encode()
+            if message.key != user_key:
+                target = user_partition(user_key, self._partitions)
                 if target != message.partition:
                     # Keyless (or wrongly keyed) and on another user's partition:
                     # the table entry must live on the partition of the user's
@@ -137,25 +143,40 @@ class BatchProcessor:
                     metrics.repartitioned.inc()
                     pending.append(
                         await self._emitter.send(
-                            self._topics.repartition,
-                            event.user_id.encode(),
-                            message.value,
-                            target,
+                            self._topics.repartition, user_key, message.value, target
                         )
                     )
                     continue
-            groups.setdefault((message.partition, event.user_id), []).append((event, record))
+            group = groups.get((message.partition, user_key))
+            if group is None:
+                groups[message.partition, user_key] = [(event, record)]
+            else:
+                group.append((event, record))
 
+        applied = duplicates = requests = 0
+        # The observer's last_recommendations writes go through Faust's table
+        # (DeliveredTable): their changelog sends are outputs of the batch too.
         with changelog_sends() as sends:
-            for (_, user_id), pairs in groups.items():
-                pending.extend(await self._apply_user(user_id, pairs, ingest_ms))
-        # The table's changelog records count as outputs too (DeliveredTable).
+            for (_, user_key), pairs in groups.items():
+                n_applied, n_duplicates, output = await self._apply_user(
+                    user_key, pairs, ingest_ms, changelog
+                )
+                pending.extend(output)
+                applied += n_applied
+                duplicates += n_duplicates
+                requests += n_applied + n_duplicates > 0  # 0 and 0: all went to the DLQ
         pending.extend(sends)
+        # Counted once per batch: a Prometheus counter takes a lock per inc().
+        if requests:
+            metrics.applied.inc(applied)
+            metrics.duplicates.inc(duplicates)
+            metrics.score_requests.inc(requests)
 
         # Delivery of every output before the batch is acknowledged; a failure
         # raises to the agent, which stops the worker without acknowledging.
-        if pending:
-            await asyncio.gather(*pending)
+        if changelog or pending:
+            delivered = await asyncio.gather(*changelog, *pending)
+            self._writer.persisted(delivered[: len(changelog)])
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _check_position(self, message: Message) -> None:
@@ -194,46 +215,55 @@ class BatchProcessor:
                 log.warning("%s: seek to %d failed: %r", where, verdict.seek_to, exc)
 
     async def _apply_user(
-        self, user_id: str, pairs: list[tuple[Event, EventT]], ingest_ms: int
-    ) -> list[Awaitable[Any]]:
-        user_key = user_id.encode()
+        self,
+        user_key: bytes,
+        pairs: list[tuple[Event, EventT]],
+        ingest_ms: int,
+        changelog: list[Awaitable[Any]],
+    ) -> tuple[int, int, list[Awaitable[Any]]]:
+        """Apply one user's events of the batch; return (applied, duplicates, outputs)."""
         events = [event for event, _ in pairs]
-        # Any record of the group will do: they share the partition. Table
-        # errors (storage, a partition-count mismatch) are not caught here:
-        # they are the worker's problem, not the events', and must stop it.
-        with table_partition(pairs[-1][1]):
-            state = self._load(user_id, self._table.get(user_key))
-            try:
-                new_state, applied = apply_events(state, events, self._max_len)
-                value = encode_state(new_state)
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop every user's stream
-                log.exception("failed to apply %d events of user %r", len(pairs), user_id)
-                detail = f"{type(exc).__name__}: {exc}"[:300]
-                return [
-                    await self._dead_letter(record.message, "processing_error", detail, ingest_ms)
-                    for _, record in pairs
-                ]
-            # Written even when nothing was applied: after a crash between the
-            # RocksDB write and the changelog flush, the redelivered events are
-            # duplicates locally, and this rewrite is what puts the update back
-            # into the changelog.
-            self._table[user_key] = value
-            if self._observer is not None and applied:
-                # The online metric (stream.last_recommendations): same partition.
-                self._observer.on_applied(user_key, applied)
-        self._metrics.applied.inc(len(applied))
-        self._metrics.duplicates.inc(len(events) - len(applied))
+        record = pairs[-1][1]  # any record of the group: they share the partition
+        # Table errors (storage, a partition-count mismatch) are not caught
+        # here: they are the worker's problem, not the events', and must stop
+        # it. The writer's lock: no deletion between the read and the write.
+        async with self._writer.lock:
+            with table_partition(record):
+                state = self._load(events[0].user_id, read_value(self._table, user_key))
+                try:
+                    new_state, applied = apply_events(state, events, self._max_len)
+                    value = encode_state(new_state)
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop every user's stream
+                    failure: Exception | None = exc
+                else:
+                    failure = None
+                    # Written even when nothing was applied: after a crash between
+                    # the RocksDB write and the changelog delivery, the redelivered
+                    # events are duplicates locally, and this rewrite is what puts
+                    # the update back into the changelog.
+                    changelog.append(await self._writer.put(user_key, value, record))
+                    if self._observer is not None and applied:
+                        # The online metric (stream.last_recommendations): same partition.
+                        self._observer.on_applied(user_key, applied)
+        if failure is not None:
+            log.error(
+                "failed to apply %d events of user %r",
+                len(pairs),
+                events[0].user_id,
+                exc_info=failure,
+            )
+            detail = f"{type(failure).__name__}: {failure}"[:300]
+            letters = [
+                await self._dead_letter(r.message, "processing_error", detail, ingest_ms)
+                for _, r in pairs
+            ]
+            return 0, 0, letters
         # One request per user per batch. With nothing applied (a redelivery)
         # it is sent again: the first one may have been lost in the crash.
         trigger = applied[-1] if applied else events[-1]
-        self._metrics.score_requests.inc()
-        return [
-            await self._emitter.send(
-                self._topics.score_requests,
-                user_key,
-                score_request_json(new_state, trigger, ingest_ms),
-            )
-        ]
+        request = score_request_json(new_state, trigger, ingest_ms)
+        sent = await self._emitter.send(self._topics.score_requests, user_key, request)
+        return len(applied), len(events) - len(applied), [sent]
 
     def _load(self, user_id: str, raw: bytes | None) -> UserSequence | None:
         if raw is None:

@@ -28,7 +28,7 @@ from schemas.messages import MAX_EVENT_BYTES, now_ms
 from stream.agents import Emitter, FatalHandler, user_partition
 from stream.deadletter import dead_letter_json
 from stream.metrics import WorkerMetrics
-from stream.tables import changelog_sends, delivered, table_partition
+from stream.tables import DirectWriter, changelog_sends, delivered, table_partition
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,13 @@ class DeletionProcessor:
         dlq: str,
         partitions: int,
         clock: Callable[[], int] = now_ms,
+        writer: DirectWriter | None = None,
     ) -> None:
-        # Every per-user table of the worker: forgetting a user means all of them.
+        # Every per-user table of the worker: forgetting a user means all of
+        # them. A table written through a DirectWriter must be deleted through
+        # it too (``writer``, not in ``tables``): see DirectWriter.
         self._tables = list(tables)
+        self._writer = writer
         self._emitter = emitter
         self._metrics = metrics
         self._dlq = dlq
@@ -99,8 +103,15 @@ class DeletionProcessor:
                     pass
         # The tombstones are durable before the deletion is acknowledged.
         await delivered(sends)
+        if self._writer is not None:
+            async with self._writer.lock:
+                with table_partition(record):
+                    tombstone = await self._writer.delete(user_key, record)
+            # Delivered before the record is acknowledged.
+            self._writer.persisted([await tombstone])
         self._metrics.users_deleted.inc()
-        log.info("user %r deleted from %d table(s)", deletion.user_id, len(self._tables))
+        tables = len(self._tables) + (self._writer is not None)
+        log.info("user %r deleted from %d table(s)", deletion.user_id, tables)
 
     async def _dead_letter(self, record: EventT, reason: str, detail: str) -> Awaitable[Any]:
         message = record.message

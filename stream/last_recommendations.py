@@ -28,7 +28,7 @@ from stream.online_quality import (
     judge,
     parse_recommendation,
 )
-from stream.tables import changelog_sends, delivered, table_partition
+from stream.tables import changelog_sends, delivered, read_value, table_partition
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class OnlineQuality:
     def on_applied(self, user_key: bytes, events: Sequence[Event]) -> None:
         """Judge the user's stored list against the first later event; call under the
         user's ``table_partition``."""
-        raw = self._table.get(user_key)
+        raw = read_value(self._table, user_key)
         if raw is None:
             return
         last = self._load(raw)

@@ -10,7 +10,7 @@ import faust
 
 from schemas.probes import loop_responds
 from stream import tansu_compat
-from stream.app import create_app
+from stream.app import create_app, widen_producer_buffer
 from stream.metrics import MetricsServer, WorkerMetrics
 from stream.settings import WorkerSettings
 
@@ -40,6 +40,7 @@ def run_worker(settings: WorkerSettings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker_app = create_app(settings, metrics=metrics)
     worker_app.gaps.install()
+    widen_producer_buffer(worker_app.app, settings.batch_size)
     if active:
         tansu_compat.install(worker_app.app, settings.kafka)
     worker = faust.Worker(

@@ -74,6 +74,14 @@ def test_deletion_forgets_the_user_and_the_next_event_starts_over(harness: Harne
     # the wrongly keyed deletion goes to bob's partition, keyed by bob
     moved = harness.emitter.on(USER_DELETIONS)
     assert [(s.key, s.partition) for s in moved] == [(b"bob", user_partition(b"bob", PARTITIONS))]
+    # user_sequences changelog: alice's state, then the tombstones (zed's too: a
+    # redelivered deletion repairs a lost one), each on the user's partition
+    changelog = harness.emitter.on(harness.worker.table.changelog_topic.get_topic_name())
+    assert [(s.key, s.value is None, s.partition) for s in changelog] == [
+        (b"alice", False, alice),
+        (b"alice", True, alice),
+        (b"zed", True, user_partition(b"zed", PARTITIONS)),
+    ]
 
     run(harness, [keyed("alice", event("a9", "alice", 99))],
         until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 2)  # fmt: skip

@@ -20,14 +20,15 @@ import faust
 import orjson
 import pytest
 from aiokafka.structs import RecordMetadata, TopicPartition
+from faust.types import TP
 
 from schemas import DeadLetter, ScoreRequest
 from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
 from stream.agents import user_partition
-from stream.app import WorkerApp, create_app
+from stream.app import WorkerApp, create_app, widen_producer_buffer
 from stream.sequence import UserSequence, decode_state
 from stream.settings import WorkerSettings
-from stream.tables import table_partition
+from stream.tables import DirectWriter, read_value, table_partition
 from stream.testing import changelog_topic
 from stream.topics import repartition_topic_name
 
@@ -205,19 +206,30 @@ def test_events_update_the_table_and_emit_one_score_request_per_user(harness: Ha
     assert requests[b"alice"].trigger_event_id == "a2"
     assert requests[b"bob"].event_types == ["click"]
     assert harness.emitter.on(EVENTS_DLQ) == []
-    # Each user's new state went to the table's changelog, on the user's partition.
-    changelog = {c.key: c for c in harness.changelog if c.topic == changelog_topic()}
-    assert set(changelog) == {b"alice", b"bob"}
-    assert decode_state(changelog[b"alice"].value) == alice
-    assert changelog[b"alice"].partition == user_partition(b"alice", PARTITIONS)
 
 
 def test_a_batch_is_finished_only_once_its_changelog_records_are_delivered(
     harness: Harness,
 ) -> None:
     """Issue #7: a batch acknowledged before its changelog records were stored
-    let a commit cover them; the partition's next owner then lost those events."""
+    lets a commit cover them; the partition's next owner then loses those events."""
     batches = harness.worker.metrics.batch_seconds
+    topic = changelog_topic()
+    gate: list[asyncio.Future[None]] = []
+    send = harness.emitter.send
+
+    async def gated_send(
+        t: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
+        done = await send(t, key, value, partition)
+        if t != topic:
+            return done
+        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gate.append(held)
+        return held
+
+    # The table's writer took the emitter's send when the app was built.
+    harness.worker.processor._writer._send = gated_send  # type: ignore[assignment]
 
     def finished() -> float:
         return sum(s.value for s in batches.collect()[0].samples if s.name.endswith("_count"))
@@ -232,12 +244,12 @@ def test_a_batch_is_finished_only_once_its_changelog_records_are_delivered(
                 await asyncio.sleep(0.01)
             # The outputs are sent, but the changelog is not delivered: not finished.
             await asyncio.sleep(0.3)
-            assert finished() == 0
-            async with delivering_changelog(harness.worker.app, harness.changelog):
-                while finished() < 1:
-                    assert loop.time() < deadline, "the batch did not finish"
-                    await asyncio.sleep(0.01)
-        assert [c.key for c in harness.changelog] == [b"kim"]
+            assert finished() == 0 and len(gate) == 1
+            gate[0].set_result(None)
+            while finished() < 1:
+                assert loop.time() < deadline, "the batch did not finish"
+                await asyncio.sleep(0.01)
+        assert [c.key for c in harness.emitter.on(topic)] == [b"kim"]
 
     asyncio.run(go())
 
@@ -348,6 +360,78 @@ def test_a_bug_in_the_update_dead_letters_that_users_events_only(
     assert harness.state("ivan") is None
     assert harness.state("judy") is not None
     assert not harness.fatal
+    # Counted per batch, and only for the user whose events were applied.
+    metrics = harness.worker.metrics
+    assert metrics.applied._value.get() == 1
+    assert metrics.duplicates._value.get() == 0
+    assert metrics.score_requests._value.get() == 1
+    assert metrics.dlq.labels("processing_error")._value.get() == 1
+
+
+def test_read_value_is_table_get(harness: Harness) -> None:
+    run(
+        harness,
+        [keyed("kim", event("k1", "kim", 1))],
+        until=lambda: bool(harness.emitter.on(SCORE_REQUESTS)),
+    )
+    table = harness.worker.table
+    probe = _FakeEvent(user_partition(b"kim", PARTITIONS))
+    with table_partition(probe):  # type: ignore[arg-type]
+        assert read_value(table, b"kim") == table.get(b"kim") is not None
+        assert read_value(table, b"nobody") is table.get(b"nobody") is None
+
+
+def test_table_writes_send_their_changelog_records_with_the_outputs(harness: Harness) -> None:
+    records = [keyed("lea", event(f"l{i}", "lea", i)) for i in range(3)]
+    records.append(keyed("max", event("m0", "max", 0)))
+    run(harness, records, until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 2)
+    changelog = harness.emitter.on(harness.worker.table.changelog_topic.get_topic_name())
+    # one record per user per batch, raw key and value, on the user's partition
+    assert sorted((s.key, s.partition) for s in changelog) == [
+        (b"lea", user_partition(b"lea", PARTITIONS)),
+        (b"max", user_partition(b"max", PARTITIONS)),
+    ]
+    for sent in changelog:
+        assert sent.key is not None
+        assert decode_state(sent.value) == harness.state(sent.key.decode())
+
+
+def test_the_newest_changelog_offset_per_partition_is_persisted() -> None:
+    @dataclass
+    class Delivered:
+        partition: int
+        offset: int
+
+    @dataclass
+    class Store:
+        offsets: dict[TP, int] = field(default_factory=dict)
+
+        def set_persisted_offset(self, tp: TP, offset: int) -> None:
+            self.offsets[tp] = offset
+
+    @dataclass
+    class Table:
+        data: Store
+        changelog_topic: Any
+
+    store = Store()
+    topic = type("Topic", (), {"get_topic_name": lambda self: "t-changelog"})()
+    writer = DirectWriter(Table(store, topic), RecordingEmitter().send)  # type: ignore[arg-type]
+    writer.persisted([Delivered(0, 5), None, Delivered(1, 2), Delivered(0, 9), Delivered(0, 7)])
+    assert store.offsets == {TP("t-changelog", 0): 9, TP("t-changelog", 1): 2}
+
+
+def test_the_producer_buffer_holds_a_batch_of_table_writes(tmp_path: Path) -> None:
+    settings = WorkerSettings(
+        state_dir=tmp_path / "state", store_url="memory://", batch_size=700, worker_id="t"
+    )
+
+    async def go() -> int:
+        worker = create_app(settings, emitter=RecordingEmitter())
+        widen_producer_buffer(worker.app, settings.batch_size)
+        return int(worker.app.producer.buffer.max_messages)
+
+    assert asyncio.run(go()) == 4 * 700
 
 
 def test_settings_from_env() -> None:
