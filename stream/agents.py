@@ -114,6 +114,15 @@ class BatchProcessor:
         self._skip_hole = skip_hole
 
     async def process(self, batch: Sequence[EventT]) -> None:
+        """Apply a batch and wait until every output of it is delivered."""
+        await (await self.apply(batch))
+
+    async def apply(self, batch: Sequence[EventT]) -> Awaitable[None]:
+        """Apply a batch to the table and send its outputs; return their delivery.
+
+        The batch may be acknowledged only once the returned awaitable is done
+        (at-least-once); the next batch may be applied meanwhile.
+        """
         started = time.perf_counter()
         ingest_ms = self._clock()
         metrics = self._metrics
@@ -172,12 +181,18 @@ class BatchProcessor:
             metrics.duplicates.inc(duplicates)
             metrics.score_requests.inc(requests)
 
+        return self._delivery(changelog, pending, started)
+
+    async def _delivery(
+        self, changelog: list[Awaitable[Any]], pending: list[Awaitable[Any]], started: float
+    ) -> None:
         # Delivery of every output before the batch is acknowledged; a failure
         # raises to the agent, which stops the worker without acknowledging.
         if changelog or pending:
             delivered = await asyncio.gather(*changelog, *pending)
             self._writer.persisted(delivered[: len(changelog)])
-        metrics.batch_seconds.observe(time.perf_counter() - started)
+        # From the start of apply() to the last delivery.
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _check_position(self, message: Message) -> None:
         """Notice source offsets that never reached the agent and seek back to re-read them."""
@@ -294,15 +309,44 @@ def define_agent(
     on_fatal: FatalHandler,
 ) -> AgentT:
     async def process_events(stream: StreamT) -> None:
-        # take_events acknowledges a batch only when the loop asks for the
-        # next one, i.e. after process() returned: at-least-once.
-        async for batch in stream.take_events(batch_size, within=batch_window_s):
-            try:
-                await processor.process(batch)
-            except Exception as exc:
-                # Leaving this loop by an exception would let the generator's
-                # cleanup acknowledge the unfinished batch, so stop right here.
-                on_fatal(exc)
-                raise
+        # Pipelined, at-least-once: a batch is acknowledged only after all its
+        # outputs (score requests, dead letters, changelog records) are
+        # delivered, but the next batch is applied while they are in flight.
+        # At most one batch's deliveries are outstanding: the table writes of
+        # batch N+1 follow N's in the producer's queue, partition by partition.
+        in_flight: asyncio.Future[None] | None = None
+        try:
+            async for batch in stream.noack_take(batch_size, within=batch_window_s):
+                try:
+                    delivery = await processor.apply(batch)
+                    if in_flight is not None:
+                        # Shielded: a stop while waiting must not cancel the
+                        # previous batch's deliveries and acks (see finally).
+                        await asyncio.shield(in_flight)
+                    in_flight = asyncio.ensure_future(_deliver_then_ack(stream, batch, delivery))
+                except Exception as exc:
+                    # Stop right here: nothing of this batch is acknowledged.
+                    on_fatal(exc)
+                    raise
+        finally:
+            if in_flight is not None and not in_flight.done():
+                # Stopping (a rebalance waits for acks; a shutdown cancels):
+                # let the last batch finish its deliveries and acks.
+                try:
+                    await in_flight
+                except Exception as exc:
+                    on_fatal(exc)
+                    raise
+
+    async def _deliver_then_ack(
+        stream: StreamT, batch: Sequence[EventT], delivery: Awaitable[None]
+    ) -> None:
+        try:
+            await delivery
+        except Exception as exc:
+            on_fatal(exc)  # never acknowledge a batch whose outputs were not delivered
+            raise
+        for event in batch:
+            await stream.ack(event)
 
     return app.agent(topics.source, name="recstream.process_events")(process_events)
