@@ -21,7 +21,7 @@ from schemas import Event, InvalidEvent, parse_event
 from schemas.messages import now_ms
 from stream.deadletter import dead_letter_json
 from stream.metrics import WorkerMetrics
-from stream.offset_gaps import NOTHING, OffsetGaps
+from stream.offset_gaps import NOTHING, OffsetGaps, Verdict
 from stream.sequence import (
     StateDecodeError,
     UserSequence,
@@ -136,7 +136,13 @@ class BatchProcessor:
 
         for record in batch:
             message = record.message
-            await self._check_position(message)
+            # Per event: a plain call; only a hole needs awaiting (a seek).
+            verdict = self._gaps.observe(
+                message.tp, message.generation_id or 0, message.offset, time.monotonic(),
+                self._committed,
+            )  # fmt: skip
+            if verdict is not NOTHING:
+                await self._on_hole(message, verdict)
             try:
                 event = parse_event(message.value, now=ingest_ms)
             except InvalidEvent as exc:
@@ -194,17 +200,8 @@ class BatchProcessor:
         # From the start of apply() to the last delivery.
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _check_position(self, message: Message) -> None:
-        """Notice source offsets that never reached the agent and seek back to re-read them."""
-        verdict = self._gaps.observe(
-            message.tp,
-            message.generation_id or 0,
-            message.offset,
-            time.monotonic(),
-            committed=lambda: self._committed(message.tp) if self._committed else None,
-        )
-        if verdict == NOTHING:
-            return
+    async def _on_hole(self, message: Message, verdict: Verdict) -> None:
+        """Seek back to re-read source offsets that never reached the agent, or log the outcome."""
         where = f"{message.topic}[{message.partition}]"
         if verdict.filled is not None:
             self._metrics.offset_holes.labels("filled").inc()

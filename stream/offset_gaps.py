@@ -75,7 +75,7 @@ class OffsetGaps:
         generation: int,
         offset: int,
         now: float,
-        committed: Callable[[], int | None] = lambda: None,
+        committed: Callable[[Hashable], int | None] | None = None,
     ) -> Verdict:
         """Record that ``offset`` of ``tp`` reached the agent; say what to do about holes.
 
@@ -86,7 +86,7 @@ class OffsetGaps:
         """
         part = self._parts.get(tp)
         if part is None or part.generation != generation:
-            start = committed()
+            start = committed(tp) if committed is not None else None
             part = self._parts[tp] = _Partition(generation, offset + 1)
             if start is None or offset <= start:
                 return NOTHING

@@ -68,9 +68,9 @@ def test_a_generation_that_starts_past_the_committed_offset_has_a_hole() -> None
     gaps = OffsetGaps()
     feed(gaps, [0, 1, 2], gen=1)
     # Committed 40, but the first record of the new generation is 43: 40..42 never came.
-    assert gaps.observe(TP, 2, 43, now=5.0, committed=lambda: 40) == Verdict(seek_to=40)
+    assert gaps.observe(TP, 2, 43, now=5.0, committed=lambda tp: 40) == Verdict(seek_to=40)
     assert feed(gaps, [40, 41], now=5.1, gen=2) == [NOTHING, NOTHING]
     assert gaps.observe(TP, 2, 42, now=5.1) == Verdict(filled=Hole(40, 42))
     # Resuming at (or before) the committed offset is normal.
-    assert gaps.observe(TP, 3, 40, now=6.0, committed=lambda: 40) == NOTHING
-    assert gaps.observe(TP, 4, 30, now=7.0, committed=lambda: 40) == NOTHING
+    assert gaps.observe(TP, 3, 40, now=6.0, committed=lambda tp: 40) == NOTHING
+    assert gaps.observe(TP, 4, 30, now=7.0, committed=lambda tp: 40) == NOTHING
