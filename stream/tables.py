@@ -32,9 +32,12 @@ class DeliveredTable(faust.Table):  # type: ignore[misc]  # faust's classes are 
     busy machine a commit can therefore cover events whose changelog records
     are still in that buffer; a worker that dies or leaves then loses them,
     and the partition's next owner restores a state without those events and
-    never sees them again (issue #7, the scale-out takeover bug). Awaiting the
-    sends before a batch is acknowledged closes that gap: an acknowledged
-    event's table update is durable in the changelog.
+    never sees them again. (Not the cause of issue #7's takeover bug, which was
+    records dropped by the consumer: see stream.offset_gaps; a gap of the same
+    kind.) Awaiting the sends before a batch is acknowledged closes it: an
+    acknowledged event's table update is durable in the changelog.
+    ``user_sequences`` bypasses this (stream.tables.DirectWriter awaits its own
+    sends); ``last_recommendations`` and the deletions' tombstones use it.
     """
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
