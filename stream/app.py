@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.sensors import Sensor
 from faust.types import AgentT, AppT, TableT
 
@@ -26,6 +27,7 @@ from stream.last_recommendations import (
 from stream.metrics import WorkerMetrics
 from stream.settings import WorkerSettings
 from stream.tables import DeliveredTable, DirectWriter, define_table
+from stream.take import behind_highwater
 from stream.topics import WorkerTopics, define_topics
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,15 @@ def _committed_offset(app: faust.App, tp: Any) -> int | None:
     """
     offset = app.consumer._committed_offset.get(tp)
     return offset if isinstance(offset, int) else None
+
+
+def _highwater(app: faust.App, tp: Any) -> int | None:
+    """The consumer's last known end offset of ``tp``, from its fetches; None when
+    unknown (not fetched yet, not assigned, consumer not started)."""
+    try:
+        return app.consumer.highwater(tp)
+    except (ConsumerNotStarted, AssertionError):  # aiokafka asserts the assignment
+        return None
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,7 @@ def create_app(
         batch_size=settings.batch_size,
         batch_window_s=settings.batch_window_s,
         on_fatal=on_fatal,
+        behind=behind_highwater(lambda tp: _highwater(app, tp)),
     )
     deletions = DeletionProcessor(
         tables=[last_recommendations],

@@ -1,0 +1,108 @@
+"""Batches for the events agent: small and at once when caught up, large when behind.
+
+Faust's ``Stream.noack_take(max_, within)`` waits the whole ``within`` window
+for every batch that does not fill up, and it stops buffering while the agent
+works on the previous batch. One window is then wrong at both ends: at a light
+load every event waits up to ``within`` for nothing (measured: 50 ms put ~25 ms
+on the median event->recommendation latency at 1,000 events/s), and a short
+window shrinks the batches of a backlog until the per-batch costs dominate
+(5 ms: 8.1k -> 5.6-6.7k events/s).
+
+:func:`adaptive_take` asks the consumer instead. A batch is handed over as soon as
+
+* it holds ``max_`` events; or
+* its newest event is the last one the broker had for that partition when it
+  was fetched (``offset + 1 >= highwater``): the worker is caught up, and
+  waiting would only add latency; or
+* its oldest event has waited ``max_wait_s`` (a bound, whatever the highwater says).
+
+While behind, a batch keeps filling up to ``max_``. Events are buffered while
+the agent works on the previous batch too (the yielded batch is a copy), so a
+busy agent finds its next batch ready: the batch size follows the load.
+
+Nothing is acknowledged here: like ``noack_take``, the agent acks each event
+once its outputs are delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from faust.types import EventT, StreamT
+
+#: ``behind(message)``: is there more in the message's partition than has been fetched?
+Behind = Callable[[Any], bool]
+
+
+def behind_highwater(highwater: Callable[[Any], int | None]) -> Behind:
+    """``behind`` from a consumer's last known end offset per partition (None: unknown)."""
+
+    def behind(message: Any) -> bool:
+        end = highwater(message.tp)
+        return end is not None and message.offset + 1 < end
+
+    return behind
+
+
+async def adaptive_take(
+    stream: StreamT,
+    max_: int,
+    max_wait_s: float,
+    behind: Behind,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[list[EventT]]:
+    """Yield lists of at most ``max_`` events (see the module docstring); never acks.
+
+    Uses the same stream hooks as Faust's own ``noack_take`` (a buffering
+    processor on a passively drained stream; faust-streaming is pinned <0.16).
+    """
+    if max_ < 1 or max_wait_s <= 0:
+        raise ValueError(f"need max_ >= 1 and max_wait_s > 0, got {max_}, {max_wait_s}")
+    buffer: list[EventT] = []
+    first_at = 0.0  # arrival time of buffer[0]
+    ready = asyncio.Event()  # a batch may go: full, or caught up
+    room = asyncio.Event()  # the buffer has room again
+    s: Any = stream  # the hooks below are Stream's, not StreamT's
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal first_at
+        event = s.current_event
+        if event is None:
+            raise RuntimeError("adaptive_take: stream has no current event")
+        if not buffer:
+            first_at = clock()
+        buffer.append(event)
+        if len(buffer) >= max_:
+            ready.set()
+            room.clear()
+            await s.wait(room)  # a full buffer holds the stream back until taken
+        elif not behind(event.message):
+            ready.set()
+        return value
+
+    stream_enable_acks = s.enable_acks
+    s.enable_acks = False  # the agent acks, after delivery
+    s.add_processor(add_to_buffer)
+    s._enable_passive(s.channel.__aiter__())
+    try:
+        while not s.should_stop:
+            if not ready.is_set():
+                # Empty: wait for a first event that is a batch by itself (or the
+                # window, then look again); else: for the oldest event's deadline.
+                left = max_wait_s - (clock() - first_at) if buffer else max_wait_s
+                if left > 0:
+                    await s.wait_for_stopped(ready, timeout=left)
+                if not buffer or (not ready.is_set() and clock() - first_at < max_wait_s):
+                    continue
+            batch = buffer.copy()  # never more than max_: a full buffer blocks the stream
+            buffer.clear()
+            ready.clear()
+            room.set()
+            yield batch
+    finally:
+        s.enable_acks = stream_enable_acks
+        s._processors.remove(add_to_buffer)
