@@ -337,12 +337,20 @@ def _latency(
                 worker.wait_ready(cfg.startup_timeout_s)
                 how = "fixed" if cfg.latency_rate else "half the max"
                 console.print(f"latency phase: replaying at {rate:,.0f} events/s ({how})")
+                assert broker.proc is not None and worker.proc is not None and scorer.proc
+                pids = {"broker": broker.proc.pid, "worker": worker.proc.pid,
+                        "scorer": scorer.proc.pid}
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                replay_started = time.monotonic()
                 lat, sent, last_event = asyncio.run(
                     _replay(
                         broker.bootstrap, records, rate, cfg.latency_seconds, [scorer], worker,
                         cfg.startup_timeout_s,
                     )
                 )  # fmt: skip
+                # Each process's CPU during the replay, in % of one core: on two
+                # cores the broker's share is what limits latency (BROKER.md, defect 5).
+                cpu_pct = _cpu_pct(pids, cpu_before, time.monotonic() - replay_started)
                 try:
                     wait_for(lambda: _done(worker) >= sent, 60, "latency phase events done")
                 except TimeoutError:
@@ -373,7 +381,19 @@ def _latency(
         "lost_latency": int(sent - done),
         "rss_mb_worker_latency": rss_worker,
         "rss_mb_scorer": rss_scorer,
+        "cpu_pct_latency": cpu_pct,
     }
+
+
+def _cpu_pct(
+    pids: dict[str, int], before: dict[str, float | None], seconds: float
+) -> dict[str, float | None]:
+    """CPU per process since ``before``, in % of one core (None: not measurable)."""
+    out: dict[str, float | None] = {}
+    for name, pid in pids.items():
+        now, then = cpu_seconds(pid), before.get(name)
+        out[name] = None if now is None or then is None else round(100 * (now - then) / seconds, 1)
+    return out
 
 
 def _round(value: float | None) -> float | None:
@@ -434,6 +454,8 @@ def format_table(report: dict[str, Any]) -> Table:
             for name, seg in report.get("latency_segments_ms", {}).items()
         ),
         ("latency samples", f"{report['latency_samples']:,}"),
+        ("CPU during the replay, % of a core",
+         ", ".join(f"{k} {v}" for k, v in report.get("cpu_pct_latency", {}).items())),
         ("peak RSS worker / scorer (MiB)",
          f"{_mb(report['rss_mb_worker'])} / {_mb(report['rss_mb_scorer'])}"),
         ("lost", f"{report['lost']}"),

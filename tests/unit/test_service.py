@@ -83,3 +83,28 @@ def test_invalid_requests_raise_value_error(raw: bytes | None) -> None:
 def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_recommender(tmp_path / "nope")
+
+
+def test_scorer_scores_at_once_only_when_nothing_more_waits_at_the_broker() -> None:
+    from aiokafka import TopicPartition
+
+    from inference.cooccurrence import CooccurrenceRecommender
+    from inference.service import Scorer, ScorerMetrics
+
+    class Consumer:  # aiokafka's highwater(): None until fetched, asserts the assignment
+        def __init__(self, ends: dict[TopicPartition, int | None]) -> None:
+            self.ends = ends
+
+        def highwater(self, tp: TopicPartition) -> int | None:
+            assert tp in self.ends, "Partition is not assigned"
+            return self.ends[tp]
+
+    a, b = TopicPartition("score-requests", 0), TopicPartition("score-requests", 1)
+    scorer = Scorer(ScorerSettings(), CooccurrenceRecommender(), ScorerMetrics())
+    assert scorer._caught_up(Consumer({}))  # nothing read yet
+    scorer._last_read = {a: 9, b: 4}
+    assert scorer._caught_up(Consumer({a: 10, b: 5}))
+    assert not scorer._caught_up(Consumer({a: 10, b: 7}))  # b: offsets 5 and 6 still there
+    assert scorer._caught_up(Consumer({a: 10, b: None}))  # b's end unknown
+    assert scorer._caught_up(Consumer({a: 10}))  # b revoked: forgotten
+    assert b not in scorer._last_read
