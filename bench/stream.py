@@ -98,6 +98,8 @@ SEGMENTS = ("to_worker", "worker_to_scorer_send", "scorer_send_to_reader")
 class _Latency:
     sent_at: dict[str, float] = field(default_factory=dict)
     samples_ms: list[float] = field(default_factory=list)
+    #: When each sample's event was sent (wall ms), for the latency over time.
+    sample_sent_ms: list[float] = field(default_factory=list)
     #: The same samples cut at the worker's read (ingest_ms) and the scorer's send
     #: (emitted_ms), both stamped on the recommendation: where the time goes.
     segments_ms: dict[str, list[float]] = field(
@@ -235,6 +237,7 @@ async def _read_recs(consumer: AIOKafkaConsumer, lat: _Latency) -> None:
                 sent = lat.sent_at.pop(rec.trigger_event_id, None)
                 if sent is not None:
                     lat.samples_ms.append(now - sent)
+                    lat.sample_sent_ms.append(sent)
                     seg = lat.segments_ms
                     seg["to_worker"].append(rec.ingest_ms - sent)
                     seg["worker_to_scorer_send"].append(rec.emitted_ms - rec.ingest_ms)
@@ -366,6 +369,7 @@ def _latency(
         "latency_rate_events_per_s": round(rate, 1),
         "latency_events": sent,
         "latency_samples": len(lat.samples_ms),
+        "latency_by_interval_ms": _by_interval(lat, LATENCY_INTERVAL_S),
         "p50_ms": _round(percentile(lat.samples_ms, 0.50)),
         "p95_ms": _round(percentile(lat.samples_ms, 0.95)),
         "p99_ms": _round(percentile(lat.samples_ms, 0.99)),
@@ -383,6 +387,26 @@ def _latency(
         "rss_mb_scorer": rss_scorer,
         "cpu_pct_latency": cpu_pct,
     }
+
+
+#: The replay's latency is also reported per interval of this many seconds: at a
+#: fixed rate it should stay flat; a rise over the run is a growing cost somewhere.
+LATENCY_INTERVAL_S = 5.0
+
+
+def _by_interval(lat: _Latency, seconds: float) -> list[dict[str, float | None]]:
+    """p50/p99 per ``seconds`` of send time, from the first timed send."""
+    if not lat.sample_sent_ms:
+        return []
+    start = min(lat.sample_sent_ms)
+    slots: dict[int, list[float]] = {}
+    for sent, ms in zip(lat.sample_sent_ms, lat.samples_ms, strict=True):
+        slots.setdefault(int((sent - start) / (1000 * seconds)), []).append(ms)
+    return [
+        {"from_s": i * seconds, "samples": len(v), "p50": _round(percentile(v, 0.5)),
+         "p99": _round(percentile(v, 0.99))}
+        for i, v in sorted(slots.items())
+    ]  # fmt: skip
 
 
 def _cpu_pct(
