@@ -48,6 +48,9 @@ _ATTN_MASKED = {torch.float32: -1e9, torch.float16: -3.0e4}
 #: exports made by older code are not served (see ``export.json``).
 GRAPH_VERSION = 2
 
+#: Added to ``log2`` before flooring in ``_bucket0``: above any float32 log error.
+_LOG2_MARGIN = 1e-4
+
 INPUT_NAMES = ("items", "event_types", "times", "query_times", "exclude")
 OUTPUT_NAMES = ("scores", "indices")
 
@@ -194,17 +197,18 @@ class ServingGraph(nn.Module):
         with torch's float32 ``log2``. ONNX has no Log2, and ``Log(x) / ln 2``
         can land one float32 step off torch's value near a power of two, either
         way (x = 2**15 gives 14.999999: one bucket low for a gap of exactly
-        2**15 - 1 s). So ``b`` from it is repaired against a table of the exact
-        points where torch's ``floor(log2(x))`` steps (``_log2_steps``). Kept in
-        float (4 bytes, not int64's 8) until the one cast its user needs.
+        2**15 - 1 s). So ``log2(x) + 1e-4`` is floored, which gives torch's value
+        or one more (the error of either log is ~1e-6 here, far below 1e-4, and
+        the margin is far below the 1 that would make it two more), and one
+        lookup in a table of the exact points where torch's ``floor(log2(x))``
+        steps (``_log2_steps``) takes the one back. Kept in float (4 bytes, not
+        int64's 8) until the one cast its user needs.
         """
         nb = self.cfg.n_time_buckets
         x = torch.clamp(seconds, min=0.0) + 1.0
-        b = torch.clamp(torch.floor(torch.log2(x)), 0.0, float(nb - 1))
-        bi = b.to(torch.long)
-        up = (x >= _lookup(self.log2_steps, bi + 1)[0]).to(x.dtype)
-        down = (x < _lookup(self.log2_steps, bi)[0]).to(x.dtype)
-        return torch.clamp(b + up - down, min=0.0, max=float(nb - 2))
+        b = torch.clamp(torch.floor(torch.log2(x) + _LOG2_MARGIN), 0.0, float(nb - 1))
+        down = (x < _lookup(self.log2_steps, b.to(torch.long))[0]).to(x.dtype)
+        return torch.clamp(b - down, min=0.0, max=float(nb - 2))
 
     # ---- attention -------------------------------------------------------
 

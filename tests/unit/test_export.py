@@ -59,6 +59,37 @@ def test_bucket_matches_model_at_powers_of_two(model):
     assert torch.equal(got, want)
 
 
+def _edge_seconds() -> torch.Tensor:
+    """Gaps whose ``1 + s`` is within 300 float32 steps of a power of two, both sides."""
+    powers = torch.tensor([2.0**k for k in range(0, 33)], dtype=torch.float32)
+    near = powers.view(torch.int32).unsqueeze(1) + torch.arange(-300, 301, dtype=torch.int32)
+    return torch.cat([torch.tensor([0.0, -5.0, 1e30]), near.view(torch.float32).flatten() - 1.0])
+
+
+def test_exported_bucket_matches_model_near_every_power_of_two(model, tmp_path):
+    # What ONNX Runtime computes (Log / ln 2, then the repair), not torch's log2.
+    import onnxruntime as ort
+
+    class Bucket(torch.nn.Module):  # only what ServingGraph._bucket0 reads
+        def __init__(self, graph: ServingGraph) -> None:
+            super().__init__()
+            self.cfg = graph.cfg
+            self.register_buffer("log2_steps", graph.log2_steps.clone())
+
+        def forward(self, seconds: torch.Tensor) -> torch.Tensor:
+            return ServingGraph._bucket0(self, seconds)  # type: ignore[arg-type]
+
+    seconds = _edge_seconds()
+    path = tmp_path / "bucket.onnx"
+    torch.onnx.export(
+        Bucket(ServingGraph(model, K, onnx_friendly=True)), (seconds[:4],), str(path),
+        input_names=["s"], dynamic_shapes={"seconds": {0: "n"}}, dynamo=True,
+    )  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"s": seconds.numpy()})[0]).to(torch.long) + 1
+    assert torch.equal(got, log_time_bucket(seconds, model.cfg.n_time_buckets))
+
+
 def test_export_files_manifest_and_checker(exported):
     manifest = read_manifest(exported)
     assert manifest.k == K and manifest.n_items == N_ITEMS and manifest.max_len == MAX_LEN
