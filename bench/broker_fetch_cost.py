@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bench.jsonio import write_json_atomic
-from bench.stream_io import cpu_seconds
+from bench.stream_io import cpu_pct, cpu_seconds
 from recstream.broker import EmbeddedBroker
 
 BIG, SMALL = "fetch-cost-big", "fetch-cost-small"
@@ -59,13 +59,13 @@ async def _consume(bootstrap: str, topic: str) -> None:
         await consumer.stop()
 
 
-async def _cpu_pct(pid: int, work: Awaitable[Any]) -> float:
+async def _broker_cpu_during(pid: int, work: Awaitable[Any]) -> float:
     before, started = cpu_seconds(pid), time.monotonic()
     await work
-    after = cpu_seconds(pid)
-    if before is None or after is None:
+    pct = cpu_pct(before, cpu_seconds(pid), time.monotonic() - started)
+    if pct is None:
         raise RuntimeError("cannot read the broker's CPU time from /proc")
-    return round(100 * (after - before) / (time.monotonic() - started), 1)
+    return pct
 
 
 async def _measure(bootstrap: str, pid: int, batches: int) -> dict[str, float]:
@@ -75,12 +75,12 @@ async def _measure(bootstrap: str, pid: int, batches: int) -> dict[str, float]:
         for i in range(batches):  # one awaited send = one stored batch
             await (await producer.send(BIG, PAYLOAD, key=str(i).encode()))
         return {
-            "produce_only_big": await _cpu_pct(pid, _trickle(producer, BIG)),
-            "idle_consumer_big": await _cpu_pct(pid, _consume(bootstrap, BIG)),
-            "produce_consume_small": await _cpu_pct(
+            "produce_only_big": await _broker_cpu_during(pid, _trickle(producer, BIG)),
+            "idle_consumer_big": await _broker_cpu_during(pid, _consume(bootstrap, BIG)),
+            "produce_consume_small": await _broker_cpu_during(
                 pid, asyncio.gather(_trickle(producer, SMALL), _consume(bootstrap, SMALL))
             ),
-            "produce_consume_big": await _cpu_pct(
+            "produce_consume_big": await _broker_cpu_during(
                 pid, asyncio.gather(_trickle(producer, BIG), _consume(bootstrap, BIG))
             ),
         }

@@ -38,6 +38,7 @@ from rich.table import Table
 
 from bench.stream_io import (
     EVENTS_PER_USER,
+    cpu_pct,
     cpu_seconds,
     movielens_records,
     peak_rss_mb,
@@ -340,7 +341,7 @@ def _latency(
                 worker.wait_ready(cfg.startup_timeout_s)
                 how = "fixed" if cfg.latency_rate else "half the max"
                 console.print(f"latency phase: replaying at {rate:,.0f} events/s ({how})")
-                assert broker.proc is not None and worker.proc is not None and scorer.proc
+                assert broker.proc and worker.proc and scorer.proc  # all started above
                 pids = {"broker": broker.proc.pid, "worker": worker.proc.pid,
                         "scorer": scorer.proc.pid}
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -352,16 +353,18 @@ def _latency(
                     )
                 )  # fmt: skip
                 # Each process's CPU during the replay, in % of one core: on two
-                # cores the broker's share is what limits latency (BROKER.md, defect 5).
-                cpu_pct = _cpu_pct(pids, cpu_before, time.monotonic() - replay_started)
+                # cores the broker's share is what limits latency (its fetch cost
+                # grows with the stored batches: bench/broker_fetch_cost.py).
+                seconds = time.monotonic() - replay_started
+                cpu = {name: cpu_pct(cpu_before[name], cpu_seconds(pid), seconds)
+                       for name, pid in pids.items()}
                 try:
                     wait_for(lambda: _done(worker) >= sent, 60, "latency phase events done")
                 except TimeoutError:
                     pass  # reported as lost below
                 done = _done(worker)
-                assert worker.proc is not None and scorer.proc is not None
-                rss_worker = peak_rss_mb(worker.proc.pid)
-                rss_scorer = peak_rss_mb(scorer.proc.pid)
+                rss_worker = peak_rss_mb(pids["worker"])
+                rss_scorer = peak_rss_mb(pids["scorer"])
                 worker.terminate(60)
         finally:
             stop_all([scorer])
@@ -385,7 +388,7 @@ def _latency(
         "lost_latency": int(sent - done),
         "rss_mb_worker_latency": rss_worker,
         "rss_mb_scorer": rss_scorer,
-        "cpu_pct_latency": cpu_pct,
+        "cpu_pct_latency": cpu,
     }
 
 
@@ -407,17 +410,6 @@ def _by_interval(lat: _Latency, seconds: float) -> list[dict[str, float | None]]
          "p99": _round(percentile(v, 0.99))}
         for i, v in sorted(slots.items())
     ]  # fmt: skip
-
-
-def _cpu_pct(
-    pids: dict[str, int], before: dict[str, float | None], seconds: float
-) -> dict[str, float | None]:
-    """CPU per process since ``before``, in % of one core (None: not measurable)."""
-    out: dict[str, float | None] = {}
-    for name, pid in pids.items():
-        now, then = cpu_seconds(pid), before.get(name)
-        out[name] = None if now is None or then is None else round(100 * (now - then) / seconds, 1)
-    return out
 
 
 def _round(value: float | None) -> float | None:

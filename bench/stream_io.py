@@ -136,6 +136,13 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def cpu_pct(before: float | None, after: float | None, seconds: float) -> float | None:
+    """CPU between two :func:`cpu_seconds` readings, in % of one core (None: unreadable)."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    return round(100 * (after - before) / seconds, 1)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None

@@ -12,7 +12,7 @@ whose user is still pending, so a crash re-delivers it (at-least-once).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -99,6 +99,10 @@ class MicroBatcher(Generic[P, T]):
     def _seen(self, partition: P, offset: int) -> None:
         if offset + 1 > self._next_offset.get(partition, -1):
             self._next_offset[partition] = offset + 1
+
+    def next_offsets(self) -> Mapping[P, int]:
+        """Per partition still held, the offset after the last record read (added or skipped)."""
+        return self._next_offset
 
     def due(self, now_ms: float) -> bool:
         return self.wait_ms(now_ms) == 0.0

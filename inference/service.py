@@ -248,8 +248,6 @@ class Scorer:
         self.n_requests = 0
         self.n_sent = 0
         self._reported = (time.monotonic(), 0, 0)
-        #: The last offset read per partition, to tell whether more is waiting.
-        self._last_read: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -310,13 +308,12 @@ class Scorer:
         """Nothing more waits at the broker (as of the last fetches): waiting for
         the batch to fill would only add latency. Under load it is not, and
         batches fill up to ``batch_size`` within ``batch_ms``."""
-        for tp, last in list(self._last_read.items()):
+        for tp, next_offset in self.batcher.next_offsets().items():
             try:
                 end = consumer.highwater(tp)
-            except AssertionError:  # not assigned any more
-                del self._last_read[tp]
+            except AssertionError:  # revoked; the batcher forgets it in the listener
                 continue
-            if end is not None and last + 1 < end:
+            if end is not None and next_offset < end:
                 return False
         return True
 
@@ -347,8 +344,6 @@ class Scorer:
     def _add(self, fetched: Mapping[TopicPartition, Sequence[object]]) -> None:
         now = time.monotonic() * 1000
         for tp, records in fetched.items():
-            if records:
-                self._last_read[tp] = records[-1].offset  # type: ignore[attr-defined]
             for rec in records:
                 offset: int = rec.offset  # type: ignore[attr-defined]
                 try:

@@ -38,11 +38,23 @@ Behind = Callable[[Any], bool]
 
 
 def behind_highwater(highwater: Callable[[Any], int | None]) -> Behind:
-    """``behind`` from a consumer's last known end offset per partition (None: unknown)."""
+    """``behind`` from a consumer's last known end offset per partition (None: unknown).
+
+    Called for every event: an end already seen beyond the event answers without
+    asking the consumer again (an end offset only grows); the consumer is asked
+    only near the end, where the answer can change.
+    """
+    ends: dict[Any, int] = {}
 
     def behind(message: Any) -> bool:
-        end = highwater(message.tp)
-        return end is not None and message.offset + 1 < end
+        tp, next_offset = message.tp, message.offset + 1
+        if next_offset < ends.get(tp, -1):
+            return True
+        end = highwater(tp)
+        if end is None:
+            return False
+        ends[tp] = end
+        return next_offset < end
 
     return behind
 
@@ -80,7 +92,7 @@ async def adaptive_take(
             ready.set()
             room.clear()
             await s.wait(room)  # a full buffer holds the stream back until taken
-        elif not behind(event.message):
+        elif not ready.is_set() and not behind(event.message):
             ready.set()
         return value
 

@@ -129,7 +129,20 @@ def test_behind_highwater_compares_the_next_offset_with_the_end() -> None:
             self.tp, self.offset = tp, offset
 
     ends: dict[str, int | None] = {"a": 10, "b": None}
-    behind = behind_highwater(ends.get)
+    asked: list[str] = []
+
+    def highwater(tp: str) -> int | None:
+        asked.append(tp)
+        return ends[tp]
+
+    behind = behind_highwater(highwater)
     assert behind(Msg("a", 8))  # offset 9 is still at the broker
     assert not behind(Msg("a", 9))  # the last one there
     assert not behind(Msg("b", 0))  # unknown end: treated as caught up
+    # Far from a known end the consumer is not asked again; near it, it is.
+    asked.clear()
+    assert behind(Msg("a", 3))
+    assert asked == []
+    ends["a"] = 12
+    assert behind(Msg("a", 9))  # the end moved on: asked, and behind again
+    assert asked == ["a"]

@@ -49,4 +49,10 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert set(seg) == {"to_worker", "worker_to_scorer_send", "scorer_send_to_reader"}
     assert all(s["p50"] is not None and s["p50"] <= s["p99"] for s in seg.values())
     assert sum(s["p50"] for s in seg.values()) <= 2 * report["p99_ms"]
+    # The latency over the replay, and who used the CPU meanwhile (README: Benchmarks).
+    by_interval = report["latency_by_interval_ms"]
+    assert by_interval and sum(i["samples"] for i in by_interval) == report["latency_samples"]
+    assert [i["from_s"] for i in by_interval] == sorted(i["from_s"] for i in by_interval)
+    assert set(report["cpu_pct_latency"]) == {"broker", "worker", "scorer"}
+    assert all(pct is not None and pct > 0 for pct in report["cpu_pct_latency"].values())
     assert "events/s into the table" in done.stdout

@@ -102,9 +102,11 @@ def test_scorer_scores_at_once_only_when_nothing_more_waits_at_the_broker() -> N
     a, b = TopicPartition("score-requests", 0), TopicPartition("score-requests", 1)
     scorer = Scorer(ScorerSettings(), CooccurrenceRecommender(), ScorerMetrics())
     assert scorer._caught_up(Consumer({}))  # nothing read yet
-    scorer._last_read = {a: 9, b: 4}
+    scorer.batcher.skip(a, 9)  # offsets read: a up to 9, b up to 4
+    scorer.batcher.skip(b, 4)
     assert scorer._caught_up(Consumer({a: 10, b: 5}))
     assert not scorer._caught_up(Consumer({a: 10, b: 7}))  # b: offsets 5 and 6 still there
     assert scorer._caught_up(Consumer({a: 10, b: None}))  # b's end unknown
-    assert scorer._caught_up(Consumer({a: 10}))  # b revoked: forgotten
-    assert b not in scorer._last_read
+    assert scorer._caught_up(Consumer({a: 10}))  # b revoked, not yet dropped: not waited for
+    scorer.batcher.drop_partitions([b])
+    assert b not in scorer.batcher.next_offsets()
