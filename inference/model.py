@@ -216,14 +216,17 @@ class SeqRecModel(nn.Module):
         event_types: torch.Tensor,
         times: torch.Tensor,
         query_times: torch.Tensor,
+        table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """User states [B, L, d]: position t summarises events 0..t only (causal).
 
         Inputs are a :class:`inference.features.SequenceBatch`'s tensors, left padded.
+        ``table`` is :meth:`item_table` when the caller already holds it (an
+        evaluation pass scores many batches with one table).
         """
         cfg = self.cfg
         b, n = items.shape
-        table = self.item_table()
+        table = self.item_table() if table is None else table
         valid = items != 0
         x = table[items] * math.sqrt(cfg.d_model)
         x = x + self.pos.weight[cfg.max_len - n :].unsqueeze(0)  # right-aligned positions
@@ -346,13 +349,15 @@ class SeqRecModel(nn.Module):
         event_types: torch.Tensor,
         times: torch.Tensor,
         query_times: torch.Tensor,
+        table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores [B, n_items + 1] for the next item after the last position.
 
-        Column 0 (padding) is always ``-1e9``.
+        Column 0 (padding) is always ``-1e9``. ``table``: as in :meth:`encode`.
         """
-        u = self.encode(items, event_types, times, query_times)[:, -1]
-        scores = u @ self.item_table().t()
+        table = self.item_table() if table is None else table
+        u = self.encode(items, event_types, times, query_times, table)[:, -1]
+        scores = u @ table.t()
         pad = torch.arange(scores.shape[1], device=scores.device) == 0
         return torch.where(pad.unsqueeze(0), _MASKED, scores)
 

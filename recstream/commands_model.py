@@ -119,6 +119,8 @@ def bench_quality(
     peer_budget_s: Annotated[float | None, typer.Option(
         help="training seconds per peer (default: to early stop)")] = None,
     fresh_peers: Annotated[bool, typer.Option(help="ignore cached peer results")] = False,
+    loss: Annotated[str, typer.Option(
+        help="our rows' loss: full, sampled, or auto (sampled above 20,000 items)")] = "auto",
     ours: Annotated[str, typer.Option(help="our rows, comma separated: "
                                       "ours,no-time,no-text,sasrec ('' for none)")] = (
         "ours,no-time,no-text,sasrec"),
@@ -139,7 +141,7 @@ def bench_quality(
         dataset=dataset, data_root=data_root, json_out=json_out,
         peers=[p for p in peers.split(",") if p.strip()],
         ours=[o for o in ours.split(",") if o.strip()],
-        peer_budget_s=peer_budget_s, fresh_peers=fresh_peers, budget_s=budget_s,
+        peer_budget_s=peer_budget_s, fresh_peers=fresh_peers, loss=loss, budget_s=budget_s,
         max_epochs=max_epochs, patience=patience, seed=seed, device=device, progress=progress,
     )
     try:
