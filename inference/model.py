@@ -18,7 +18,11 @@ time-aware and text-aware:
   interactions) are represented by their text alone, so new items are scorable;
 * a learned gate mixes the final causal state (long-term interest) with an
   attention pool over the last ``short_window`` events (short-term interest)
-  (``use_fusion``).
+  (``use_fusion``);
+* optional masked-item pre-training (``masked_pretraining``, BERT4Rec's Cloze
+  task): some events' items are replaced by a learned [mask] vector, the blocks
+  attend both ways, and the hidden items are predicted from what surrounds
+  them (:meth:`SeqRecModel.masked_item_loss`). Serving never uses the mask.
 
 With ``use_time = use_text = use_event_type = use_fusion = False`` this is SASRec
 (positions + ids, causal self-attention, shared item embeddings).
@@ -73,6 +77,9 @@ class ModelConfig:
     #: per forward pass, so the text projection must carry items on its own, as
     #: it does for a cold item (id_mask 0) at serving time.
     id_dropout: float = 0.0
+    #: The model carries a learned [mask] input vector, for masked-item
+    #: pre-training (``TrainConfig.pretrain_epochs``).
+    masked_pretraining: bool = False
 
     def validate(self) -> ModelConfig:
         """Raise ``ValueError`` naming the first bad field; return self for chaining."""
@@ -174,6 +181,8 @@ class SeqRecModel(nn.Module):
             self.short_age = nn.Embedding(cfg.n_time_buckets, 1)
             nn.init.zeros_(self.short_age.weight)
             self.gate = nn.Linear(2 * d, d)
+        if cfg.masked_pretraining:
+            self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
         self.ln_out = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
@@ -217,18 +226,28 @@ class SeqRecModel(nn.Module):
         times: torch.Tensor,
         query_times: torch.Tensor,
         table: torch.Tensor | None = None,
+        causal: bool = True,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """User states [B, L, d]: position t summarises events 0..t only (causal).
 
         Inputs are a :class:`inference.features.SequenceBatch`'s tensors, left padded.
         ``table`` is :meth:`item_table` when the caller already holds it (an
-        evaluation pass scores many batches with one table).
+        evaluation pass scores many batches with one table). Pre-training only:
+        ``causal=False`` lets the blocks attend to later events too, and
+        ``hidden`` ([B, L] bool) replaces those events' items by the [mask]
+        vector (their time, type and position stay visible).
         """
         cfg = self.cfg
         b, n = items.shape
         table = self.item_table() if table is None else table
         valid = items != 0
-        x = table[items] * math.sqrt(cfg.d_model)
+        rep = table[items]
+        if hidden is not None:
+            if not cfg.masked_pretraining:
+                raise ValueError("hidden items need a model built with masked_pretraining=True")
+            rep = torch.where(hidden.unsqueeze(-1), self.mask_emb.to(rep.dtype), rep)
+        x = rep * math.sqrt(cfg.d_model)
         x = x + self.pos.weight[cfg.max_len - n :].unsqueeze(0)  # right-aligned positions
         if cfg.use_event_type:
             x = x + self.event_type(event_types)
@@ -244,9 +263,11 @@ class SeqRecModel(nn.Module):
         # always sees itself, so padding rows attend to themselves only instead
         # of spreading a uniform softmax over every key, the future included.
         ar = torch.arange(n, device=items.device)
-        causal = ar.view(1, n) <= ar.view(n, 1)  # [L_q, L_k]
+        before = ar.view(1, n) <= ar.view(n, 1)  # [L_q, L_k]
         itself = (ar.view(1, n) == ar.view(n, 1)).unsqueeze(0)
-        allowed = causal.unsqueeze(0) & (valid.unsqueeze(1) | itself)  # [B, L_q, L_k]
+        allowed = valid.unsqueeze(1) | itself  # [B, L_q, L_k]
+        if causal:
+            allowed = before.unsqueeze(0) & allowed
         mask = torch.where(allowed, 0.0, _MASKED).to(x.dtype)
         age_b = None
         if cfg.use_time or cfg.use_fusion:
@@ -264,7 +285,7 @@ class SeqRecModel(nn.Module):
             return long_term
 
         # Short-term interest: attention pool over the last `short_window` events.
-        window = causal & (ar.view(n, 1) - ar.view(1, n) < cfg.short_window)
+        window = before & (ar.view(n, 1) - ar.view(1, n) < cfg.short_window)
         logits = self.short_q(long_term) @ self.short_k(tokens).transpose(1, 2)
         logits = logits / math.sqrt(cfg.d_model) + self.short_age(age_b).squeeze(-1)
         short_allowed = window.unsqueeze(0) & (valid.unsqueeze(1) | itself)
@@ -324,11 +345,34 @@ class SeqRecModel(nn.Module):
         over the target and ``negatives`` (a [K] tensor of item indices drawn by
         the caller, shared by the batch); a negative equal to the target is masked.
         """
-        states = self.encode(items, event_types, times, query_times)
-        keep = targets != 0
-        u = states[keep]  # [M, d]
-        tgt = targets[keep]  # [M]
         table = self.item_table()
+        states = self.encode(items, event_types, times, query_times, table)
+        keep = targets != 0
+        return self._item_loss(states[keep], targets[keep], table, negatives)
+
+    def masked_item_loss(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        times: torch.Tensor,
+        query_times: torch.Tensor,
+        hidden: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Masked-item pre-training loss: mean cross-entropy of the items at the
+        ``hidden`` positions ([B, L] bool, on real events only), each predicted
+        from every other event of its sequence (attention both ways). The
+        softmax is the training loss's (``cfg.loss``)."""
+        if bool((hidden & (items == 0)).any()):
+            raise ValueError("hidden positions must hold real events, not padding")
+        table = self.item_table()
+        states = self.encode(items, event_types, times, query_times, table,
+                             causal=False, hidden=hidden)
+        return self._item_loss(states[hidden], items[hidden], table, negatives)
+
+    def _item_loss(self, u: torch.Tensor, tgt: torch.Tensor, table: torch.Tensor,
+                   negatives: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy of states ``u`` [M, d] against item indices ``tgt`` [M]."""
         if self.cfg.loss == "full":
             logits = u @ table.t()
             logits[:, 0] = _MASKED  # padding is never a target

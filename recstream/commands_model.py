@@ -53,6 +53,10 @@ def train(
     batch_size: Annotated[int, typer.Option()] = 128,
     loss: Annotated[str, typer.Option(help="'full' softmax or 'sampled' (big catalogues)")] = "full",
     negatives: Annotated[int, typer.Option(help="negatives for --loss sampled")] = 1024,
+    pretrain_epochs: Annotated[int, typer.Option(
+        help="epochs of masked-item pre-training before next-item training")] = 0,
+    mask_prob: Annotated[float, typer.Option(
+        help="share of events hidden per sequence in pre-training")] = 0.2,
     text: Annotated[str, typer.Option(help="item text embeddings: auto, on, off")] = "auto",
     time: Annotated[bool, typer.Option("--time/--no-time", help="time-gap and age inputs")] = True,
     event_type: Annotated[bool, typer.Option("--event-type/--no-event-type")] = True,
@@ -74,10 +78,11 @@ def train(
 
     cfg = TrainConfig(lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                       max_epochs=max_epochs, patience=patience, time_budget_s=time_budget,
-                      seed=seed, progress=progress, device=device)
+                      seed=seed, progress=progress, device=device,
+                      pretrain_epochs=pretrain_epochs, mask_prob=mask_prob)
     overrides = dict(max_len=max_len, d_model=d_model, n_layers=layers, n_heads=heads,
                      ffn_mult=ffn_mult, dropout=dropout, id_dropout=id_dropout, loss=loss,
-                     n_negatives=negatives,
+                     n_negatives=negatives, masked_pretraining=pretrain_epochs > 0,
                      use_time=time, use_event_type=event_type, use_fusion=fusion)
     try:
         summary = run_train(data, out, overrides, cfg, text=text,

@@ -6,6 +6,10 @@ Training rows are the users' training parts cut from the end into windows of
 Each epoch: shuffle rows (seeded), AdamW steps, then full-ranking NDCG@10 on the
 validation targets; the best state is kept in memory and restored at the end.
 The test targets are never looked at here.
+
+Optionally, ``pretrain_epochs`` of masked-item pre-training come first (the same
+rows, a share ``mask_prob`` of each row's events hidden and predicted from both
+sides), then next-item training with a fresh optimizer, selected as above.
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     device: str = "cpu"  # the trainer's choice, never the model's: "cuda" to use a GPU
+    pretrain_epochs: int = 0  # masked-item pre-training epochs before next-item training
+    mask_prob: float = 0.2  # share of events hidden per row in pre-training
 
     def validate(self) -> TrainConfig:
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1:
             raise ValueError(f"invalid TrainConfig: {self}")
         if self.patience < 1 or self.eval_every < 1:
             raise ValueError(f"patience and eval_every must be >= 1: {self}")
+        if self.pretrain_epochs < 0 or not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"pretrain_epochs must be >= 0 and mask_prob in (0, 1): {self}")
         return self
 
 
@@ -56,6 +64,8 @@ class TrainResult:
     train_seconds: float
     converged: bool  # stopped by patience (not by max_epochs or the time budget)
     valid: dict[str, Any]
+    #: Per epoch: masked-item pre-training epochs first (``pretrain_epoch``,
+    #: ``masked_loss``), then next-item ones (``epoch``, ``loss``, ``valid_ndcg@10``).
     history: list[dict[str, float]] = field(default_factory=list)
 
     def facts(self) -> dict[str, Any]:
@@ -126,13 +136,14 @@ def train(
     subclass with a different training loss (the cold-start bench).
     """
     cfg.validate()
+    if cfg.pretrain_epochs and not model_cfg.masked_pretraining:
+        raise ValueError("pretrain_epochs > 0 needs ModelConfig(masked_pretraining=True)")
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = (model_factory or build_model)(split, model_cfg, text_table).to(device)
     rows = tuple(t.to(device) for t in training_rows(split, model_cfg.max_len))
     lengths = (rows[0] != 0).sum(1).cpu()
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = _optimizer(model, cfg)
     best: dict[str, Any] = {"score": -math.inf, "state": None, "epoch": 0, "valid": {}}
     history: list[dict[str, float]] = []
     since_best, converged, epoch = 0, False, 0
@@ -141,7 +152,24 @@ def train(
     def out_of_time() -> bool:
         return cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s
 
-    bar = _progress(cfg)
+    if cfg.pretrain_epochs:
+        bar = _progress(cfg, cfg.pretrain_epochs, "pre-training")
+        opt = _optimizer(model, cfg)
+        for pre in range(1, cfg.pretrain_epochs + 1):
+            loss, _ = pretrain_epoch(model, rows[:4], lengths, cfg, gen, opt, out_of_time)
+            history.append({"pretrain_epoch": pre, "masked_loss": loss,
+                            "seconds": time.monotonic() - start})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(masked_loss=f"{loss:.3f}")
+            if out_of_time():
+                break
+        if bar is not None:
+            bar.close()
+    # Next-item training starts its own optimizer: pre-training's moment
+    # estimates belong to another objective.
+    opt = _optimizer(model, cfg)
+    bar = _progress(cfg, cfg.max_epochs, "training")
     for epoch in range(1, cfg.max_epochs + 1):
         # Out of time mid-epoch: validate what we have, then stop (below).
         loss, _ = train_epoch(model, rows, lengths, cfg, gen, opt, out_of_time)
@@ -189,6 +217,49 @@ def train_epoch(
     """One pass over ``rows`` (from :func:`training_rows`, on the model's device) in
     length-bucketed batches; ends early once ``should_stop()`` says so (checked
     after each step). Returns (mean loss, steps taken)."""
+
+    def loss(batch: list[torch.Tensor], negatives: torch.Tensor | None) -> torch.Tensor:
+        return model(*batch, negatives=negatives)
+
+    return _epoch(model, rows, lengths, cfg, gen, opt, should_stop, loss)
+
+
+def pretrain_epoch(
+    model: SeqRecModel,
+    rows: tuple[torch.Tensor, ...],
+    lengths: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    opt: torch.optim.Optimizer,
+    should_stop: Callable[[], bool],
+) -> tuple[float, int]:
+    """One masked-item pass over ``rows`` (items, event types, times, query times):
+    each real event hidden with probability ``cfg.mask_prob`` (seeded), and the
+    newest one where a row drew none, so every row teaches something and the
+    newest position, the one serving scores from, is practised too. Returns
+    (mean loss, steps taken)."""
+
+    def loss(batch: list[torch.Tensor], negatives: torch.Tensor | None) -> torch.Tensor:
+        items = batch[0]
+        valid = items != 0
+        hidden = (torch.rand(items.shape, generator=gen).to(items.device) < cfg.mask_prob) & valid
+        hidden[:, -1] |= ~hidden.any(dim=1) & valid[:, -1]  # left padded: -1 is the newest
+        return model.masked_item_loss(*batch[:4], hidden, negatives=negatives)
+
+    return _epoch(model, rows, lengths, cfg, gen, opt, should_stop, loss)
+
+
+def _epoch(
+    model: SeqRecModel,
+    rows: tuple[torch.Tensor, ...],
+    lengths: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    opt: torch.optim.Optimizer,
+    should_stop: Callable[[], bool],
+    loss_fn: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor],
+) -> tuple[float, int]:
+    """The step loop shared by both objectives: ``loss_fn(batch, negatives)``."""
     device = rows[0].device
     model.train()
     total, steps = 0.0, 0
@@ -201,7 +272,7 @@ def train_epoch(
         # the result is the same and the batch costs what its longest row costs.
         width = int(lengths[idx].max())
         idx = idx.to(device)
-        loss = model(*(t[idx, -width:] for t in rows), negatives=negatives)
+        loss = loss_fn([t[idx, -width:] for t in rows], negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -228,12 +299,12 @@ def _length_bucketed_batches(
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
-def _progress(cfg: TrainConfig) -> Any:
+def _progress(cfg: TrainConfig, total: int, desc: str) -> Any:
     if not cfg.progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=cfg.max_epochs, desc="training", unit="epoch", dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="epoch", dynamic_ncols=True)
 
 
 def config_summary(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:

@@ -97,3 +97,29 @@ def test_train_refuses_to_overwrite_and_reports_bad_data(event_log: Path, tmp_pa
     res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope.inter"), "--out",
                                    str(tmp_path / "v2"), "--no-progress"])
     assert res.exit_code == 2 and "no data" in res.output
+
+
+def test_masked_item_pretraining_runs_before_training_and_serves(
+        event_log: Path, tmp_path: Path) -> None:
+    from recstream.cli import app
+
+    out = tmp_path / "v1"
+    res = CliRunner().invoke(app, [
+        "train", "--data", str(event_log), "--out", str(out), "--max-len", "16",
+        "--d-model", "32", "--max-epochs", "2", "--pretrain-epochs", "3", "--lr", "3e-3",
+        "--batch-size", "32", "--threads", "1", "--no-progress",
+    ])
+    assert res.exit_code == 0, res.output
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    pre = [h for h in history if "pretrain_epoch" in h]
+    assert [h["pretrain_epoch"] for h in pre] == [1, 2, 3]
+    assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
+    assert history.index(pre[-1]) < len(pre)  # pre-training comes first
+    # The chain is learnable from both sides: the masked loss falls.
+    assert pre[-1]["masked_loss"] < pre[0]["masked_loss"]
+    assert json.loads((out / "config.json").read_text())["masked_pretraining"] is True
+    rec = load(out)  # the [mask] vector travels with the weights; serving ignores it
+    req = ScoreRequest(user_id="x", items=["i1", "i2"], ts=[T0, T0 + 1000],
+                       event_types=["view", "view"], exclude=[], trigger_event_id="e",
+                       trigger_ts=T0 + 1000, ingest_ms=T0 + 1004)
+    assert len(rec.recommend([req], k=5)[0]) == 5

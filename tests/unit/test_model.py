@@ -202,3 +202,41 @@ def test_id_dropout_drops_whole_id_rows_in_training_only() -> None:
     assert 0 < len(dropped) < model.cfg.n_items
     with pytest.raises(ValueError, match="id_dropout"):
         ModelConfig(n_items=5, id_dropout=1.0).validate()
+
+
+def test_bidirectional_encoding_sees_later_events_and_hides_masked_items() -> None:
+    model = _model(masked_pretraining=True)
+    items, types, times, query = _batch([[3, 5, 7, 9, 11, 13]])
+    later = items.clone()
+    later[0, -1] = 29
+    both_ways = model.encode(items, types, times, query, causal=False)
+    # Without the causal mask a later event reaches the earlier positions.
+    assert not torch.allclose(both_ways[:, 0], model.encode(later, types, times, query,
+                                                            causal=False)[:, 0])
+    hidden = torch.zeros_like(items, dtype=torch.bool)
+    hidden[0, -3] = True
+    swapped = items.clone()
+    swapped[0, -3] = 21
+    masked = model.encode(items, types, times, query, causal=False, hidden=hidden)
+    # A hidden event's item is invisible everywhere; unhidden, the swap shows.
+    assert torch.equal(masked, model.encode(swapped, types, times, query, causal=False,
+                                            hidden=hidden))
+    assert not torch.allclose(both_ways, model.encode(swapped, types, times, query,
+                                                      causal=False))
+    with pytest.raises(ValueError, match="masked_pretraining"):
+        _model().encode(items, types, times, query, hidden=hidden)
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_masked_item_loss_trains_the_mask_vector(loss: str) -> None:
+    model = _model(masked_pretraining=True, loss=loss, n_negatives=7).train()
+    items, types, times, query = _batch([[1, 2, 3, 4], [5, 6]])
+    hidden = torch.zeros_like(items, dtype=torch.bool)
+    hidden[0, -2] = hidden[1, -1] = True
+    negatives = torch.randint(1, N_ITEMS + 1, (7,)) if loss == "sampled" else None
+    out = model.masked_item_loss(items, types, times, query, hidden, negatives=negatives)
+    out.backward()
+    assert torch.isfinite(out) and model.mask_emb.grad is not None
+    assert model.mask_emb.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="padding"):
+        model.masked_item_loss(items, types, times, query, items == 0, negatives=negatives)
