@@ -93,22 +93,32 @@ class SequenceRecommender:
         """The model's batch, each row's excluded item indices, and each row's known items
         (the request's items the model has, oldest first: what the batch holds)."""
         items, ts, types, triggers, seen_rows, kept = [], [], [], [], [], []
+        index, lookup = self.index.get, self.index.__getitem__
         for req in requests:
             if not (len(req.items) == len(req.ts) == len(req.event_types)):
                 raise ValueError(
                     f"request for user {req.user_id}: items, ts and event_types differ in length"
                 )
-            known = [j for j, it in enumerate(req.items) if it in self.index]
-            kept.append([req.items[j] for j in known])
-            items.append([self.index[req.items[j]] for j in known])
-            ts.append([req.ts[j] for j in known])
-            types.append(encode_event_types([req.event_types[j] for j in known]))
+            try:  # all known, the usual case: one C-level pass
+                idx = list(map(lookup, req.items))
+            except KeyError:  # items the model does not know leave the sequence
+                idx = [index(it, 0) for it in req.items]
+                known = [j for j, i in enumerate(idx) if i]
+                kept.append([req.items[j] for j in known])
+                items.append([idx[j] for j in known])
+                ts.append([req.ts[j] for j in known])
+                types.append(encode_event_types([req.event_types[j] for j in known]))
+            else:
+                kept.append(req.items)
+                items.append(idx)
+                ts.append(req.ts)
+                types.append(encode_event_types(req.event_types))
             triggers.append(req.trigger_ts)
             # The whole history, not only the window the graph sees, is excluded.
-            seen_rows.append(
-                list(dict.fromkeys(self.index[it] for it in (*req.items, *req.exclude)
-                                   if it in self.index))
-            )
+            seen = set(idx)
+            seen.update(index(it, 0) for it in req.exclude)
+            seen.discard(0)
+            seen_rows.append(list(seen))
         width = max(1, min(self.model.cfg.max_len, max(len(s) for s in items)))
         return build_batch(items, ts, types, width, trigger_ts_ms=triggers), seen_rows, kept
 

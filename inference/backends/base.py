@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from inference.backends.serving_graph import MASKED_SCORE
@@ -76,11 +77,11 @@ def pad_exclusions(
     """``[B, E]`` item indices, 0-padded; E >= 1 (rounded up to a power of two when ``bucket``)."""
     width = max((len(r) for r in rows), default=0)
     width = bucket_size(width) if bucket else max(width, 1)
-    out = torch.zeros(len(rows), width, dtype=dtype)
+    out = np.zeros((len(rows), width), dtype=np.int64)
     for i, r in enumerate(rows):
         if r:
-            out[i, : len(r)] = torch.as_tensor(list(r), dtype=dtype)
-    return out
+            out[i, : len(r)] = r
+    return torch.from_numpy(out).to(dtype)
 
 
 def trim_padding(batch: SequenceBatch, multiple: int = 1) -> SequenceBatch:
