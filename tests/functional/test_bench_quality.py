@@ -51,3 +51,20 @@ def test_bench_quality_rows_and_json_shape(tmp_path: Path) -> None:
     # No peers ran, so there is no ratio to report (never a made-up one).
     assert result["ours_over_best_peer_ndcg10"] is None
     assert rows["ours"]["hr@10"] > rows["popularity"]["hr@10"] + 0.2
+    # 30 items: "auto" keeps the full softmax, and the row says so.
+    assert rows["ours"]["loss"] == rows["sasrec"]["loss"] == "full"
+
+
+def test_our_loss_is_sampled_only_for_large_catalogues(tmp_path: Path) -> None:
+    import pytest
+
+    from bench.quality import SAMPLED_LOSS_ABOVE_ITEMS, BenchError, QualityOptions, our_loss
+
+    opts = QualityOptions(dataset="beauty", data_root=tmp_path, json_out=tmp_path / "q.json")
+    assert our_loss(opts, 1_682) == "full"
+    assert our_loss(opts, SAMPLED_LOSS_ABOVE_ITEMS + 1) == "sampled"
+    opts.loss = "full"
+    assert our_loss(opts, 54_542) == "full"
+    opts.loss = "bpr"
+    with pytest.raises(BenchError, match="unknown loss"):
+        our_loss(opts, 10)
