@@ -2,9 +2,12 @@
 
 One consumer group member per process; partitions are the unit of
 parallelism. Each loop turn fetches, micro-batches (coalescing a user's
-requests), lets the model learn from the batch and score it, sends the
-recommendations, waits for the broker's acknowledgements and only then
-commits the offsets: at-least-once. Exactly-once is not attempted because the
+requests), lets the model learn from the batch and score it (in a worker
+thread, so the event loop keeps fetching and delivering meanwhile), and sends
+the recommendations. Pipelined: a batch's recommendations are delivered while
+the next batch is scored; its offsets are committed only once the broker has
+acknowledged all of them, and the next batch's sends start only then, so a
+partition's recommendations keep their order: at-least-once. Exactly-once is not attempted because the
 embedded broker has no working idempotent producer (BROKER.md, defect 3);
 consumers of ``recommendations`` treat the newest list per user as the truth.
 """
@@ -35,7 +38,7 @@ from pydantic import ValidationError
 from inference.batcher import Batch, MicroBatcher
 from inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
 from inference.recommender import Recommender, load_recommender
-from schemas.messages import Explanation, Recommendation, ScoreRequest, now_ms
+from schemas.messages import Explanation, RankedItem, Recommendation, ScoreRequest, now_ms
 from schemas.probes import ProbeServer, loop_responds
 from schemas.settings import KafkaSettings
 from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
@@ -63,6 +66,15 @@ def _env_int(env: Mapping[str, str], name: str) -> int | None:
 
 def _or(value: int | None, default: int) -> int:
     return default if value is None else value
+
+
+@dataclass
+class _InFlight:
+    """A scored batch whose recommendations are being delivered."""
+
+    delivery: asyncio.Future[None]
+    #: Safe to commit once ``delivery`` is done (and every batch before it).
+    offsets: dict[TopicPartition, int]
 
 
 @dataclass(frozen=True)
@@ -282,6 +294,7 @@ class Scorer:
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event
     ) -> None:
         batcher = self.batcher
+        in_flight: _InFlight | None = None
         while not stop.is_set():
             wait = batcher.wait_ms(time.monotonic() * 1000) if len(batcher) else IDLE_POLL_MS
             room = batcher.room
@@ -292,17 +305,30 @@ class Scorer:
             if len(batcher) and (
                 batcher.due(time.monotonic() * 1000) or self._caught_up(consumer)
             ):
-                await self._score(batcher.take(), producer)
-            offsets = batcher.committable()
-            if offsets:
-                await self._commit(consumer, offsets)
+                in_flight = await self._score(batcher.take(), producer, consumer, in_flight)
+            elif in_flight is not None and in_flight.delivery.done():
+                await self._settle(consumer, in_flight)
+                in_flight = None
+            if in_flight is None:  # else committable() would count the batch in flight
+                offsets = batcher.committable()
+                if offsets:
+                    await self._commit(consumer, offsets)
             self._maybe_report()
         # Stopping: serve what was already read, so the next owner repeats less.
         while len(batcher):
-            await self._score(batcher.take(), producer)
+            in_flight = await self._score(batcher.take(), producer, consumer, in_flight)
+        if in_flight is not None:
+            await self._settle(consumer, in_flight)
         offsets = batcher.committable()
         if offsets:
             await self._commit(consumer, offsets)
+
+    async def _settle(self, consumer: AIOKafkaConsumer, batch: _InFlight) -> None:
+        """Wait for a batch's deliveries (a failure raises: nothing more is committed),
+        then commit its offsets."""
+        await batch.delivery
+        if batch.offsets:
+            await self._commit(consumer, batch.offsets)
 
     def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
         """Nothing more waits at the broker (as of the last fetches): waiting for
@@ -368,16 +394,19 @@ class Scorer:
                 reason[:300],
             )
 
-    async def _score(self, batch: Batch[ScoreRequest], producer: AIOKafkaProducer) -> None:
+    async def _score(
+        self, batch: Batch[ScoreRequest], producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer, previous: _InFlight | None,
+    ) -> _InFlight:
+        """Score ``batch`` while ``previous`` is delivered, settle ``previous``, then
+        start this batch's delivery; returns it."""
         started = time.perf_counter()
         requests = batch.items
         # One model for the whole batch, and its version on every recommendation.
         model = self.model
-        # Synchronous on purpose: a batch takes milliseconds, far below the
-        # session timeout, and a thread hop would cost more than it saves.
-        model.observe(requests)
-        ranked = model.recommend(requests, self.settings.top_k)
-        why = _explanations(model, requests, self.settings.explain_top)
+        # In a worker thread: the backends release the GIL while they compute,
+        # so the previous batch's deliveries and the next fetches go on.
+        ranked, why = await asyncio.to_thread(self._recommend, model, requests)
         emitted = now_ms()
         version = model.version
         self.recent = requests[:64]
@@ -394,8 +423,29 @@ class Scorer:
                 explanation=because or None,
             )
             records.append((req.user_id.encode(), rec.model_dump_json(exclude_none=True).encode()))
+        # This batch's users have left the batcher: its offsets are safe once
+        # this batch and every one before it are delivered.
+        offsets = self.batcher.committable()
+        if previous is not None:
+            await self._settle(consumer, previous)  # its sends all precede this batch's
+        delivery = asyncio.ensure_future(
+            self._deliver(producer, records, batch, emitted, started))
+        return _InFlight(delivery, offsets)
+
+    def _recommend(
+        self, model: Recommender, requests: list[ScoreRequest]
+    ) -> tuple[list[list[RankedItem]], list[list[Explanation]]]:
+        model.observe(requests)
+        ranked = model.recommend(requests, self.settings.top_k)
+        return ranked, _explanations(model, requests, self.settings.explain_top)
+
+    async def _deliver(
+        self, producer: AIOKafkaProducer, records: list[tuple[bytes, bytes]],
+        batch: Batch[ScoreRequest], emitted: int, started: float,
+    ) -> None:
         await send_all(producer, RECOMMENDATIONS, records)  # raises: then nothing is committed
         m = self.metrics
+        requests = batch.items
         self.n_requests += batch.records
         self.n_sent += len(requests)
         m.recommendations.inc(len(requests))

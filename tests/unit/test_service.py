@@ -110,3 +110,70 @@ def test_scorer_scores_at_once_only_when_nothing_more_waits_at_the_broker() -> N
     assert scorer._caught_up(Consumer({a: 10}))  # b revoked, not yet dropped: not waited for
     scorer.batcher.drop_partitions([b])
     assert b not in scorer.batcher.next_offsets()
+
+
+def test_pipelined_batches_commit_after_delivery_and_send_in_order() -> None:
+    """Batch 2 is scored while batch 1 is delivered; batch 1's offsets are committed
+    only once all its sends are acknowledged, and batch 2's sends start only then."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from inference.cooccurrence import CooccurrenceRecommender
+    from inference.service import Scorer, ScorerMetrics
+    from schemas.messages import ScoreRequest
+
+    tp = TopicPartition("score-requests", 0)
+
+    class Producer:
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, asyncio.Future[None]]] = []
+
+        async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+            ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.sent.append((key, ack))
+            return ack
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.commits: list[dict[TopicPartition, int]] = []
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            self.commits.append(dict(offsets))
+
+    def add(scorer: Scorer, offset: int) -> None:
+        req = ScoreRequest.model_validate({**GOOD, "user_id": f"u{offset}"})
+        scorer.batcher.add(tp, offset, req.user_id, req.trigger_ts, req, 0.0)
+
+    async def settle_loop() -> None:  # the scoring thread included
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        scorer = Scorer(ScorerSettings(), CooccurrenceRecommender(), ScorerMetrics())
+        producer, consumer = Producer(), Consumer()
+        add(scorer, 0)
+        add(scorer, 1)
+        first = await scorer._score(scorer.batcher.take(), producer, consumer, None)  # type: ignore[arg-type]
+        await settle_loop()
+        assert [k for k, _ in producer.sent] == [b"u0", b"u1"] and consumer.commits == []
+        add(scorer, 2)
+        second = asyncio.ensure_future(
+            scorer._score(scorer.batcher.take(), producer, consumer, first))  # type: ignore[arg-type]
+        await settle_loop()
+        # Scored, but waiting for batch 1: no commit, no send of batch 2 yet.
+        assert len(producer.sent) == 2 and consumer.commits == [] and not second.done()
+        producer.sent[0][1].set_result(None)
+        await settle_loop()
+        assert consumer.commits == [] and len(producer.sent) == 2  # one ack is not all
+        producer.sent[1][1].set_result(None)
+        await settle_loop()
+        assert consumer.commits == [{tp: 2}]
+        assert [k for k, _ in producer.sent] == [b"u0", b"u1", b"u2"]
+        in_flight = await second
+        producer.sent[2][1].set_result(None)
+        await scorer._settle(consumer, in_flight)  # type: ignore[arg-type]
+        assert consumer.commits == [{tp: 2}, {tp: 3}]
+        assert scorer.n_sent == 3
+
+    asyncio.run(scenario())
