@@ -17,7 +17,7 @@ from schemas import topics as names
 from stream import monitoring
 from stream.agents import BatchProcessor, Emitter, FatalHandler, ProducerEmitter, define_agent
 from stream.deletions import DeletionProcessor, define_deletions_agent
-from stream.faust_gaps import FaustGaps
+from stream.faust_gaps import FaustGaps, committed_offset
 from stream.last_recommendations import (
     OnlineQuality,
     define_last_recommendations_table,
@@ -69,18 +69,6 @@ class ReadinessSensor(Sensor):
     def on_rebalance_end(self, app: AppT, state: dict[str, Any]) -> None:
         self._metrics.ready.set(1)
         log.info("worker ready: partitions assigned, tables recovered")
-
-
-def _committed_offset(app: faust.App, tp: Any) -> int | None:
-    """Faust's record of the group's committed offset of ``tp`` (None: not known yet).
-
-    Private (``Consumer._committed_offset``, set by the seek to committed offsets
-    after a rebalance and by each commit); faust-streaming is pinned below 0.16
-    and the scale-out test exercises this. A wrong value costs a needless
-    re-read at most (stream.offset_gaps).
-    """
-    offset = app.consumer._committed_offset.get(tp)
-    return offset if isinstance(offset, int) else None
 
 
 def _highwater(app: faust.App, tp: Any) -> int | None:
@@ -186,7 +174,7 @@ def create_app(
         partitions=partitions,
         observer=online,
         seek=lambda tp, offset: app.consumer.seek(tp, offset),
-        committed=lambda tp: _committed_offset(app, tp),
+        committed=lambda tp: committed_offset(app, tp),
         skip_hole=gaps.skip,
         writer=writer,
     )

@@ -56,3 +56,16 @@ class FaustGaps:
         """Let commits pass offsets ``first..last`` (inclusive): no record will fill them."""
         add_gap = self._faust_add_gap or self._app.consumer._add_gap
         await add_gap(tp, first, last)
+
+
+def committed_offset(app: faust.App, tp: Any) -> int | None:
+    """Faust's record of the group's committed offset of ``tp`` (None: not known yet).
+
+    Private (``Consumer._committed_offset``, set by the seek to committed offsets
+    after a rebalance and by each commit; no public accessor); faust-streaming is
+    pinned below 0.16 and the scale-out test exercises this. Read by the
+    offset-hole check (a wrong value costs a needless re-read at most) and the
+    lag gauge. None as well where the consumer has no such record.
+    """
+    offset = getattr(app.consumer, "_committed_offset", {}).get(tp)
+    return offset if isinstance(offset, int) else None

@@ -17,6 +17,7 @@ from faust.sensors import Sensor
 from faust.types import TP, TableT
 from faust.types.tuples import Message
 
+from stream.faust_gaps import committed_offset
 from stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ def _update(
             lag = max(0, high - (last + 1))
         else:
             # Nothing read since the assignment: the group resumes at its
-            # committed offset (Faust's own bookkeeping; no public accessor).
-            committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+            # committed offset.
+            committed = committed_offset(app, tp)
             lag = max(0, high - committed) if committed is not None else high
         metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
         current.add((tp.topic, str(tp.partition)))
