@@ -7,9 +7,10 @@ thread, so the event loop keeps fetching and delivering meanwhile), and sends
 the recommendations. Pipelined: a batch's recommendations are delivered while
 the next batch is scored; its offsets are committed only once the broker has
 acknowledged all of them, and the next batch's sends start only then, so a
-partition's recommendations keep their order: at-least-once. Exactly-once is not attempted because the
-embedded broker has no working idempotent producer (BROKER.md, defect 3);
-consumers of ``recommendations`` treat the newest list per user as the truth.
+partition's recommendations keep their order: at-least-once. Exactly-once is
+not attempted because the embedded broker has no working idempotent producer
+(BROKER.md, defect 3); consumers of ``recommendations`` treat the newest list
+per user as the truth.
 """
 
 from __future__ import annotations
