@@ -147,13 +147,20 @@ def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str,
                    loss=loss)
 
 
-def _peer_rows(opts: QualityOptions, split: Any, data_sha: str) -> Iterator[dict[str, Any]]:
-    from bench.recbole_peers import PeerUnavailable, recbole_version, run_peer
+def _peers_available() -> str:
+    """RecBole's version; a :class:`BenchError` saying what to install when it cannot run."""
+    from bench.recbole_peers import PeerUnavailable, recbole_version
 
     try:
-        recbole = recbole_version()
+        return recbole_version()
     except PeerUnavailable as exc:
         raise BenchError(str(exc)) from None
+
+
+def _peer_rows(opts: QualityOptions, split: Any, data_sha: str) -> Iterator[dict[str, Any]]:
+    from bench.recbole_peers import run_peer
+
+    recbole = _peers_available()
     cache = _cache_dir(opts)
     for peer in opts.peers:
         settings = {"max_len": MAX_LEN[opts.dataset], "seed": opts.seed,
@@ -212,6 +219,8 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
     from trainer.split import leave_one_out
 
     path = data_path(opts)
+    if opts.peers:
+        _peers_available()  # before our rows train, not an hour later
     data = load_interactions(path)
     split = leave_one_out(data)
     data_sha = file_sha256(path)

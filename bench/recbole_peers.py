@@ -55,12 +55,28 @@ class PeerResult:
 
 
 def recbole_version() -> str:
+    """RecBole's version, once every module :func:`run_peer` needs imports.
+
+    Checked before anything trains: RecBole goes in with ``--no-deps``, so a
+    dependency it imports at load time (tensorboard, for one) can be missing,
+    and that must not surface after an hour of training our rows.
+    """
     try:
         import recbole
     except ImportError as exc:
         raise PeerUnavailable(
             "RecBole is not installed: run `make bench-deps` (the bench extra, then "
             "recbole==1.2.1 with --no-deps: its pins clash with faust)"
+        ) from exc
+    try:
+        _numpy2_shim()
+        import recbole.config  # noqa: F401
+        import recbole.data  # noqa: F401
+        import recbole.utils  # noqa: F401
+    except ImportError as exc:
+        raise PeerUnavailable(
+            f"RecBole {recbole.__version__} is installed but cannot load: {exc}. Run "
+            "`make bench-deps` (the bench extra lists what RecBole imports)"
         ) from exc
     return str(recbole.__version__)
 

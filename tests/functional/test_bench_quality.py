@@ -68,3 +68,26 @@ def test_our_loss_is_sampled_only_for_large_catalogues(tmp_path: Path) -> None:
     opts.loss = "bpr"
     with pytest.raises(BenchError, match="unknown loss"):
         our_loss(opts, 10)
+
+
+def test_unavailable_peers_fail_before_any_row_trains(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import bench.recbole_peers as peers
+    import trainer.pipeline
+    from recstream.cli import app
+
+    def missing() -> str:
+        raise peers.PeerUnavailable("RecBole 1.2.1 is installed but cannot load: no tensorboard")
+
+    def must_not_train(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a row trained before the peers were checked")
+
+    monkeypatch.setattr(peers, "recbole_version", missing)
+    monkeypatch.setattr(trainer.pipeline, "fit", must_not_train)
+    _write_ml100k(tmp_path / "data")
+    res = CliRunner().invoke(app, [
+        "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),
+        "--peers", "sasrec", "--ours", "ours", "--no-progress", "--json", str(tmp_path / "q.json"),
+    ])
+    assert res.exit_code == 2, res.output
+    assert "cannot load: no tensorboard" in res.output
+    assert not (tmp_path / "q.json").exists()
