@@ -156,7 +156,8 @@ def train(
         bar = _progress(cfg, cfg.pretrain_epochs, "pre-training")
         opt = _optimizer(model, cfg)
         for pre in range(1, cfg.pretrain_epochs + 1):
-            loss, _ = pretrain_epoch(model, rows[:4], lengths, cfg, gen, opt, out_of_time)
+            loss, _ = train_epoch(model, rows[:4], lengths, cfg, gen, opt, out_of_time,
+                                  _masked_item_loss(model, cfg, gen))
             history.append({"pretrain_epoch": pre, "masked_loss": loss,
                             "seconds": time.monotonic() - start})
             if bar is not None:
@@ -205,39 +206,13 @@ def train(
     return TrainResult(model, best["epoch"], epoch, seconds, converged, best["valid"], history)
 
 
-def train_epoch(
-    model: SeqRecModel,
-    rows: tuple[torch.Tensor, ...],
-    lengths: torch.Tensor,
-    cfg: TrainConfig,
-    gen: torch.Generator,
-    opt: torch.optim.Optimizer,
-    should_stop: Callable[[], bool],
-) -> tuple[float, int]:
-    """One pass over ``rows`` (from :func:`training_rows`, on the model's device) in
-    length-bucketed batches; ends early once ``should_stop()`` says so (checked
-    after each step). Returns (mean loss, steps taken)."""
-
-    def loss(batch: list[torch.Tensor], negatives: torch.Tensor | None) -> torch.Tensor:
-        return model(*batch, negatives=negatives)
-
-    return _epoch(model, rows, lengths, cfg, gen, opt, should_stop, loss)
-
-
-def pretrain_epoch(
-    model: SeqRecModel,
-    rows: tuple[torch.Tensor, ...],
-    lengths: torch.Tensor,
-    cfg: TrainConfig,
-    gen: torch.Generator,
-    opt: torch.optim.Optimizer,
-    should_stop: Callable[[], bool],
-) -> tuple[float, int]:
-    """One masked-item pass over ``rows`` (items, event types, times, query times):
-    each real event hidden with probability ``cfg.mask_prob`` (seeded), and the
-    newest one where a row drew none, so every row teaches something and the
-    newest position, the one serving scores from, is practised too. Returns
-    (mean loss, steps taken)."""
+def _masked_item_loss(
+    model: SeqRecModel, cfg: TrainConfig, gen: torch.Generator
+) -> Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]:
+    """The pre-training objective for :func:`train_epoch`: each real event hidden with
+    probability ``cfg.mask_prob`` (seeded), and the newest one where a row drew
+    none, so every row teaches something and the newest position, the one
+    serving scores from, is practised too."""
 
     def loss(batch: list[torch.Tensor], negatives: torch.Tensor | None) -> torch.Tensor:
         items = batch[0]
@@ -246,10 +221,10 @@ def pretrain_epoch(
         hidden[:, -1] |= ~hidden.any(dim=1) & valid[:, -1]  # left padded: -1 is the newest
         return model.masked_item_loss(*batch[:4], hidden, negatives=negatives)
 
-    return _epoch(model, rows, lengths, cfg, gen, opt, should_stop, loss)
+    return loss
 
 
-def _epoch(
+def train_epoch(
     model: SeqRecModel,
     rows: tuple[torch.Tensor, ...],
     lengths: torch.Tensor,
@@ -257,9 +232,19 @@ def _epoch(
     gen: torch.Generator,
     opt: torch.optim.Optimizer,
     should_stop: Callable[[], bool],
-    loss_fn: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor],
+    loss_fn: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor] | None = None,
 ) -> tuple[float, int]:
-    """The step loop shared by both objectives: ``loss_fn(batch, negatives)``."""
+    """One pass over ``rows`` (from :func:`training_rows`, on the model's device) in
+    length-bucketed batches; ends early once ``should_stop()`` says so (checked
+    after each step). Returns (mean loss, steps taken).
+
+    ``loss_fn(batch, negatives)``: the objective; default next-item prediction
+    (``model(*batch)``), else e.g. :func:`_masked_item_loss`.
+    """
+    if loss_fn is None:
+        def loss_fn(batch: list[torch.Tensor], negatives: torch.Tensor | None) -> torch.Tensor:
+            return model(*batch, negatives=negatives)
+
     device = rows[0].device
     model.train()
     total, steps = 0.0, 0
