@@ -162,7 +162,7 @@ def create_app(
     last_recommendations = define_last_recommendations_table(app, partitions)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
-    gaps = FaustGaps(app)
+    gaps = FaustGaps(app, topics.source.topics)
     # Every write and delete of user_sequences goes through this one writer.
     writer = DirectWriter(table, emitter.send)
     processor = BatchProcessor(

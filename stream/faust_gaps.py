@@ -16,14 +16,30 @@ So the worker takes this decision itself: ``install`` turns Faust's automatic
 gap recording off for this app's consumer, :mod:`stream.offset_gaps` re-reads
 every hole, and only a hole that stays empty after the re-reads is handed to
 Faust's gap bookkeeping (:meth:`FaustGaps.skip`), so the commit may pass it.
-The patch is per app (nothing global) and touches a private method; the
+Why records go missing in the first place: Faust's fetch loop delivers a
+record only if its offset is at least the partition's "read offset" (the last
+offset delivered, or the target of the last seek), and sets the read offset
+after each delivery. Records already fetched when a seek happens (the seek to
+the committed offsets after a rebalance, or a re-read of a hole) are still
+delivered after it, above the seek target, and move the read offset forward
+again; the records the seek re-fetches then fall below it and are dropped.
+Measured (issue #7): a hole after a takeover, and a re-read of it that did not
+take three times running, so the hole was given up and an event lost. So
+``install`` also stops the read-offset filter for the worker's source topics:
+every fetched record reaches the agent. A re-read record is applied again and
+found a duplicate (the table dedupes by ``event_id``; Faust acknowledges an
+offset once), so a seek now always takes. Other topics (changelogs, whose
+recovery counts on the filter) keep Faust's behaviour.
+
+The patch is per app (nothing global) and touches private attributes; the
 version is pinned below 0.16 and the scale-out test exercises it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -33,17 +49,43 @@ log = logging.getLogger(__name__)
 AddGap = Callable[[Any, int, int], Awaitable[None]]
 
 
+class ReadOffsets(defaultdict):
+    """Faust's per-partition read offsets, with no filter for ``unfiltered`` topics.
+
+    Faust's fetch loop drops a record whose offset is below ``read_offsets[tp]``;
+    for these topics the lookup answers None (no read offset), so it drops
+    none. What Faust stores is kept, so other topics behave as before.
+    """
+
+    def __init__(self, unfiltered: Iterable[str], offsets: dict[Any, int | None]) -> None:
+        super().__init__(lambda: None, offsets)
+        self.unfiltered = frozenset(unfiltered)
+
+    def __getitem__(self, tp: Any) -> int | None:
+        if tp.topic in self.unfiltered:
+            return None
+        return super().__getitem__(tp)
+
+
 class FaustGaps:
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, source_topics: Iterable[str] = ()) -> None:
         self._app = app
+        #: Topics whose holes stream.offset_gaps re-reads (the events agent's).
+        self.source_topics = frozenset(source_topics)
         self._faust_add_gap: AddGap | None = None
 
     def install(self) -> None:
-        """Stop this app's consumer from recording gaps on its own (call before start)."""
+        """Hand this app's source-topic holes to the worker (call before start).
+
+        Faust's consumer no longer records gaps on its own, and no longer drops
+        re-read records of the source topics (see the module's docstring).
+        """
         consumer = self._app.consumer
         if self._faust_add_gap is not None:
             return
         self._faust_add_gap = consumer._add_gap
+        # Before start: the fetch loop binds the mapping's methods when it starts.
+        consumer._read_offset = ReadOffsets(self.source_topics, dict(consumer._read_offset))
 
         async def not_yet(tp: Any, offset_from: int, offset_to: int) -> None:
             # Left unacknowledged: the commit waits until the hole is re-read

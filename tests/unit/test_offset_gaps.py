@@ -29,23 +29,48 @@ def test_a_hole_asks_for_a_seek_to_its_first_offset_and_reports_when_filled() ->
     assert feed(gaps, [15, 16, 17], now=1.3) == [NOTHING] * 3
 
 
-def test_a_seek_that_did_not_take_is_retried_after_the_pause() -> None:
-    gaps = OffsetGaps(retry_s=0.5)
+def test_a_seek_with_no_re_read_in_sight_is_repeated_without_counting() -> None:
+    # A loaded worker: the stream's buffer, fetched before the seek, takes
+    # longer than retry_s to drain. However long, the hole is never given up.
+    gaps = OffsetGaps(max_attempts=2, retry_s=0.5)
     feed(gaps, [0])
     assert gaps.observe(TP, 1, 5, now=0.0) == Verdict(seek_to=1)
     assert gaps.observe(TP, 1, 6, now=0.4) == NOTHING
-    assert gaps.observe(TP, 1, 7, now=0.6) == Verdict(seek_to=1)
+    # Each 0.6 s after the last seek: seek again, and again, never give up.
+    seeks = [gaps.observe(TP, 1, o, now=0.6 * (o - 6)) for o in range(7, 30)]
+    assert seeks == [Verdict(seek_to=1)] * len(seeks)
+    # Then the re-read arrives and fills it.
+    assert gaps.observe(TP, 1, 1, now=20.0) == NOTHING
+    assert feed(gaps, [2, 3], now=20.0) == [NOTHING, NOTHING]
+    assert gaps.observe(TP, 1, 4, now=20.0) == Verdict(filled=Hole(1, 4))
 
 
-def test_a_hole_that_never_fills_is_given_up_after_the_attempts() -> None:
+def test_a_hole_that_re_reads_keep_passing_is_given_up() -> None:
     # Transaction markers take offsets that no consumer ever receives.
     gaps = OffsetGaps(max_attempts=2, retry_s=0.5)
     feed(gaps, [0, 1])
     assert gaps.observe(TP, 1, 3, now=0.0) == Verdict(seek_to=2)
-    assert gaps.observe(TP, 1, 4, now=1.0) == Verdict(seek_to=2)
-    assert gaps.observe(TP, 1, 5, now=2.0) == Verdict(abandoned=Hole(2, 2))
+    assert gaps.observe(TP, 1, 4, now=0.1) == NOTHING
+    # The re-read starts at 3: nothing at 2. Seek once more.
+    assert gaps.observe(TP, 1, 3, now=0.2) == Verdict(seek_to=2)
+    assert gaps.observe(TP, 1, 4, now=0.3) == NOTHING
+    assert gaps.observe(TP, 1, 5, now=0.3) == NOTHING
+    # The second re-read passes it too: given up.
+    assert gaps.observe(TP, 1, 3, now=0.4) == Verdict(abandoned=Hole(2, 2))
     # Carries on after what was seen beyond the hole, with no new hole.
-    assert feed(gaps, [6, 7], now=2.1) == [NOTHING, NOTHING]
+    assert feed(gaps, [4, 5, 6, 7], now=0.5) == [NOTHING] * 4
+
+
+def test_a_second_hole_is_followed_once_the_first_fills() -> None:
+    gaps = OffsetGaps(retry_s=0.5)
+    feed(gaps, [0])
+    assert gaps.observe(TP, 1, 2, now=0.0) == Verdict(seek_to=1)
+    assert gaps.observe(TP, 1, 5, now=0.1) == NOTHING  # 3..4 missing too
+    assert gaps.observe(TP, 1, 1, now=0.2) == Verdict(filled=Hole(1, 1))
+    # The re-read goes on: 2 again, then 3 and 4 fill the second hole.
+    assert feed(gaps, [2, 3], now=0.3) == [NOTHING, NOTHING]
+    assert gaps.observe(TP, 1, 4, now=0.3) == Verdict(filled=Hole(3, 4))
+    assert feed(gaps, [5, 6], now=0.4) == [NOTHING, NOTHING]
 
 
 def test_a_new_generation_starts_wherever_the_partition_resumes() -> None:
@@ -54,6 +79,8 @@ def test_a_new_generation_starts_wherever_the_partition_resumes() -> None:
     # After a rebalance Faust seeks to the committed offset: a jump is no hole.
     assert feed(gaps, [40, 41], gen=2) == [NOTHING, NOTHING]
     assert gaps.observe(TP, 2, 43, now=5.0) == Verdict(seek_to=42)
+    # An old generation's record after the new one began is no re-read of it.
+    assert gaps.observe(TP, 1, 3, now=5.1) == NOTHING
 
 
 def test_partitions_are_tracked_apart() -> None:
