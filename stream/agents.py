@@ -20,8 +20,8 @@ from faust.types.tuples import Message
 from schemas import Event, InvalidEvent, parse_event
 from schemas.messages import now_ms
 from stream.deadletter import dead_letter_json
+from stream.hole_watch import HoleWatch
 from stream.metrics import WorkerMetrics
-from stream.offset_gaps import NOTHING, OffsetGaps, Verdict
 from stream.sequence import (
     StateDecodeError,
     UserSequence,
@@ -37,10 +37,6 @@ from stream.topics import WorkerTopics
 log = logging.getLogger(__name__)
 
 FatalHandler = Callable[[BaseException], None]
-#: Seek a source partition (a message's ``tp``) back to an offset.
-Seek = Callable[[Any, int], Awaitable[None]]
-#: Let commits pass a partition's offsets first..last (a hole given up on).
-SkipHole = Callable[[Any, int, int], Awaitable[None]]
 
 
 class Emitter(Protocol):
@@ -93,9 +89,7 @@ class BatchProcessor:
         partitions: int,
         clock: Callable[[], int] = now_ms,
         observer: AppliedObserver | None = None,
-        seek: Seek | None = None,
-        committed: Callable[[Any], int | None] | None = None,
-        skip_hole: SkipHole | None = None,
+        holes: HoleWatch | None = None,
         writer: DirectWriter | None = None,
     ) -> None:
         self._table = table
@@ -108,11 +102,8 @@ class BatchProcessor:
         self._max_len = max_len
         self._partitions = partitions
         self._clock = clock
-        #: (topic, partition) -> (consumer generation, last offset processed).
-        self._gaps = OffsetGaps()
-        self._seek = seek
-        self._committed = committed
-        self._skip_hole = skip_hole
+        # Source offsets that never arrived are re-read (stream.hole_watch).
+        self._holes = holes or HoleWatch(metrics)
 
     async def process(self, batch: Sequence[EventT]) -> None:
         """Apply a batch and wait until every output of it is delivered."""
@@ -137,13 +128,9 @@ class BatchProcessor:
 
         for record in batch:
             message = record.message
-            # Per event: a plain call; only a hole needs awaiting (a seek).
-            verdict = self._gaps.observe(
-                message.tp, message.generation_id or 0, message.offset, time.monotonic(),
-                self._committed,
-            )  # fmt: skip
-            if verdict is not NOTHING:
-                await self._on_hole(message, verdict)
+            hole = self._holes.check(message)
+            if hole is not None:
+                await hole
             try:
                 event = parse_event(message.value, now=ingest_ms)
             except InvalidEvent as exc:
@@ -200,32 +187,6 @@ class BatchProcessor:
             self._writer.persisted(delivered[: len(changelog)])
         # From the start of apply() to the last delivery.
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
-
-    async def _on_hole(self, message: Message, verdict: Verdict) -> None:
-        """Seek back to re-read source offsets that never reached the agent, or log the outcome."""
-        where = f"{message.topic}[{message.partition}]"
-        if verdict.filled is not None:
-            self._metrics.offset_holes.labels("filled").inc()
-            log.info("%s: offsets %d..%d re-read, hole filled", where, *verdict.filled)
-        elif verdict.abandoned is not None:
-            self._metrics.offset_holes.labels("abandoned").inc()
-            if self._skip_hole is not None:
-                await self._skip_hole(message.tp, *verdict.abandoned)
-            log.error(
-                "%s: offsets %d..%d never arrived after re-reads; skipped (transaction "
-                "markers or compaction leave such holes; otherwise those events are lost)",
-                where, *verdict.abandoned,
-            )  # fmt: skip
-        elif verdict.seek_to is not None and self._seek is not None:
-            self._metrics.offset_holes.labels("seek").inc()
-            log.warning(
-                "%s: offset %d arrived but %d did not; seeking back to re-read",
-                where, message.offset, verdict.seek_to,
-            )  # fmt: skip
-            try:
-                await self._seek(message.tp, verdict.seek_to)
-            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile; retried later
-                log.warning("%s: seek to %d failed: %r", where, verdict.seek_to, exc)
 
     async def _apply_user(
         self,

@@ -18,6 +18,7 @@ from stream import monitoring
 from stream.agents import BatchProcessor, Emitter, FatalHandler, ProducerEmitter, define_agent
 from stream.deletions import DeletionProcessor, define_deletions_agent
 from stream.faust_gaps import FaustGaps, committed_offset
+from stream.hole_watch import HoleWatch
 from stream.last_recommendations import (
     OnlineQuality,
     define_last_recommendations_table,
@@ -162,7 +163,17 @@ def create_app(
     last_recommendations = define_last_recommendations_table(app, partitions)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
-    gaps = FaustGaps(app, topics.source.topics)
+    # The topics whose every record must reach its agent: holes are re-read.
+    gaps = FaustGaps(app, [*topics.source.topics, names.USER_DELETIONS])
+
+    def hole_watch() -> HoleWatch:
+        return HoleWatch(
+            metrics,
+            seek=lambda tp, offset: app.consumer.seek(tp, offset),
+            committed=lambda tp: committed_offset(app, tp),
+            skip_hole=gaps.skip,
+        )
+
     # Every write and delete of user_sequences goes through this one writer.
     writer = DirectWriter(table, emitter.send)
     processor = BatchProcessor(
@@ -173,9 +184,7 @@ def create_app(
         max_len=settings.max_seq_len,
         partitions=partitions,
         observer=online,
-        seek=lambda tp, offset: app.consumer.seek(tp, offset),
-        committed=lambda tp: committed_offset(app, tp),
-        skip_hole=gaps.skip,
+        holes=hole_watch(),
         writer=writer,
     )
     agent = define_agent(
@@ -194,6 +203,7 @@ def create_app(
         metrics=metrics,
         dlq=topics.dlq,
         partitions=partitions,
+        holes=hole_watch(),
     )
     deletions_agent = define_deletions_agent(app, partitions, deletions, on_fatal=on_fatal)
     recommendations = define_recommendations_topic(app, partitions)

@@ -27,6 +27,7 @@ from schemas import topics as names
 from schemas.messages import MAX_EVENT_BYTES, now_ms
 from stream.agents import Emitter, FatalHandler, user_partition
 from stream.deadletter import dead_letter_json
+from stream.hole_watch import HoleWatch
 from stream.metrics import WorkerMetrics
 from stream.tables import DirectWriter, changelog_sends, delivered, table_partition
 
@@ -63,6 +64,7 @@ class DeletionProcessor:
         partitions: int,
         clock: Callable[[], int] = now_ms,
         writer: DirectWriter | None = None,
+        holes: HoleWatch | None = None,
     ) -> None:
         # Every per-user table of the worker: forgetting a user means all of
         # them. A table written through a DirectWriter must be deleted through
@@ -74,9 +76,15 @@ class DeletionProcessor:
         self._dlq = dlq
         self._partitions = partitions
         self._clock = clock
+        # A deletion that skipped the agent would leave the user remembered:
+        # re-read such holes as the events agent does.
+        self._holes = holes or HoleWatch(metrics)
 
     async def process(self, record: EventT) -> None:
         message = record.message
+        hole = self._holes.check(message)
+        if hole is not None:
+            await hole
         try:
             deletion = parse_deletion(message.value)
         except ValueError as exc:

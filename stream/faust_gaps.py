@@ -25,8 +25,9 @@ delivered after it, above the seek target, and move the read offset forward
 again; the records the seek re-fetches then fall below it and are dropped.
 Measured (issue #7): a hole after a takeover, and a re-read of it that did not
 take three times running, so the hole was given up and an event lost. So
-``install`` also stops the read-offset filter for the worker's source topics:
-every fetched record reaches the agent. A re-read record is applied again and
+``install`` also stops the read-offset filter for the topics the worker
+watches itself (``watched_topics``: events, their repartition topic and
+user-deletions, see stream.hole_watch): every fetched record reaches the agent. A re-read record is applied again and
 found a duplicate (the table dedupes by ``event_id``; Faust acknowledges an
 offset once), so a seek now always takes. Other topics (changelogs, whose
 recovery counts on the filter) keep Faust's behaviour.
@@ -68,24 +69,24 @@ class ReadOffsets(defaultdict):
 
 
 class FaustGaps:
-    def __init__(self, app: faust.App, source_topics: Iterable[str] = ()) -> None:
+    def __init__(self, app: faust.App, watched_topics: Iterable[str] = ()) -> None:
         self._app = app
-        #: Topics whose holes stream.offset_gaps re-reads (the events agent's).
-        self.source_topics = frozenset(source_topics)
+        #: Topics whose holes stream.hole_watch re-reads (events, user-deletions).
+        self.watched_topics = frozenset(watched_topics)
         self._faust_add_gap: AddGap | None = None
 
     def install(self) -> None:
-        """Hand this app's source-topic holes to the worker (call before start).
+        """Hand the holes of the watched topics to the worker (call before start).
 
         Faust's consumer no longer records gaps on its own, and no longer drops
-        re-read records of the source topics (see the module's docstring).
+        re-read records of the watched topics (see the module's docstring).
         """
         consumer = self._app.consumer
         if self._faust_add_gap is not None:
             return
         self._faust_add_gap = consumer._add_gap
         # Before start: the fetch loop binds the mapping's methods when it starts.
-        consumer._read_offset = ReadOffsets(self.source_topics, dict(consumer._read_offset))
+        consumer._read_offset = ReadOffsets(self.watched_topics, dict(consumer._read_offset))
 
         async def not_yet(tp: Any, offset_from: int, offset_to: int) -> None:
             # Left unacknowledged: the commit waits until the hole is re-read

@@ -87,3 +87,30 @@ def test_deletion_forgets_the_user_and_the_next_event_starts_over(harness: Harne
         until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 2)  # fmt: skip
     state = harness.state("alice")
     assert state is not None and state.event_ids == ["a9"]
+
+
+def test_a_deletion_offset_that_never_arrived_is_sought_back(harness: Harness) -> None:  # noqa: F811
+    # A deletion that skipped the agent leaves the user remembered: the
+    # deletions agent watches its offsets like the events agent (HoleWatch).
+    alice = user_partition(b"alice", PARTITIONS)
+    metrics = harness.worker.metrics
+    holes = metrics.offset_holes
+
+    async def go() -> None:
+        async with (
+            delivering_changelog(harness.worker.app, harness.changelog),
+            harness.worker.deletions_agent.test_context() as agent,
+        ):
+            await agent.put(deletion("alice"), key=b"alice", partition=alice, wait=False)
+            agent.sent_offset += 3  # offsets 1..3 of the partition never reach the agent
+            await agent.put(deletion("alice"), key=b"alice", partition=alice, wait=False)
+            deadline = asyncio.get_running_loop().time() + 10
+            while metrics.users_deleted._value.get() < 2:
+                assert not harness.fatal, harness.fatal
+                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    # Asked to seek back to offset 1 (the test context has no broker to seek:
+    # the seek fails and is logged; a worker re-reads).
+    assert holes.labels("seek")._value.get() == 1
