@@ -138,7 +138,17 @@ def run_service_bench(
         "service_users_per_s": service.users_per_s,
         "in_process_users_per_s": in_process.users_per_s,
         "service_over_in_process": round(service.users_per_s / in_process.users_per_s, 3),
+        "ort_attention_budget": _ort_attention_budget(used),
     }
+
+
+def _ort_attention_budget(backend: str) -> int | None:
+    """The row-chunk budget both runs used (RECSTREAM_ORT_ATTENTION_BUDGET); None: whole batches."""
+    if not backend.startswith("onnxruntime"):
+        return None
+    from inference.backends.onnxruntime_backend import attention_budget_from_env
+
+    return attention_budget_from_env()
 
 
 def _in_process(

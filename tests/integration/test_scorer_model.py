@@ -149,3 +149,4 @@ def test_bench_scorer_service_measures_the_service_and_its_baseline(tmp_path: Pa
     assert report["service_over_in_process"] == round(service / baseline, 3)
     assert [r["backend"] for r in report["rows"]] == ["onnxruntime", "onnxruntime"]
     assert all(r["requests"] == 200 and r["seq_len"] == 8 for r in report["rows"])
+    assert report["ort_attention_budget"] == 1_500_000  # the default, recorded with the figures

@@ -57,6 +57,25 @@ def test_onnxruntime_fp32_parity(model, ort_fp32, batch, length):
     _check(ort_fp32, model, batch, length, FP32_ATOL)
 
 
+def test_onnxruntime_cpu_scores_big_batches_in_row_chunks_with_the_same_result(model, exported):
+    whole = OnnxRuntimeBackend(exported / ONNX_FP32, threads=1, attention_budget=None)
+    # 16 rows x 24^2: a budget of 5 rows per run makes 4 runs of 4 rows.
+    chunked = OnnxRuntimeBackend(exported / ONNX_FP32, threads=1,
+                                 attention_budget=5 * MAX_LEN * MAX_LEN)
+    runs = []
+    session_run = chunked.session.run
+    chunked.session = type("Counting", (), {"run": lambda self, out, feed: (
+        runs.append(len(feed["items"])) or session_run(out, feed))})()
+    got = _check(chunked, model, 16, MAX_LEN, FP32_ATOL)
+    assert runs == [4, 4, 4, 4]
+    want = whole.topk(*probe_inputs(N_ITEMS, MAX_LEN, batch=16, length=MAX_LEN, seed=MAX_LEN), K)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
+    # A batch within the budget is one run.
+    runs.clear()
+    _check(chunked, model, 5, MAX_LEN, FP32_ATOL)
+    assert runs == [5]
+
+
 @pytest.mark.parametrize(("batch", "length"), [(1, 3), (7, MAX_LEN)])
 def test_onnxruntime_fp16_graph_parity(model, exported, batch, length):
     _check(OnnxRuntimeBackend(exported / ONNX_FP16, threads=1), model, batch, length, FP16_ATOL)
@@ -158,3 +177,17 @@ def test_pad_exclusions_and_buckets():
 def test_torch_compile_parity(model):
     backend = TorchBackend(model, k=K, mode="compile", dynamic=False)
     _check(backend, model, 7, MAX_LEN, FP32_ATOL)
+
+
+def test_attention_budget_setting() -> None:
+    from inference.backends.onnxruntime_backend import (
+        CPU_ATTENTION_BUDGET,
+        attention_budget_from_env,
+    )
+
+    assert attention_budget_from_env({}) == CPU_ATTENTION_BUDGET
+    assert attention_budget_from_env({"RECSTREAM_ORT_ATTENTION_BUDGET": "0"}) is None
+    assert attention_budget_from_env({"RECSTREAM_ORT_ATTENTION_BUDGET": " 90000 "}) == 90_000
+    for bad in ("-5", "lots"):
+        with pytest.raises(ValueError, match="RECSTREAM_ORT_ATTENTION_BUDGET must be"):
+            attention_budget_from_env({"RECSTREAM_ORT_ATTENTION_BUDGET": bad})
