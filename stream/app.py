@@ -163,8 +163,11 @@ def create_app(
     last_recommendations = define_last_recommendations_table(app, partitions)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
+    recommendations = define_recommendations_topic(app, partitions)
     # The topics whose every record must reach its agent: holes are re-read.
-    gaps = FaustGaps(app, [*topics.source.topics, names.USER_DELETIONS])
+    gaps = FaustGaps(
+        app, [*topics.source.topics, names.USER_DELETIONS, *recommendations.topics]
+    )
 
     def hole_watch() -> HoleWatch:
         return HoleWatch(
@@ -206,7 +209,6 @@ def create_app(
         holes=hole_watch(),
     )
     deletions_agent = define_deletions_agent(app, partitions, deletions, on_fatal=on_fatal)
-    recommendations = define_recommendations_topic(app, partitions)
     define_recommendations_agent(
         app,
         recommendations,
@@ -214,6 +216,7 @@ def create_app(
         batch_size=settings.batch_size,
         batch_window_s=settings.batch_window_s,
         on_fatal=on_fatal,
+        holes=hole_watch(),
     )
     monitoring.install(
         app,

@@ -26,8 +26,8 @@ again; the records the seek re-fetches then fall below it and are dropped.
 Measured (issue #7): a hole after a takeover, and a re-read of it that did not
 take three times running, so the hole was given up and an event lost. So
 ``install`` also stops the read-offset filter for the topics the worker
-watches itself (``watched_topics``: events, their repartition topic and
-user-deletions, see stream.hole_watch): every fetched record reaches the agent. A re-read record is applied again and
+watches itself (``watched_topics``: events, their repartition topic,
+user-deletions and recommendations, see stream.hole_watch): every fetched record reaches the agent. A re-read record is applied again and
 found a duplicate (the table dedupes by ``event_id``; Faust acknowledges an
 offset once), so a seek now always takes. Other topics (changelogs, whose
 recovery counts on the filter) keep Faust's behaviour.
@@ -71,7 +71,7 @@ class ReadOffsets(defaultdict):
 class FaustGaps:
     def __init__(self, app: faust.App, watched_topics: Iterable[str] = ()) -> None:
         self._app = app
-        #: Topics whose holes stream.hole_watch re-reads (events, user-deletions).
+        #: Topics whose holes stream.hole_watch re-reads (every agent's).
         self.watched_topics = frozenset(watched_topics)
         self._faust_add_gap: AddGap | None = None
 

@@ -3,10 +3,11 @@
 :class:`HoleWatch` feeds each message's offset to :class:`stream.offset_gaps.OffsetGaps`
 and acts on its verdict: seeks the partition back, logs, counts
 ``recstream_worker_offset_holes_total``, and lets the commit pass a hole given
-up on. Every agent of the worker whose topic may not lose a record uses one:
-the events agent (an event missing from the table) and the deletions agent (a
-user not forgotten). Their topics are exempt from Faust's read-offset filter
-(:mod:`stream.faust_gaps`), so a seek back always re-reads.
+up on. Every agent of the worker uses one: the events agent (an event missing
+from the table), the deletions agent (a user not forgotten) and the
+recommendations agent (a hole there stalls the topic's commits, and its lag
+gauge grows until a restart). Their topics are exempt from Faust's read-offset
+filter (:mod:`stream.faust_gaps`), so a seek back always re-reads.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from faust.types import AgentT, EventT, StreamT, TableT, TopicT
 from schemas import Event
 from schemas import topics as names
 from schemas.messages import now_ms
+from stream.hole_watch import HoleWatch
 from stream.metrics import WorkerMetrics
 from stream.online_quality import (
     K,
@@ -143,12 +144,19 @@ def define_recommendations_agent(
     batch_size: int,
     batch_window_s: float,
     on_fatal: Callable[[BaseException], None],
+    holes: HoleWatch | None = None,
 ) -> AgentT:
     async def remember_recommendations(stream: StreamT) -> None:
         # Same shape as the events agent: a batch is acknowledged only after
         # remember() returned, and a failure stops the worker uncommitted.
         async for batch in stream.take_events(batch_size, within=batch_window_s):
             try:
+                if holes is not None:
+                    # A hole would stall this topic's commits (and its lag gauge).
+                    for record in batch:
+                        hole = holes.check(record.message)
+                        if hole is not None:
+                            await hole
                 await online.remember(batch)
             except Exception as exc:
                 on_fatal(exc)

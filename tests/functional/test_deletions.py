@@ -114,3 +114,4 @@ def test_a_deletion_offset_that_never_arrived_is_sought_back(harness: Harness) -
     # Asked to seek back to offset 1 (the test context has no broker to seek:
     # the seek fails and is logged; a worker re-reads).
     assert holes.labels("seek")._value.get() == 1
+

@@ -1,0 +1,28 @@
+"""The recommendations agent (online quality) in Faust's test context (memory store, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from test_worker_agent import Harness, harness  # noqa: F401 - harness is a fixture
+
+
+def test_a_recommendations_offset_that_never_arrived_is_sought_back(harness: Harness) -> None:  # noqa: F811
+    # A hole in `recommendations` would stall its commits: watched the same way.
+    (agent_def,) = [a for name, a in harness.worker.app.agents.items()
+                    if name.endswith("remember_recommendations")]  # fmt: skip
+    metrics = harness.worker.metrics
+
+    async def go() -> None:
+        async with agent_def.test_context() as agent:
+            await agent.put(b"not a recommendation", key=b"u", partition=0, wait=False)
+            agent.sent_offset += 2  # offsets 1..2 never reach the agent
+            await agent.put(b"not a recommendation", key=b"u", partition=0, wait=False)
+            deadline = asyncio.get_running_loop().time() + 10
+            while metrics.recommendations_bad._value.get() < 2:
+                assert not harness.fatal, harness.fatal
+                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    assert metrics.offset_holes.labels("seek")._value.get() == 1
