@@ -14,6 +14,7 @@ sides), then next-item training with a fresh optimizer, selected as above.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from inference.features import build_batch
 from inference.model import ModelConfig, SeqRecModel
 from trainer.evaluate import evaluate, model_score_fn
 from trainer.split import Split
+
+log = logging.getLogger(__name__)
 
 SELECT_METRIC = "ndcg@10"
 
@@ -163,6 +166,9 @@ def train(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(masked_loss=f"{loss:.3f}")
+            else:  # no bar (a log file, CI): one line per epoch instead
+                log.info("pre-training epoch %d/%d: masked loss %.4f", pre,
+                         cfg.pretrain_epochs, loss)
             if out_of_time():
                 break
         if bar is not None:
@@ -192,6 +198,10 @@ def train(
             bar.set_postfix(loss=f"{record['loss']:.3f}",
                             valid=f"{record.get('valid_ndcg@10', float('nan')):.4f}",
                             best=f"{best['score']:.4f}@{best['epoch']}")
+        else:
+            log.info("epoch %d/%d: loss %.4f, valid NDCG@10 %s, best %.4f at epoch %d", epoch,
+                     cfg.max_epochs, loss, f"{record['valid_ndcg@10']:.4f}"
+                     if "valid_ndcg@10" in record else "-", best["score"], best["epoch"])
         if since_best >= cfg.patience:
             converged = True
             break

@@ -7,6 +7,7 @@ that popularity cannot see, so a working model must beat it by a clear margin.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -100,8 +101,10 @@ def test_train_refuses_to_overwrite_and_reports_bad_data(event_log: Path, tmp_pa
 
 
 def test_masked_item_pretraining_runs_before_training_and_serves(
-        event_log: Path, tmp_path: Path) -> None:
+        event_log: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from recstream.cli import app
+
+    caplog.set_level(logging.INFO, logger="trainer.train")
 
     out = tmp_path / "v1"
     res = CliRunner().invoke(app, [
@@ -115,6 +118,12 @@ def test_masked_item_pretraining_runs_before_training_and_serves(
     assert [h["pretrain_epoch"] for h in pre] == [1, 2, 3]
     assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
     assert history.index(pre[-1]) < len(pre)  # pre-training comes first
+    # --no-progress: no bars, one log line per epoch instead.
+    lines = [r.getMessage() for r in caplog.records if r.name == "trainer.train"]
+    assert [m.split(":")[0] for m in lines] == [
+        "pre-training epoch 1/3", "pre-training epoch 2/3", "pre-training epoch 3/3",
+        "epoch 1/2", "epoch 2/2"]
+    assert "valid NDCG@10" in lines[-1]
     # The chain is learnable from both sides: the masked loss falls.
     assert pre[-1]["masked_loss"] < pre[0]["masked_loss"]
     assert json.loads((out / "config.json").read_text())["masked_pretraining"] is True
