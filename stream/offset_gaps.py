@@ -24,9 +24,10 @@ markers of a transactional producer, a compacted topic), and a worker must
 not loop on those. After ``MAX_ATTEMPTS`` such re-reads it gives up on the
 hole and says so. A seek that shows no re-read within ``RETRY_S`` is repeated
 without counting (it may not have taken): a slow, loaded worker must not give
-up on records that are there (measured: three seeks 0.5 s apart, the buffer
-not yet drained, a hole given up and an event lost). Pure logic;
-:class:`stream.agents.BatchProcessor` does the seeking, logging and counting.
+up on records that are there (measured before: three seeks 0.5 s apart
+brought no re-read, a hole was given up and an event lost; Faust's filter or a
+stream buffer not yet drained can each delay a re-read that long). Pure logic;
+:class:`stream.hole_watch.HoleWatch` does the seeking, logging and counting.
 """
 
 from __future__ import annotations
