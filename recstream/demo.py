@@ -212,6 +212,39 @@ async def _pipeline(
     children: list[Child],
     console: Console,
 ) -> Figures:
+    # SIGTERM cancels this task (as asyncio.run does for Ctrl-C) instead of
+    # raising KeyboardInterrupt wherever the loop happens to be: raised inside
+    # aiokafka's own tasks, it once left the clean-up below waiting for good
+    # (the demo did not exit within 90 s of a SIGTERM).
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        if main is not None:
+            main.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return await _run_pipeline(opts, bootstrap, data, children, console)
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt(f"signal {signal.SIGTERM}") from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _interrupt)  # what run_demo installed
+
+
+async def _run_pipeline(
+    opts: DemoOptions,
+    bootstrap: str,
+    data: ReplayData,
+    children: list[Child],
+    console: Console,
+) -> Figures:
     figures = Figures()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=False)
     # No group: this reader gets every partition at once and commits nothing.
