@@ -14,6 +14,7 @@ from test_worker_agent import (  # noqa: F401 - harness is a fixture
     harness,
     keyed,
     run,
+    wait_until,
 )
 
 from schemas import DeadLetter
@@ -43,11 +44,7 @@ def delete(h: Harness, records: list[tuple[bytes | None, bytes, int]], want: int
         ):
             for key, value, partition in records:
                 await agent.put(value, key=key, partition=partition, wait=False)
-            deadline = asyncio.get_running_loop().time() + 10
-            while handled() < want:
-                assert not h.fatal, h.fatal
-                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
-                await asyncio.sleep(0.01)
+            await wait_until(h, lambda: handled() >= want)
 
     asyncio.run(go())
 
@@ -104,11 +101,7 @@ def test_a_deletion_offset_that_never_arrived_is_sought_back(harness: Harness) -
             await agent.put(deletion("alice"), key=b"alice", partition=alice, wait=False)
             agent.sent_offset += 3  # offsets 1..3 of the partition never reach the agent
             await agent.put(deletion("alice"), key=b"alice", partition=alice, wait=False)
-            deadline = asyncio.get_running_loop().time() + 10
-            while metrics.users_deleted._value.get() < 2:
-                assert not harness.fatal, harness.fatal
-                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
-                await asyncio.sleep(0.01)
+            await wait_until(harness, lambda: metrics.users_deleted._value.get() >= 2)
 
     asyncio.run(go())
     # Asked to seek back to offset 1 (the test context has no broker to seek:

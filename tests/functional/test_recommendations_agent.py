@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from test_worker_agent import Harness, harness  # noqa: F401 - harness is a fixture
+from test_worker_agent import Harness, harness, wait_until  # noqa: F401 - harness is a fixture
 
 
 def test_a_recommendations_offset_that_never_arrived_is_sought_back(harness: Harness) -> None:  # noqa: F811
@@ -18,11 +18,7 @@ def test_a_recommendations_offset_that_never_arrived_is_sought_back(harness: Har
             await agent.put(b"not a recommendation", key=b"u", partition=0, wait=False)
             agent.sent_offset += 2  # offsets 1..2 never reach the agent
             await agent.put(b"not a recommendation", key=b"u", partition=0, wait=False)
-            deadline = asyncio.get_running_loop().time() + 10
-            while metrics.recommendations_bad._value.get() < 2:
-                assert not harness.fatal, harness.fatal
-                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
-                await asyncio.sleep(0.01)
+            await wait_until(harness, lambda: metrics.recommendations_bad._value.get() >= 2)
 
     asyncio.run(go())
     assert metrics.offset_holes.labels("seek")._value.get() == 1

@@ -176,13 +176,18 @@ def run(harness: Harness, records: Records, until: Callable[[], bool]) -> None:
                 if partition is None:
                     partition = user_partition(key, PARTITIONS) if key else 0
                 await agent.put(value, key=key, partition=partition, wait=False)
-            deadline = asyncio.get_running_loop().time() + 10
-            while not until():
-                assert not harness.fatal, harness.fatal
-                assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
-                await asyncio.sleep(0.01)
+            await wait_until(harness, until)
 
     asyncio.run(go())
+
+
+async def wait_until(harness: Harness, done: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Let the agent run until ``done()``; fail on a fatal error or after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not done():
+        assert not harness.fatal, harness.fatal
+        assert asyncio.get_running_loop().time() < deadline, "agent did not finish"
+        await asyncio.sleep(0.01)
 
 
 def keyed(user: str, value: bytes) -> tuple[bytes, bytes, None]:
