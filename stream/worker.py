@@ -9,7 +9,7 @@ import sys
 import faust
 
 from schemas.probes import loop_responds
-from stream import tansu_compat
+from stream import faust_drain, tansu_compat
 from stream.app import create_app, widen_producer_buffer
 from stream.metrics import MetricsServer, WorkerMetrics
 from stream.settings import WorkerSettings
@@ -40,6 +40,8 @@ def run_worker(settings: WorkerSettings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker_app = create_app(settings, metrics=metrics)
     worker_app.gaps.install()
+    # Faust's fetch loop without four tasks per record (stream.faust_drain).
+    faust_drain.install(worker_app.app)
     widen_producer_buffer(worker_app.app, settings.batch_size)
     if active:
         tansu_compat.install(worker_app.app, settings.kafka)

@@ -21,6 +21,7 @@ import faust
 import pytest
 from faust.types import TP
 
+from stream import faust_drain
 from stream.faust_gaps import FaustGaps, ReadOffsets
 
 SOURCE = TP("events", 0)
@@ -37,11 +38,13 @@ class _Record:
 FETCHES = [[10, 11, 12], list(range(5, 14))]
 
 
-async def _deliveries(tp: TP, patched: bool) -> list[int]:
+async def _deliveries(tp: TP, patched: bool, our_loop: bool = False) -> list[int]:
     app = faust.App("read-offsets-test", broker="kafka://127.0.0.1:1", autodiscover=False)
     consumer = app.consumer
     if patched:
         FaustGaps(app, [SOURCE.topic]).install()
+    if our_loop:  # the worker's fetch loop (stream.faust_drain) keeps the filter's rules
+        faust_drain.install(app)
     fetches = iter(FETCHES)
     delivered: list[int] = []
     done = asyncio.Event()
@@ -83,13 +86,15 @@ def test_faust_alone_drops_the_records_a_seek_re_reads() -> None:
     assert asyncio.run(_deliveries(SOURCE, patched=False)) == [10, 11, 12, 12, 13]
 
 
-def test_patched_source_topics_get_every_record_after_a_seek() -> None:
-    delivered = asyncio.run(_deliveries(SOURCE, patched=True))
+@pytest.mark.parametrize("our_loop", [False, True], ids=["faust-loop", "worker-loop"])
+def test_patched_source_topics_get_every_record_after_a_seek(our_loop: bool) -> None:
+    delivered = asyncio.run(_deliveries(SOURCE, patched=True, our_loop=our_loop))
     assert delivered == [10, 11, 12, *range(5, 14)]
 
 
-def test_other_topics_keep_fausts_filter() -> None:
-    assert asyncio.run(_deliveries(OTHER, patched=True)) == [10, 11, 12, 12, 13]
+@pytest.mark.parametrize("our_loop", [False, True], ids=["faust-loop", "worker-loop"])
+def test_other_topics_keep_fausts_filter(our_loop: bool) -> None:
+    assert asyncio.run(_deliveries(OTHER, patched=True, our_loop=our_loop)) == [10, 11, 12, 12, 13]
 
 
 @pytest.mark.parametrize("tp, expected", [(SOURCE, None), (OTHER, 7)])
