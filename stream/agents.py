@@ -31,7 +31,7 @@ from stream.sequence import (
     score_request_json,
 )
 from stream.tables import DirectWriter, changelog_sends, read_value, table_partition
-from stream.take import Behind, adaptive_take
+from stream.take import Batcher, adaptive_take
 from stream.topics import WorkerTopics
 
 log = logging.getLogger(__name__)
@@ -263,14 +263,11 @@ def define_agent(
     topics: WorkerTopics,
     processor: BatchProcessor,
     *,
-    batch_size: int,
-    batch_window_s: float,
+    batcher: Batcher,
     on_fatal: FatalHandler,
-    behind: Behind = lambda message: False,
 ) -> AgentT:
-    """The events agent. ``behind(message)`` tells whether more of the message's
-    partition waits at the broker: batches then fill up to ``batch_size`` within
-    ``batch_window_s``; else they go at once (see :mod:`stream.take`)."""
+    """The events agent: applies the batches of ``batcher`` (see :mod:`stream.take`),
+    which its stream fills, and so may the fetch loop (:mod:`stream.intake`)."""
 
     async def process_events(stream: StreamT) -> None:
         # Pipelined, at-least-once: a batch is acknowledged only after all its
@@ -280,7 +277,7 @@ def define_agent(
         # batch N+1 follow N's in the producer's queue, partition by partition.
         in_flight: asyncio.Future[None] | None = None
         try:
-            async for batch in adaptive_take(stream, batch_size, batch_window_s, behind):
+            async for batch in adaptive_take(stream, batcher):
                 try:
                     delivery = await processor.apply(batch)
                     if in_flight is not None:

@@ -19,6 +19,7 @@ from stream.agents import BatchProcessor, Emitter, FatalHandler, ProducerEmitter
 from stream.deletions import DeletionProcessor, define_deletions_agent
 from stream.faust_gaps import FaustGaps, committed_offset
 from stream.hole_watch import HoleWatch
+from stream.intake import DirectIntake
 from stream.last_recommendations import (
     OnlineQuality,
     define_last_recommendations_table,
@@ -28,7 +29,7 @@ from stream.last_recommendations import (
 from stream.metrics import WorkerMetrics
 from stream.settings import WorkerSettings
 from stream.tables import DeliveredTable, DirectWriter, define_table
-from stream.take import behind_highwater
+from stream.take import Batcher, behind_highwater
 from stream.topics import WorkerTopics, define_topics
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class WorkerApp:
     deletions_agent: AgentT
     #: Call ``gaps.install()`` before starting the app (stream.faust_gaps).
     gaps: FaustGaps
+    #: The events agent's intake: hand it to the worker's fetch loop
+    #: (stream.faust_drain) to feed the agent past the conductor (stream.intake).
+    intake: DirectIntake
 
 
 def widen_producer_buffer(app: faust.App, batch_size: int) -> None:
@@ -190,15 +194,12 @@ def create_app(
         holes=hole_watch(),
         writer=writer,
     )
-    agent = define_agent(
-        app,
-        topics,
-        processor,
-        batch_size=settings.batch_size,
-        batch_window_s=settings.batch_window_s,
-        on_fatal=on_fatal,
-        behind=behind_highwater(lambda tp: _highwater(app, tp)),
+    batcher = Batcher(
+        settings.batch_size,
+        settings.batch_window_s,
+        behind_highwater(lambda tp: _highwater(app, tp)),
     )
+    agent = define_agent(app, topics, processor, batcher=batcher, on_fatal=on_fatal)
     deletions = DeletionProcessor(
         tables=[last_recommendations],
         writer=writer,
@@ -224,6 +225,7 @@ def create_app(
         [*topics.source.topics, *recommendations.topics, names.USER_DELETIONS],
         [table, last_recommendations],
     )
+    intake = DirectIntake(app, batcher, topics.source.topics, metrics)
     return WorkerApp(
-        app, topics, table, processor, agent, metrics, deletions, deletions_agent, gaps
+        app, topics, table, processor, agent, metrics, deletions, deletions_agent, gaps, intake
     )

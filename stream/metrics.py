@@ -39,6 +39,12 @@ class WorkerMetrics:
             registry=r,
         )
         self.score_requests = Counter(p + "score_requests", "score requests sent", registry=r)
+        self.stale_records = Counter(
+            p + "events_stale",
+            "events records fetched before a rebalance, dropped unacknowledged"
+            " (fetched again from the committed offset)",
+            registry=r,
+        )
         self.offset_holes = Counter(
             p + "offset_holes",
             "source offsets that skipped the agent, by outcome: seek (re-read asked),"

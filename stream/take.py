@@ -59,41 +59,92 @@ def behind_highwater(highwater: Callable[[Any], int | None]) -> Behind:
     return behind
 
 
-async def adaptive_take(
-    stream: StreamT,
-    max_: int,
-    max_wait_s: float,
-    behind: Behind,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> AsyncIterator[list[EventT]]:
-    """Yield lists of at most ``max_`` events (see the module docstring); never acks.
+class Batcher:
+    """The batch being filled, and the rules for handing it over (module docstring).
 
-    Uses the same stream hooks as Faust's own ``noack_take`` (a buffering
-    processor on a passively drained stream; faust-streaming is pinned <0.16).
+    Fed by the stream's processor in :func:`adaptive_take`, or straight from the
+    fetch loop (:class:`stream.intake.DirectIntake`); one agent takes from it.
     """
-    if max_ < 1 or max_wait_s <= 0:
-        raise ValueError(f"need max_ >= 1 and max_wait_s > 0, got {max_}, {max_wait_s}")
-    buffer: list[EventT] = []
-    first_at = 0.0  # arrival time of buffer[0]
-    ready = asyncio.Event()  # a batch may go: full, or caught up
-    room = asyncio.Event()  # the buffer has room again
+
+    def __init__(
+        self,
+        max_: int,
+        max_wait_s: float,
+        behind: Behind,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_ < 1 or max_wait_s <= 0:
+            raise ValueError(f"need max_ >= 1 and max_wait_s > 0, got {max_}, {max_wait_s}")
+        self.max = max_
+        self.max_wait_s = max_wait_s
+        self._behind = behind
+        self._clock = clock
+        self._buffer: list[EventT] = []
+        self._first_at = 0.0  # arrival time of _buffer[0]
+        self.ready = asyncio.Event()  # a batch may go: full, or caught up
+        self.room = asyncio.Event()  # the buffer has room again
+        self.room.set()
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def add(self, event: EventT) -> asyncio.Event | None:
+        """Buffer ``event``. The buffer is full when this returns an event: wait
+        for it before adding more (None: go on)."""
+        buffer = self._buffer
+        if not buffer:
+            self._first_at = self._clock()
+        buffer.append(event)
+        if len(buffer) >= self.max:
+            self.ready.set()
+            self.room.clear()
+            return self.room
+        if not self.ready.is_set() and not self._behind(event.message):
+            self.ready.set()
+        return None
+
+    def wait_s(self) -> float:
+        """How long a batch may still wait (the window, when the buffer is empty)."""
+        if not self._buffer:
+            return self.max_wait_s
+        return self.max_wait_s - (self._clock() - self._first_at)
+
+    def due(self) -> bool:
+        """Whether a batch should go now: full, caught up, or its window is over."""
+        return bool(self._buffer) and (self.ready.is_set() or self.wait_s() <= 0)
+
+    def take(self) -> list[EventT]:
+        """Hand over up to ``max_`` events, oldest first."""
+        buffer = self._buffer
+        batch = buffer[: self.max]
+        del buffer[: self.max]
+        self.ready.clear()
+        if buffer:  # (only when two feeds filled it at once)
+            self._first_at = self._clock()
+            if len(buffer) >= self.max:
+                self.ready.set()
+                return batch
+        self.room.set()
+        return batch
+
+
+async def adaptive_take(stream: StreamT, batcher: Batcher) -> AsyncIterator[list[EventT]]:
+    """Yield the batches of ``batcher`` (see the module docstring); never acks.
+
+    The stream's events are added to ``batcher`` with the same stream hooks as
+    Faust's own ``noack_take`` (a buffering processor on a passively drained
+    stream; faust-streaming is pinned <0.16). The fetch loop may add to it too.
+    """
     s: Any = stream  # the hooks below are Stream's, not StreamT's
 
     async def add_to_buffer(value: Any) -> Any:
-        nonlocal first_at
         event = s.current_event
         if event is None:
             raise RuntimeError("adaptive_take: stream has no current event")
-        if not buffer:
-            first_at = clock()
-        buffer.append(event)
-        if len(buffer) >= max_:
-            ready.set()
-            room.clear()
-            await s.wait(room)  # a full buffer holds the stream back until taken
-        elif not ready.is_set() and not behind(event.message):
-            ready.set()
+        full = batcher.add(event)
+        if full is not None:
+            await s.wait(full)  # a full buffer holds the stream back until taken
         return value
 
     stream_enable_acks = s.enable_acks
@@ -102,19 +153,15 @@ async def adaptive_take(
     s._enable_passive(s.channel.__aiter__())
     try:
         while not s.should_stop:
-            if not ready.is_set():
+            if not batcher.due():
                 # Empty: wait for a first event that is a batch by itself (or the
                 # window, then look again); else: for the oldest event's deadline.
-                left = max_wait_s - (clock() - first_at) if buffer else max_wait_s
+                left = batcher.wait_s()
                 if left > 0:
-                    await s.wait_for_stopped(ready, timeout=left)
-                if not buffer or (not ready.is_set() and clock() - first_at < max_wait_s):
+                    await s.wait_for_stopped(batcher.ready, timeout=left)
+                if not batcher.due():
                     continue
-            batch = buffer.copy()  # never more than max_: a full buffer blocks the stream
-            buffer.clear()
-            ready.clear()
-            room.set()
-            yield batch
+            yield batcher.take()
     finally:
         s.enable_acks = stream_enable_acks
         s._processors.remove(add_to_buffer)

@@ -40,8 +40,10 @@ def run_worker(settings: WorkerSettings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker_app = create_app(settings, metrics=metrics)
     worker_app.gaps.install()
-    # Faust's fetch loop without four tasks per record (stream.faust_drain).
-    faust_drain.install(worker_app.app)
+    # Faust's fetch loop without four tasks per record (stream.faust_drain),
+    # feeding the events agent past the conductor (stream.intake).
+    intake = worker_app.intake
+    faust_drain.install(worker_app.app, dict.fromkeys(intake.topics, intake.offer))
     widen_producer_buffer(worker_app.app, settings.batch_size)
     if active:
         tansu_compat.install(worker_app.app, settings.kafka)

@@ -14,7 +14,7 @@ from typing import Any
 import faust
 import pytest
 
-from stream.take import adaptive_take, behind_highwater
+from stream.take import Batcher, adaptive_take, behind_highwater
 
 Taken = list[tuple[float, list[int]]]
 
@@ -37,8 +37,10 @@ async def _run(
     stream = app.stream(channel)
     taken: Taken = []
 
+    batcher = Batcher(max_, max_wait_s, behind)
+
     async def consume() -> None:
-        async for batch in adaptive_take(stream, max_, max_wait_s, behind):
+        async for batch in adaptive_take(stream, batcher):
             taken.append((time.monotonic(), [event.value for event in batch]))
             if until(taken):
                 return
