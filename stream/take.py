@@ -8,7 +8,7 @@ on the median event->recommendation latency at 1,000 events/s), and a short
 window shrinks the batches of a backlog until the per-batch costs dominate
 (5 ms: 8.1k -> 5.6-6.7k events/s).
 
-:func:`adaptive_take` asks the consumer instead. A batch is handed over as soon as
+:class:`Batcher` asks the consumer instead. A batch is handed over as soon as
 
 * it holds ``max_`` events; or
 * its newest event is the last one the broker had for that partition when it
@@ -17,8 +17,11 @@ window shrinks the batches of a backlog until the per-batch costs dominate
 * its oldest event has waited ``max_wait_s`` (a bound, whatever the highwater says).
 
 While behind, a batch keeps filling up to ``max_``. Events are buffered while
-the agent works on the previous batch too (the yielded batch is a copy), so a
-busy agent finds its next batch ready: the batch size follows the load.
+the agent works on the previous batch too (the taken batch is a copy), so a
+busy agent finds its next batch ready: the batch size follows the load. A full
+buffer holds its feed back until the agent takes the batch. In the worker the
+feed is the fetch loop itself (:mod:`stream.intake`); :func:`adaptive_take`
+also feeds it from the agent's Faust stream (the functional tests send there).
 
 Nothing is acknowledged here: like ``noack_take``, the agent acks each event
 once its outputs are delivered.
