@@ -27,12 +27,14 @@ spent three quarters of its time waiting for batches.
   rebalance frees it from that wait.
 
 Faust's per-event stream sensors (``on_stream_event_in/out``) are not called
-for these records; the message sensors are.
+for these records; the message sensors are, and the monitor's record of the
+partition's last inbound event, which Faust's stall check reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable
+from time import monotonic
 from typing import Any
 
 import faust
@@ -71,6 +73,9 @@ class DirectIntake:
             message.tracked = True
             app.consumer.unacked.add(message)
             app.sensors.on_message_in(message.tp, message.offset, message)
+        # What Faust's stall check reads ("Stream has not started processing
+        # TP", logged every few seconds otherwise); a full batcher stops it.
+        app.monitor.stream_inbound_time[message.tp] = monotonic()
         message.incref()
         event = app.create_event(message.key, message.value, message.headers, message)
         full = self.batcher.add(event)

@@ -47,6 +47,8 @@ def test_a_record_is_tracked_buffered_and_acknowledged_once_the_agent_acks() -> 
     assert intake.offer(message) is None
     assert message in app.consumer.unacked  # a commit cannot pass it yet
     assert message.refcount == 1
+    # Faust's stall check ("Stream has not started processing") reads this.
+    assert TP0 in app.monitor.stream_inbound_time
     (event,) = intake.batcher.take()
     assert event.message is message
     assert (event.key, event.value) == (b"user-1", b'{"v": 1}')
