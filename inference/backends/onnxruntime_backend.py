@@ -26,12 +26,16 @@ from inference.features import SequenceBatch
 
 #: On the CPU, the most attention elements per head (rows x L x L) one session
 #: run computes; a larger batch is scored in row chunks, so that the
-#: ``[H, B, L, L]`` tensors stay in cache. Measured with alternating rounds on
-#: this project's 2-core VM (MovieLens-1M shape, 2 threads, 256 users scored in
-#: chunks of a given size): at L=200, chunks of 32 gave 2,396 users/s, 64 2,303
-#: and one run of 256 1,686; at L=50 one run of 256 was best (7,814 against
-#: 7,391 in chunks of 64). Rows are independent, so chunks change no result.
+#: ``[H, B, L, L]`` tensors stay in cache (at L=200: runs of 37 rows). Measured
+#: on this project's 2-core VM, the scorer service at L=200 in three
+#: alternating rounds, whole batches against this budget: 1,157/1,057/1,069 ->
+#: 1,424/1,290/1,431 users/s
+#: (bench/results/2026-12-02-cpu-scorer-service-l200-budget-*.json); at L=50
+#: batches stay whole (256 x 50^2 is under the budget). Rows are independent,
+#: so chunks change no result.
 CPU_ATTENTION_BUDGET = 1_500_000
+#: ``attention_budget`` default: read it with :func:`attention_budget_from_env`.
+BUDGET_FROM_ENV = -1
 #: Overrides it (0: whole batches): caches differ from CPU to CPU.
 ATTENTION_BUDGET_ENV = "RECSTREAM_ORT_ATTENTION_BUDGET"
 
@@ -80,10 +84,10 @@ class OnnxRuntimeBackend:
         device: str = "cpu",
         threads: int | None = None,
         name: str = "onnxruntime",
-        attention_budget: int | None = -1,
+        attention_budget: int | None = BUDGET_FROM_ENV,
     ) -> None:
         """``attention_budget``: rows x L^2 per CPU session run (None: whole
-        batches; -1: :func:`attention_budget_from_env`)."""
+        batches; :data:`BUDGET_FROM_ENV`: :func:`attention_budget_from_env`)."""
         ort = import_onnxruntime()
         path = Path(onnx_path)
         if not path.is_file():
@@ -117,7 +121,7 @@ class OnnxRuntimeBackend:
         self.device = device
         self.path = path
         #: Rows x L^2 per run (None: whole batches); on a GPU, big batches win.
-        if attention_budget == -1:
+        if attention_budget == BUDGET_FROM_ENV:
             attention_budget = attention_budget_from_env()
         self.attention_budget = attention_budget if device == "cpu" else None
 
