@@ -92,6 +92,22 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._buffer)
 
+    def bind(self) -> None:
+        """Fresh events for the running loop; call when the agent starts taking.
+
+        An asyncio.Event belongs to the loop that first waits on it, and an app
+        (with its batcher) may outlive a loop: each test's ``asyncio.run``. The
+        state carries over; a feed still waiting on the old ``room`` is let go
+        (it then adds, and waits on the new one).
+        """
+        ready, room = asyncio.Event(), asyncio.Event()
+        if self.ready.is_set():
+            ready.set()
+        if self.room.is_set():
+            room.set()
+        old_room, self.ready, self.room = self.room, ready, room
+        old_room.set()
+
     def add(self, event: EventT) -> asyncio.Event | None:
         """Buffer ``event``. The buffer is full when this returns an event: wait
         for it before adding more (None: go on)."""
@@ -140,6 +156,7 @@ async def adaptive_take(stream: StreamT, batcher: Batcher) -> AsyncIterator[list
     stream; faust-streaming is pinned <0.16). The fetch loop may add to it too.
     """
     s: Any = stream  # the hooks below are Stream's, not StreamT's
+    batcher.bind()
 
     async def add_to_buffer(value: Any) -> Any:
         event = s.current_event
