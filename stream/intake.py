@@ -57,15 +57,12 @@ class DirectIntake:
         self.batcher = batcher
         self.topics = frozenset(topics)
         self._metrics = metrics
-        #: Records dropped because they were fetched before a rebalance.
-        self.skipped = 0
 
     def offer(self, message: Any) -> Awaitable[Any] | None:
         """Take ``message``; an awaitable means the batcher is full: await it
         before the next record (None: go on)."""
         app = self.app
         if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-            self.skipped += 1
             if self._metrics is not None:
                 self._metrics.stale_records.inc()
             return None

@@ -21,9 +21,27 @@ TP0 = TP("events", 0)
 
 
 class _Record:
-    def __init__(self, offset: int) -> None:
-        self.topic, self.partition, self.offset = TP0.topic, TP0.partition, offset
+    def __init__(self, offset: int, tp: TP = TP0) -> None:
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, offset
         self.key = self.value = b""
+
+
+class _Fetches:
+    """A stand-in ``getmany``: one fetch per call, then ``done`` is set."""
+
+    def __init__(self, fetches: list[list[tuple[TP, int]]]) -> None:
+        self._pending = iter(fetches)
+        self.done = asyncio.Event()
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        try:
+            records = next(self._pending)
+        except StopIteration:
+            self.done.set()
+            await asyncio.sleep(timeout)
+            return
+        for tp, offset in records:
+            yield tp, _Record(offset, tp)
 
 
 Callback = Callable[[Any, Any], Awaitable[None]]
@@ -36,8 +54,7 @@ async def _drain(ours: bool, fetches: list[list[int]], callback: Callback) -> tu
     consumer = app.consumer
     if ours:
         faust_drain.install(app)
-    pending = iter(fetches)
-    done = asyncio.Event()
+    broker = _Fetches([[(TP0, offset) for offset in fetch] for fetch in fetches])
     finished: list[int] = []
     calls = 0
     faust_wait_first = consumer.wait_first
@@ -47,25 +64,15 @@ async def _drain(ours: bool, fetches: list[list[int]], callback: Callback) -> tu
         calls += 1
         return await faust_wait_first(*coros, **kwargs)
 
-    async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-        try:
-            offsets = next(pending)
-        except StopIteration:
-            done.set()
-            await asyncio.sleep(timeout)
-            return
-        for offset in offsets:
-            yield TP0, _Record(offset)
-
     async def on_message(message: Any) -> None:
         await callback(consumer, message)
         finished.append(message.offset)
 
-    consumer.getmany = getmany
+    consumer.getmany = broker.getmany
     consumer.callback = on_message
     consumer.wait_first = wait_first
     drain = asyncio.ensure_future(consumer._drain_messages(faust.Service()))
-    waiter = asyncio.ensure_future(done.wait())
+    waiter = asyncio.ensure_future(broker.done.wait())
     await asyncio.wait([drain, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     drain.cancel()
@@ -192,8 +199,7 @@ def test_records_of_an_offered_topic_go_to_the_offer_the_rest_to_the_conductor()
         consumer = app.consumer
         got: list[tuple[str, int]] = []
         gate = asyncio.Event()
-        fetches = iter([[(TP0, 0), (TP("other", 0), 1), (TP0, 2)]])
-        done = asyncio.Event()
+        broker = _Fetches([[(TP0, 0), (TP("other", 0), 1), (TP0, 2)]])
 
         def offer(message: Any) -> Any:
             got.append(("offer", message.offset))
@@ -206,23 +212,11 @@ def test_records_of_an_offered_topic_go_to_the_offer_the_rest_to_the_conductor()
             assert gate.is_set(), "the loop went on before the offer's wait was over"
             got.append(("conductor", message.offset))
 
-        async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-            try:
-                records = next(fetches)
-            except StopIteration:
-                done.set()
-                await asyncio.sleep(timeout)
-                return
-            for tp, offset in records:
-                record = _Record(offset)
-                record.topic, record.partition = tp.topic, tp.partition
-                yield tp, record
-
         faust_drain.install(app, {TP0.topic: offer})
-        consumer.getmany = getmany
+        consumer.getmany = broker.getmany
         consumer.callback = on_message
         drain = asyncio.ensure_future(consumer._drain_messages(faust.Service()))
-        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.wait_for(broker.done.wait(), 10)
         drain.cancel()
         await asyncio.gather(drain, return_exceptions=True)
         return got
