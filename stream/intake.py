@@ -47,32 +47,35 @@ class DirectIntake:
     """Takes the records of ``topics`` from the fetch loop into ``batcher``."""
 
     def __init__(
-        self,
-        app: faust.App,
-        batcher: Batcher,
-        topics: Iterable[str],
-        metrics: WorkerMetrics | None = None,
+        self, app: faust.App, batcher: Batcher, topics: Iterable[str], metrics: WorkerMetrics
     ) -> None:
         self.app = app
         self.batcher = batcher
         self.topics = frozenset(topics)
         self._metrics = metrics
+        # The app's parts offer() uses, looked up at the first record rather than
+        # per record (as Faust's stream does when it starts iterating).
+        self._parts: tuple[Any, ...] | None = None
 
     def offer(self, message: Any) -> Awaitable[Any] | None:
         """Take ``message``; an awaitable means the batcher is full: await it
         before the next record (None: go on)."""
         app = self.app
-        if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-            if self._metrics is not None:
-                self._metrics.stale_records.inc()
+        if self._parts is None:
+            self._parts = (app.flow_control.is_active, app.consumer.unacked.add,
+                           app.sensors.on_message_in, app.monitor.stream_inbound_time)
+        flow_active, track, on_message_in, inbound_time = self._parts
+        if not flow_active() or message.generation_id != app.consumer_generation_id:
+            self._metrics.stale_records.inc()
             return None
+        tp = message.tp
         if not message.tracked:
             message.tracked = True
-            app.consumer.unacked.add(message)
-            app.sensors.on_message_in(message.tp, message.offset, message)
+            track(message)
+            on_message_in(tp, message.offset, message)
         # What Faust's stall check reads ("Stream has not started processing
         # TP", logged every few seconds otherwise); a full batcher stops it.
-        app.monitor.stream_inbound_time[message.tp] = monotonic()
+        inbound_time[tp] = monotonic()
         message.incref()
         event = app.create_event(message.key, message.value, message.headers, message)
         full = self.batcher.add(event)
