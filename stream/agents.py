@@ -19,6 +19,7 @@ from faust.types.tuples import Message
 
 from schemas import Event, InvalidEvent, parse_event
 from schemas.messages import now_ms
+from stream.batched_send import Delivered, Record, RecordGroups, send_as_batches
 from stream.deadletter import dead_letter_json
 from stream.hole_watch import HoleWatch
 from stream.metrics import WorkerMetrics
@@ -40,11 +41,17 @@ FatalHandler = Callable[[BaseException], None]
 
 
 class Emitter(Protocol):
-    """Where the agent's output records go; returns a future of the delivery."""
+    """Where the agent's output records go; each call returns a future of the delivery."""
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
     ) -> Awaitable[Any]: ...
+
+    async def send_records(
+        self, topic: str, partition: int, records: Sequence[Record]
+    ) -> Awaitable[Delivered | None]:
+        """Send ``records`` to one partition, in order; the future gives the last one's offset."""
+        ...
 
 
 class AppliedObserver(Protocol):
@@ -68,6 +75,16 @@ class ProducerEmitter:
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
     ) -> Awaitable[Any]:
         return await self._app.producer.send(topic, key, value, partition, None, None)
+
+    async def send_records(
+        self, topic: str, partition: int, records: Sequence[Record]
+    ) -> Awaitable[Delivered | None]:
+        # Past Faust's send() wrapper to its aiokafka producer (private, pinned
+        # faust-streaming < 0.16): a batch per partition (stream.batched_send).
+        # Skipped with the wrapper: the app's on_produce_message signal, which
+        # nothing of ours listens to.
+        producer = self._app.producer._ensure_producer()
+        return await send_as_batches(producer, topic, partition, records)
 
 
 def user_partition(user_key: bytes, partitions: int) -> int:
@@ -94,7 +111,7 @@ class BatchProcessor:
     ) -> None:
         self._table = table
         # Shared with the deletions processor in the worker (one writer per table).
-        self._writer = writer or DirectWriter(table, emitter.send)
+        self._writer = writer or DirectWriter(table, emitter.send_records)
         self._observer = observer
         self._emitter = emitter
         self._metrics = metrics
@@ -157,25 +174,35 @@ class BatchProcessor:
                 group.append((event, record))
 
         applied = duplicates = requests = 0
+        # Score requests, one producer batch per partition (stream.batched_send).
+        outbox = RecordGroups()
         # The observer's last_recommendations writes go through Faust's table
         # (DeliveredTable): their changelog sends are outputs of the batch too.
         with changelog_sends() as sends:
             for (_, user_key), pairs in groups.items():
                 n_applied, n_duplicates, output = await self._apply_user(
-                    user_key, pairs, ingest_ms, changelog
+                    user_key, pairs, ingest_ms, changelog, outbox
                 )
                 pending.extend(output)
                 applied += n_applied
                 duplicates += n_duplicates
                 requests += n_applied + n_duplicates > 0  # 0 and 0: all went to the DLQ
         pending.extend(sends)
+        if changelog:
+            # The table's changelog records, queued by the writer in the order of
+            # the store writes. (A deletion in between may have sent them already.)
+            async with self._writer.lock:
+                await self._writer.flush()
+        for (topic, partition), records in outbox.take().items():
+            pending.append(await self._emitter.send_records(topic, partition, records))
         # Counted once per batch: a Prometheus counter takes a lock per inc().
         if requests:
             metrics.applied.inc(applied)
             metrics.duplicates.inc(duplicates)
             metrics.score_requests.inc(requests)
 
-        return self._delivery(changelog, pending, started)
+        # One delivery per changelog partition, shared by the puts of that partition.
+        return self._delivery(list({id(f): f for f in changelog}.values()), pending, started)
 
     async def _delivery(
         self, changelog: list[Awaitable[Any]], pending: list[Awaitable[Any]], started: float
@@ -194,8 +221,10 @@ class BatchProcessor:
         pairs: list[tuple[Event, EventT]],
         ingest_ms: int,
         changelog: list[Awaitable[Any]],
+        outbox: RecordGroups,
     ) -> tuple[int, int, list[Awaitable[Any]]]:
-        """Apply one user's events of the batch; return (applied, duplicates, outputs)."""
+        """Apply one user's events of the batch; queue its score request in
+        ``outbox``; return (applied, duplicates, dead letters)."""
         events = [event for event, _ in pairs]
         record = pairs[-1][1]  # any record of the group: they share the partition
         # Table errors (storage, a partition-count mismatch) are not caught
@@ -215,7 +244,7 @@ class BatchProcessor:
                     # the RocksDB write and the changelog delivery, the redelivered
                     # events are duplicates locally, and this rewrite is what puts
                     # the update back into the changelog.
-                    changelog.append(await self._writer.put(user_key, value, record))
+                    changelog.append(self._writer.put(user_key, value, record))
                     if self._observer is not None and applied:
                         # The online metric (stream.last_recommendations): same partition.
                         self._observer.on_applied(user_key, applied)
@@ -234,10 +263,14 @@ class BatchProcessor:
             return 0, 0, letters
         # One request per user per batch. With nothing applied (a redelivery)
         # it is sent again: the first one may have been lost in the crash.
+        # Partitioned as the producer's default partitioner would (murmur2 of
+        # the key): score-requests has the worker's partition count, as every
+        # per-user topic.
         trigger = applied[-1] if applied else events[-1]
         request = score_request_json(new_state, trigger, ingest_ms)
-        sent = await self._emitter.send(self._topics.score_requests, user_key, request)
-        return len(applied), len(events) - len(applied), [sent]
+        partition = user_partition(user_key, self._partitions)
+        outbox.add(self._topics.score_requests, partition, user_key, request)
+        return len(applied), len(events) - len(applied), []
 
     def _load(self, user_id: str, raw: bytes | None) -> UserSequence | None:
         if raw is None:

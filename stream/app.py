@@ -182,7 +182,7 @@ def create_app(
         )
 
     # Every write and delete of user_sequences goes through this one writer.
-    writer = DirectWriter(table, emitter.send)
+    writer = DirectWriter(table, emitter.send_records)
     processor = BatchProcessor(
         table=table,
         emitter=emitter,

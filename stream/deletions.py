@@ -114,7 +114,9 @@ class DeletionProcessor:
         if self._writer is not None:
             async with self._writer.lock:
                 with table_partition(record):
-                    tombstone = await self._writer.delete(user_key, record)
+                    tombstone = self._writer.delete(user_key, record)
+                # Also sends the events agent's changelog records queued before it.
+                await self._writer.flush()
             # Delivered before the record is acknowledged.
             self._writer.persisted([await tombstone])
         self._metrics.users_deleted.inc()

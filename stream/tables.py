@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 import faust
 from faust.streams import _current_event  # see table_partition() for why
 from faust.types import TP, EventT, TableT
 from faust.types.tuples import FutureMessage
+
+from stream.batched_send import Delivered, Record
 
 USER_SEQUENCES = "user_sequences"
 
@@ -117,9 +120,9 @@ def table_partition(event: EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
-#: ``Emitter.send`` (stream.agents): ``await send(topic, key, value, partition)``
-#: gives the future of the record's delivery (aiokafka ``RecordMetadata``).
-Send = Callable[[str, bytes, Any, int], Awaitable[Awaitable[Any]]]
+#: ``Emitter.send_records`` (stream.agents): ``await send(topic, partition, records)``
+#: gives the future of their delivery (the last record's :class:`Delivered`, or None).
+SendRecords = Callable[[str, int, Sequence[Record]], Awaitable[Awaitable["Delivered | None"]]]
 
 
 class DirectWriter:
@@ -130,33 +133,40 @@ class DirectWriter:
     one record at a time, with a callback per record that writes the
     changelog offset into RocksDB. In the worker that was ~9% of the py-spy
     samples (200k-event bench), and more than 100 queued records stalled the
-    consumer ("producer buffer full"). Here the changelog record (raw key and
-    value, the partition of the current record, as Faust sends it) goes
-    straight to the producer: the caller awaits its delivery with the batch's
-    other outputs, before the batch is acknowledged, and then records the
-    newest offset per partition once (:meth:`persisted`).
+    consumer ("producer buffer full"). Here a write puts the value into the
+    store and queues the changelog record (raw key and value, the partition
+    of the current record, as Faust sends it) with the writer; :meth:`flush`
+    sends what is queued as one producer batch per partition. The caller
+    awaits the future a write returned, with the batch's other outputs,
+    before the batch is acknowledged, and then records the newest offset per
+    partition once (:meth:`persisted`).
 
-    Every write and delete of the table must go through one instance, each
-    inside ``async with writer.lock`` together with the read its value came
-    from: a send may wait for room in the producer, and without the lock
-    another agent could change the key in that time (a deletion, then a write
-    of the state read before it) or get its changelog record in first.
+    Every write, delete and flush of the table must go through one instance,
+    inside ``async with writer.lock``, a write together with the read its
+    value came from: without the lock another agent could change the key in
+    between (a deletion, then a write of the state read before it). Queued
+    records keep the order of the store writes whoever flushes them: a
+    deletion's flush also sends the events agent's puts queued before its
+    tombstone, and their futures are settled by that flush.
     """
 
-    def __init__(self, table: TableT, send: Send) -> None:
+    def __init__(self, table: TableT, send_records: SendRecords) -> None:
         self._table = table
-        self._send = send
+        self._send_records = send_records
         self._topic = table.changelog_topic.get_topic_name()
         self.lock = asyncio.Lock()
+        # Changelog partition -> (records queued since the last flush, their delivery).
+        self._queued: dict[int, tuple[list[Record], asyncio.Future[Delivered | None]]] = {}
 
-    async def put(self, key: bytes, value: bytes, record: EventT) -> Awaitable[Any]:
-        """``table[key] = value``, under ``table_partition(record)``; returns the delivery."""
+    def put(self, key: bytes, value: bytes, record: EventT) -> asyncio.Future[Delivered | None]:
+        """``table[key] = value`` and queue its changelog record; returns the
+        delivery of the record's partition at the next :meth:`flush`."""
         assert self.lock.locked(), "hold writer.lock around the read and the write"
         self._table.data[key] = value
-        return await self._send(self._topic, key, value, record.message.partition)
+        return self._queue(key, value, record.message.partition)
 
-    async def delete(self, key: bytes, record: EventT) -> Awaitable[Any]:
-        """``del table[key]`` (absent is fine), under ``table_partition(record)``.
+    def delete(self, key: bytes, record: EventT) -> asyncio.Future[Delivered | None]:
+        """``del table[key]`` (absent is fine) and queue its tombstone; as :meth:`put`.
 
         The tombstone is sent even when the key is absent: a redelivered
         deletion then repairs a crash between the local delete and the send.
@@ -166,7 +176,34 @@ class DirectWriter:
             del self._table.data[key]
         except KeyError:
             pass  # the memory store raises for an absent key; RocksDB does not
-        return await self._send(self._topic, key, None, record.message.partition)
+        return self._queue(key, None, record.message.partition)
+
+    def _queue(
+        self, key: bytes, value: bytes | None, partition: int
+    ) -> asyncio.Future[Delivered | None]:
+        queued = self._queued.get(partition)
+        if queued is None:
+            queued = self._queued[partition] = ([], asyncio.get_running_loop().create_future())
+        queued[0].append((key, value))
+        return queued[1]
+
+    async def flush(self) -> None:
+        """Send every queued changelog record, one producer batch per partition."""
+        assert self.lock.locked(), "hold writer.lock around the flush"
+        queued, self._queued = self._queued, {}
+        items = list(queued.items())
+        for i, (partition, (records, done)) in enumerate(items):
+            try:
+                sent = await self._send_records(self._topic, partition, records)
+            except BaseException as exc:
+                # The writes' futures must not wait forever: they end as the send did.
+                for _, (_, left) in items[i:]:
+                    if isinstance(exc, Exception):
+                        left.set_exception(exc)
+                    else:
+                        left.cancel()
+                raise
+            asyncio.ensure_future(sent).add_done_callback(partial(_settle, done))
 
     def persisted(self, delivered: Iterable[Any]) -> None:
         """Record the newest delivered offset per changelog partition in the store.
@@ -182,3 +219,15 @@ class DirectWriter:
         store = self._table.data
         for partition, offset in newest.items():
             store.set_persisted_offset(TP(self._topic, partition), offset)
+
+
+def _settle(done: asyncio.Future[Any], sent: asyncio.Future[Any]) -> None:
+    """Give the writes' future the outcome of their partition's send."""
+    if done.done():
+        return
+    if sent.cancelled():
+        done.cancel()
+    elif (exc := sent.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(sent.result())

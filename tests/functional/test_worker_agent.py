@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,15 @@ class RecordingEmitter:
         self.sent.append(Sent(topic, key, value, partition))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
+        return done
+
+    async def send_records(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> Awaitable[Any]:
+        for key, value in records:
+            await self.send(topic, key, value, partition)  # type: ignore[arg-type]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # no offsets
         return done
 
     def on(self, topic: str) -> list[Sent]:
@@ -221,20 +230,20 @@ def test_a_batch_is_finished_only_once_its_changelog_records_are_delivered(
     batches = harness.worker.metrics.batch_seconds
     topic = changelog_topic()
     gate: list[asyncio.Future[None]] = []
-    send = harness.emitter.send
+    send = harness.emitter.send_records
 
     async def gated_send(
-        t: str, key: bytes | None, value: bytes, partition: int | None = None
+        t: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> Awaitable[Any]:
-        done = await send(t, key, value, partition)
+        done = await send(t, partition, records)
         if t != topic:
             return done
         held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         gate.append(held)
         return held
 
-    # The table's writer took the emitter's send when the app was built.
-    harness.worker.processor._writer._send = gated_send  # type: ignore[assignment]
+    # The table's writer took the emitter's send_records when the app was built.
+    harness.worker.processor._writer._send_records = gated_send  # type: ignore[assignment]
 
     def finished() -> float:
         return sum(s.value for s in batches.collect()[0].samples if s.name.endswith("_count"))
@@ -340,7 +349,9 @@ def test_failed_output_delivery_is_fatal(harness: Harness) -> None:
         failed.set_exception(Fatal("broker gone"))
         return failed
 
-    harness.emitter.send = failing_send  # type: ignore[method-assign]
+    # Score requests go out through send_records (the table's writer took its
+    # own reference when the app was built).
+    harness.emitter.send_records = failing_send  # type: ignore[method-assign]
     run(harness, [keyed("hal", event("h1", "hal", 1))], until=lambda: bool(harness.fatal))
     assert isinstance(harness.fatal[0], Fatal)
 
@@ -421,7 +432,7 @@ def test_the_newest_changelog_offset_per_partition_is_persisted() -> None:
 
     store = Store()
     topic = type("Topic", (), {"get_topic_name": lambda self: "t-changelog"})()
-    writer = DirectWriter(Table(store, topic), RecordingEmitter().send)  # type: ignore[arg-type]
+    writer = DirectWriter(Table(store, topic), RecordingEmitter().send_records)  # type: ignore[arg-type]
     writer.persisted([Delivered(0, 5), None, Delivered(1, 2), Delivered(0, 9), Delivered(0, 7)])
     assert store.offsets == {TP("t-changelog", 0): 9, TP("t-changelog", 1): 2}
 

@@ -1,0 +1,141 @@
+"""DirectWriter queues changelog records in store-write order and sends them per partition."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from stream.batched_send import Delivered
+from stream.tables import DirectWriter
+
+TOPIC = "t-changelog"
+
+
+class Store(dict):  # type: ignore[type-arg]
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.setdefault("persisted", {})[tp.partition] = offset
+
+
+@dataclass
+class Sends:
+    """A broker stand-in: records what each send_records call got, in call order."""
+
+    calls: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = field(
+        default_factory=list
+    )
+    held: list[asyncio.Future[Delivered | None]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    async def send_records(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> Awaitable[Delivered | None]:
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append((topic, partition, list(records)))
+        done: asyncio.Future[Delivered | None] = asyncio.get_running_loop().create_future()
+        self.held.append(done)
+        return done
+
+
+def record(partition: int) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(partition=partition))
+
+
+def writer(sends: Sends) -> tuple[DirectWriter, Store]:
+    store = Store()
+    table = SimpleNamespace(data=store, changelog_topic=SimpleNamespace(get_topic_name=lambda: TOPIC))
+    return DirectWriter(table, sends.send_records), store  # type: ignore[arg-type]
+
+
+def test_writes_are_sent_at_flush_one_call_per_partition_in_write_order() -> None:
+    async def go() -> None:
+        sends = Sends()
+        w, store = writer(sends)
+        async with w.lock:
+            a = w.put(b"ann", b"1", record(0))
+            b = w.put(b"bob", b"2", record(1))
+            a2 = w.put(b"ann", b"3", record(0))
+            assert sends.calls == []  # queued, not sent
+            assert store[b"ann"] == b"3" and store[b"bob"] == b"2"  # the store is written at once
+            await w.flush()
+        assert sends.calls == [
+            (TOPIC, 0, [(b"ann", b"1"), (b"ann", b"3")]),
+            (TOPIC, 1, [(b"bob", b"2")]),
+        ]
+        assert a is a2 and a is not b  # one delivery per partition's group
+        assert not a.done()
+        sends.held[0].set_result(Delivered(TOPIC, 0, 41))
+        await asyncio.sleep(0)
+        assert a.result() == Delivered(TOPIC, 0, 41) and not b.done()
+        w.persisted([a.result()])
+        assert store["persisted"] == {0: 41}
+
+    asyncio.run(go())
+
+
+def test_a_deletion_flush_sends_the_puts_queued_before_its_tombstone_first() -> None:
+    """The events agent's put, then a deletion of the same user before the events
+    agent flushed: the changelog must read put, tombstone (a restore then forgets
+    the user), and the put's delivery is the deletion flush's."""
+
+    async def go() -> None:
+        sends = Sends()
+        w, store = writer(sends)
+        async with w.lock:
+            put = w.put(b"kim", b"state", record(2))
+        async with w.lock:  # the deletions agent
+            tombstone = w.delete(b"kim", record(2))
+            await w.flush()
+        async with w.lock:  # the events agent's flush: nothing left to send
+            await w.flush()
+        assert sends.calls == [(TOPIC, 2, [(b"kim", b"state"), (b"kim", None)])]
+        assert put is tombstone and b"kim" not in store
+        sends.held[0].set_result(Delivered(TOPIC, 2, 8))
+        assert await put == Delivered(TOPIC, 2, 8)
+
+    asyncio.run(go())
+
+
+def test_a_failed_send_fails_the_deliveries_of_every_queued_write() -> None:
+    async def go() -> None:
+        sends = Sends(fail=ConnectionError("broker gone"))
+        w, _ = writer(sends)
+        async with w.lock:
+            a, b = w.put(b"a", b"1", record(0)), w.put(b"b", b"2", record(1))
+            with pytest.raises(ConnectionError):
+                await w.flush()
+        for fut in (a, b):
+            with pytest.raises(ConnectionError):
+                await fut
+
+    asyncio.run(go())
+
+
+def test_a_failed_delivery_reaches_the_writes() -> None:
+    async def go() -> None:
+        sends = Sends()
+        w, _ = writer(sends)
+        async with w.lock:
+            a = w.put(b"a", b"1", record(0))
+            await w.flush()
+        sends.held[0].set_exception(TimeoutError("no ack"))
+        with pytest.raises(TimeoutError):
+            await a
+
+    asyncio.run(go())
+
+
+def test_writes_and_flushes_need_the_lock() -> None:
+    async def go() -> None:
+        w, _ = writer(Sends())
+        with pytest.raises(AssertionError):
+            w.put(b"a", b"1", record(0))
+        with pytest.raises(AssertionError):
+            await w.flush()
+
+    asyncio.run(go())
