@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
+from bench import stored_batches
 from bench.stream_io import (
     EVENTS_PER_USER,
     cpu_pct,
@@ -50,7 +51,7 @@ from bench.stream_io import (
 from recstream.broker import EmbeddedBroker
 from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
 from schemas.messages import Recommendation
-from schemas.topics import EVENTS, RECOMMENDATIONS
+from schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS
 from stream.testing import WorkerProcess, wait_for
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ class StreamBenchConfig:
     latency_seconds: float = 20.0
     #: Events/s of the latency phase; None: half the rate the throughput phase measured.
     latency_rate: float | None = None
+    #: The load generator's producer linger during the latency phase. 5 ms is
+    #: librdkafka's default and, since Apache Kafka 4.0, the Java client's. It
+    #: sets how many batches ``events`` stores, which the embedded broker's
+    #: fetch cost grows with (see ``stored_batches`` in the report); the send
+    #: time of an event is taken before the linger, so the latency includes it.
+    producer_linger_ms: int = 5
     partitions: int = 4
     seed: int = 7
     run_dir: Path | None = None
@@ -87,6 +94,8 @@ class StreamBenchConfig:
             raise ValueError("--events and --latency-seconds must be positive")
         if self.latency_rate is not None and self.latency_rate <= 0:
             raise ValueError("--latency-rate must be positive")
+        if self.producer_linger_ms < 0:
+            raise ValueError("--producer-linger-ms must be >= 0")
 
 
 #: Latency segments: bench producer -> the worker's batch starts (fetch and the
@@ -253,10 +262,13 @@ async def _replay(
     children: list[Child],
     worker: WorkerProcess,
     startup_timeout_s: float,
+    linger_ms: int,
 ) -> tuple[_Latency, int, dict[str, str]]:
     """Warm up until the first recommendation, then replay at ``rate``; return what was seen."""
     lat = _Latency()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, enable_idempotence=False)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=linger_ms, enable_idempotence=False
+    )
     consumer = AIOKafkaConsumer(
         RECOMMENDATIONS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         fetch_max_wait_ms=20,
@@ -349,7 +361,7 @@ def _latency(
                 lat, sent, last_event = asyncio.run(
                     _replay(
                         broker.bootstrap, records, rate, cfg.latency_seconds, [scorer], worker,
-                        cfg.startup_timeout_s,
+                        cfg.startup_timeout_s, cfg.producer_linger_ms,
                     )
                 )  # fmt: skip
                 # Each process's CPU during the replay, in % of one core: on two
@@ -363,6 +375,11 @@ def _latency(
                 except TimeoutError:
                     pass  # reported as lost below
                 done = _done(worker)
+                # What the broker's fetches had to scan by the end (the topics
+                # that are read during the replay; changelogs are not).
+                batches = stored_batches.count(
+                    broker.bootstrap, [EVENTS, SCORE_REQUESTS, RECOMMENDATIONS]
+                )
                 rss_worker = peak_rss_mb(pids["worker"])
                 rss_scorer = peak_rss_mb(pids["scorer"])
                 worker.terminate(60)
@@ -370,6 +387,8 @@ def _latency(
             stop_all([scorer])
     return {
         "latency_rate_events_per_s": round(rate, 1),
+        "latency_producer_linger_ms": cfg.producer_linger_ms,
+        "stored_batches": batches,
         "latency_events": sent,
         "latency_samples": len(lat.samples_ms),
         "latency_by_interval_ms": _by_interval(lat, LATENCY_INTERVAL_S),
@@ -470,6 +489,8 @@ def format_table(report: dict[str, Any]) -> Table:
             for name, seg in report.get("latency_segments_ms", {}).items()
         ),
         ("latency samples", f"{report['latency_samples']:,}"),
+        ("load generator's producer linger (ms)", f"{report['latency_producer_linger_ms']}"),
+        ("batches stored at the end (records)", _batches(report.get("stored_batches"))),
         ("CPU during the replay, % of a core",
          ", ".join(f"{k} {v}" for k, v in report.get("cpu_pct_latency", {}).items())),
         ("peak RSS worker / scorer (MiB)",
@@ -481,6 +502,12 @@ def format_table(report: dict[str, Any]) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _batches(stored: dict[str, dict[str, int]] | None) -> str:
+    if not stored:
+        return "n/a"
+    return ", ".join(f"{t} {c['batches']:,} ({c['records']:,})" for t, c in stored.items())
 
 
 def _mb(value: float | None) -> str:

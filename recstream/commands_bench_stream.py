@@ -28,6 +28,13 @@ def bench_stream(
     latency_rate: Annotated[
         float | None, typer.Option(help="replay the latency phase at this events/s instead")
     ] = None,
+    producer_linger_ms: Annotated[
+        int,
+        typer.Option(
+            help="the load generator's producer linger in the latency phase (5: librdkafka's "
+            "and Kafka 4's default); the embedded broker slows with the batches it stores",
+        ),
+    ] = 5,
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
@@ -58,7 +65,7 @@ def bench_stream(
     try:
         cfg = StreamBenchConfig(
             events=events, data=data, users=users, latency_seconds=latency_seconds,
-            latency_rate=latency_rate, run_dir=run_dir,
+            latency_rate=latency_rate, producer_linger_ms=producer_linger_ms, run_dir=run_dir,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

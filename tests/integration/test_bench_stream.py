@@ -30,7 +30,7 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
     cmd = recstream_command(
         "bench", "stream", "--events", "2000", "--latency-seconds", "3", "--latency-rate", "200",
-        "--json", str(out), "--run-dir", str(tmp_path / "run"),
+        "--producer-linger-ms", "3", "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -55,4 +55,11 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert [i["from_s"] for i in by_interval] == sorted(i["from_s"] for i in by_interval)
     assert set(report["cpu_pct_latency"]) == {"broker", "worker", "scorer"}
     assert all(pct is not None and pct > 0 for pct in report["cpu_pct_latency"].values())
+    # The batches the broker stored in the topics read during the replay: events
+    # hold every replayed event (plus the warm-up), and no topic more batches than records.
+    assert report["latency_producer_linger_ms"] == 3
+    stored = report["stored_batches"]
+    assert set(stored) == {"events", "score-requests", "recommendations"}
+    assert stored["events"]["records"] >= report["latency_events"]
+    assert all(0 < s["batches"] <= s["records"] for s in stored.values())
     assert "events/s into the table" in done.stdout
