@@ -188,13 +188,14 @@ class BatchProcessor:
                 duplicates += n_duplicates
                 requests += n_applied + n_duplicates > 0  # 0 and 0: all went to the DLQ
         pending.extend(sends)
+        # The score requests first: they are on the path to a recommendation.
+        for (topic, partition), records in outbox.take().items():
+            pending.append(await self._emitter.send_records(topic, partition, records))
         if changelog:
             # The table's changelog records, queued by the writer in the order of
             # the store writes. (A deletion in between may have sent them already.)
             async with self._writer.lock:
                 await self._writer.flush()
-        for (topic, partition), records in outbox.take().items():
-            pending.append(await self._emitter.send_records(topic, partition, records))
         # Counted once per batch: a Prometheus counter takes a lock per inc().
         if requests:
             metrics.applied.inc(applied)
