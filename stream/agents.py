@@ -233,7 +233,8 @@ class BatchProcessor:
         # it. The writer's lock: no deletion between the read and the write.
         async with self._writer.lock:
             with table_partition(record):
-                state = self._load(events[0].user_id, read_value(self._table, user_key))
+                raw = read_value(self._table, user_key, record.message.partition)
+                state = self._load(events[0].user_id, raw)
                 try:
                     new_state, applied = apply_events(state, events, self._max_len)
                     value = encode_state(new_state)

@@ -28,7 +28,7 @@ from stream.agents import user_partition
 from stream.app import WorkerApp, create_app, widen_producer_buffer
 from stream.sequence import UserSequence, decode_state
 from stream.settings import WorkerSettings
-from stream.tables import DirectWriter, read_value, table_partition
+from stream.tables import DirectWriter, _rocksdb_store, read_value, table_partition
 from stream.testing import changelog_topic
 from stream.topics import repartition_topic_name
 
@@ -491,3 +491,35 @@ def test_settings_from_env() -> None:
 def test_settings_reject_bad_values(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WorkerSettings.from_env({name: value})
+
+
+def test_rocksdb_fast_path_reads_and_writes_what_faust_store_does(tmp_path: Path) -> None:
+    """read_value and DirectWriter.put with a partition go straight to that
+    partition's RocksDB database; Faust's own store path sees the same data."""
+    settings = WorkerSettings(state_dir=tmp_path / "state", store_url="rocksdb://", worker_id="t")
+
+    async def go() -> None:
+        worker = create_app(settings, emitter=RecordingEmitter())
+        worker.app.finalize()
+        table = worker.table
+        store = table.data
+        assert _rocksdb_store(table) is store  # the path under test: Faust's RocksDB store
+        writer = DirectWriter(table, RecordingEmitter().send_records)
+        kim, ann = user_partition(b"kim", PARTITIONS), user_partition(b"ann", PARTITIONS)
+        async with writer.lock:
+            writer.put(b"kim", b"kim-state", _FakeEvent(kim))  # type: ignore[arg-type]
+        with table_partition(_FakeEvent(kim)):  # type: ignore[arg-type]
+            assert store[b"kim"] == b"kim-state"  # Faust's path reads the fast write
+        with table_partition(_FakeEvent(ann)):  # type: ignore[arg-type]
+            store[b"ann"] = b"ann-state"  # Faust's path writes
+        assert read_value(table, b"ann", ann) == b"ann-state"
+        assert read_value(table, b"kim", kim) == b"kim-state"
+        assert read_value(table, b"nobody", kim) is None
+        # Only in the record's partition, and the key index knows where.
+        others = [p for p in range(PARTITIONS) if p != kim]
+        assert all(store._db_for_partition(p).get(b"kim") is None for p in others)
+        assert store._key_index[b"kim"] == kim
+        # Without an event, Faust finds the key through that index.
+        assert store[b"kim"] == b"kim-state"
+
+    asyncio.run(go())
