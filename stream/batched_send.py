@@ -67,13 +67,23 @@ async def send_as_batches(
     for key, value in records:
         if batch.append(key=key, value=value, timestamp=None) is None:
             # Full: the record did not go in. (An empty batch takes any record.)
-            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            sent.append((await _send_batch(producer, batch, topic, partition), count))
             batch, count = producer.create_batch(), 0
             if batch.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {topic} does not fit in an empty producer batch")
         count += 1
-    sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+    sent.append((await _send_batch(producer, batch, topic, partition), count))
     return _last_offset(topic, partition, sent)
+
+
+async def _send_batch(producer: Any, batch: Any, topic: str, partition: int) -> Any:
+    try:
+        return await producer.send_batch(batch, topic, partition=partition)
+    except AssertionError as exc:  # aiokafka asserts an explicit partition exists
+        raise ValueError(
+            f"{topic} has no partition {partition}: every per-user topic must have "
+            "the worker's partition count (RECSTREAM_PARTITIONS)"
+        ) from exc
 
 
 async def _last_offset(
