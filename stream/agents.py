@@ -19,7 +19,7 @@ from faust.types.tuples import Message
 
 from schemas import Event, InvalidEvent, parse_event
 from schemas.messages import now_ms
-from stream.batched_send import Delivered, Record, RecordGroups, send_as_batches
+from stream.batched_send import Delivered, Record, send_as_batches
 from stream.deadletter import dead_letter_json
 from stream.hole_watch import HoleWatch
 from stream.metrics import WorkerMetrics
@@ -31,7 +31,7 @@ from stream.sequence import (
     encode_state,
     score_request_json,
 )
-from stream.tables import DirectWriter, changelog_sends, read_value, table_partition
+from stream.tables import DirectWriter, changelog_sends, table_partition
 from stream.take import Batcher, adaptive_take
 from stream.topics import WorkerTopics
 
@@ -138,8 +138,9 @@ class BatchProcessor:
         metrics.events_in.inc(len(batch))
         metrics.batch_size.observe(len(batch))
         pending: list[Awaitable[Any]] = []
-        # Deliveries of this batch's table changelog records (see DirectWriter).
-        changelog: list[Awaitable[Any]] = []
+        # Deliveries of this batch's table changelog records, one per changelog
+        # partition (see DirectWriter).
+        changelog: set[Awaitable[Any]] = set()
         # (source partition, user key) -> [(event, its record)] in arrival order.
         groups: dict[tuple[int, bytes], list[tuple[Event, EventT]]] = {}
 
@@ -174,8 +175,8 @@ class BatchProcessor:
                 group.append((event, record))
 
         applied = duplicates = requests = 0
-        # Score requests, one producer batch per partition (stream.batched_send).
-        outbox = RecordGroups()
+        # Score requests by partition, sent as one producer batch each (stream.batched_send).
+        outbox: dict[int, list[Record]] = {}
         # The observer's last_recommendations writes go through Faust's table
         # (DeliveredTable): their changelog sends are outputs of the batch too.
         with changelog_sends() as sends:
@@ -189,8 +190,10 @@ class BatchProcessor:
                 requests += n_applied + n_duplicates > 0  # 0 and 0: all went to the DLQ
         pending.extend(sends)
         # The score requests first: they are on the path to a recommendation.
-        for (topic, partition), records in outbox.take().items():
-            pending.append(await self._emitter.send_records(topic, partition, records))
+        for partition, records in outbox.items():
+            pending.append(
+                await self._emitter.send_records(self._topics.score_requests, partition, records)
+            )
         if changelog:
             # The table's changelog records, queued by the writer in the order of
             # the store writes. (A deletion in between may have sent them already.)
@@ -202,8 +205,7 @@ class BatchProcessor:
             metrics.duplicates.inc(duplicates)
             metrics.score_requests.inc(requests)
 
-        # One delivery per changelog partition, shared by the puts of that partition.
-        return self._delivery(list({id(f): f for f in changelog}.values()), pending, started)
+        return self._delivery(list(changelog), pending, started)
 
     async def _delivery(
         self, changelog: list[Awaitable[Any]], pending: list[Awaitable[Any]], started: float
@@ -221,8 +223,8 @@ class BatchProcessor:
         user_key: bytes,
         pairs: list[tuple[Event, EventT]],
         ingest_ms: int,
-        changelog: list[Awaitable[Any]],
-        outbox: RecordGroups,
+        changelog: set[Awaitable[Any]],
+        outbox: dict[int, list[Record]],
     ) -> tuple[int, int, list[Awaitable[Any]]]:
         """Apply one user's events of the batch; queue its score request in
         ``outbox``; return (applied, duplicates, dead letters)."""
@@ -233,8 +235,7 @@ class BatchProcessor:
         # it. The writer's lock: no deletion between the read and the write.
         async with self._writer.lock:
             with table_partition(record):
-                raw = read_value(self._table, user_key, record.message.partition)
-                state = self._load(events[0].user_id, raw)
+                state = self._load(events[0].user_id, self._writer.get(user_key, record))
                 try:
                     new_state, applied = apply_events(state, events, self._max_len)
                     value = encode_state(new_state)
@@ -246,7 +247,7 @@ class BatchProcessor:
                     # the RocksDB write and the changelog delivery, the redelivered
                     # events are duplicates locally, and this rewrite is what puts
                     # the update back into the changelog.
-                    changelog.append(self._writer.put(user_key, value, record))
+                    changelog.add(self._writer.put(user_key, value, record))
                     if self._observer is not None and applied:
                         # The online metric (stream.last_recommendations): same partition.
                         self._observer.on_applied(user_key, applied)
@@ -270,8 +271,9 @@ class BatchProcessor:
         # per-user topic.
         trigger = applied[-1] if applied else events[-1]
         request = score_request_json(new_state, trigger, ingest_ms)
-        partition = user_partition(user_key, self._partitions)
-        outbox.add(self._topics.score_requests, partition, user_key, request)
+        outbox.setdefault(user_partition(user_key, self._partitions), []).append(
+            (user_key, request)
+        )
         return len(applied), len(events) - len(applied), []
 
     def _load(self, user_id: str, raw: bytes | None) -> UserSequence | None:

@@ -27,28 +27,6 @@ class Delivered(NamedTuple):
 Record = tuple[bytes | None, bytes | None]
 
 
-class RecordGroups:
-    """Records to send, kept in arrival order per (topic, partition)."""
-
-    def __init__(self) -> None:
-        self._groups: dict[tuple[str, int], list[Record]] = {}
-
-    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
-        group = self._groups.get((topic, partition))
-        if group is None:
-            self._groups[topic, partition] = [(key, value)]
-        else:
-            group.append((key, value))
-
-    def __len__(self) -> int:
-        return sum(len(g) for g in self._groups.values())
-
-    def take(self) -> dict[tuple[str, int], list[Record]]:
-        """Every group, oldest first, and start empty."""
-        groups, self._groups = self._groups, {}
-        return groups
-
-
 async def send_as_batches(
     producer: Any, topic: str, partition: int, records: Sequence[Record]
 ) -> Awaitable[Delivered | None]:

@@ -494,8 +494,8 @@ def test_settings_reject_bad_values(name: str, value: str, message: str) -> None
 
 
 def test_rocksdb_fast_path_reads_and_writes_what_faust_store_does(tmp_path: Path) -> None:
-    """read_value and DirectWriter.put with a partition go straight to that
-    partition's RocksDB database; Faust's own store path sees the same data."""
+    """DirectWriter.get and .put go straight to the record partition's RocksDB
+    database; Faust's own store path sees the same data."""
     settings = WorkerSettings(state_dir=tmp_path / "state", store_url="rocksdb://", worker_id="t")
 
     async def go() -> None:
@@ -512,9 +512,10 @@ def test_rocksdb_fast_path_reads_and_writes_what_faust_store_does(tmp_path: Path
             assert store[b"kim"] == b"kim-state"  # Faust's path reads the fast write
         with table_partition(_FakeEvent(ann)):  # type: ignore[arg-type]
             store[b"ann"] = b"ann-state"  # Faust's path writes
-        assert read_value(table, b"ann", ann) == b"ann-state"
-        assert read_value(table, b"kim", kim) == b"kim-state"
-        assert read_value(table, b"nobody", kim) is None
+        async with writer.lock:
+            assert writer.get(b"ann", _FakeEvent(ann)) == b"ann-state"  # type: ignore[arg-type]
+            assert writer.get(b"kim", _FakeEvent(kim)) == b"kim-state"  # type: ignore[arg-type]
+            assert writer.get(b"nobody", _FakeEvent(kim)) is None  # type: ignore[arg-type]
         # Only in the record's partition, and the key index knows where.
         others = [p for p in range(PARTITIONS) if p != kim]
         assert all(store._db_for_partition(p).get(b"kim") is None for p in others)
