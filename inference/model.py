@@ -80,6 +80,11 @@ class ModelConfig:
     #: The model carries a learned [mask] input vector, for masked-item
     #: pre-training (``TrainConfig.pretrain_epochs``).
     masked_pretraining: bool = False
+    #: With ``use_time``: the attention layers that add the age bias, "all" or
+    #: only the "last". Serving runs the last layer for the last position
+    #: only, so there the bias is [B, 1, L]; in any earlier layer it is
+    #: [B, L, L] and was most of a CPU scorer's time.
+    age_bias_layers: str = "all"
 
     def validate(self) -> ModelConfig:
         """Raise ``ValueError`` naming the first bad field; return self for chaining."""
@@ -96,6 +101,7 @@ class ModelConfig:
             (self.loss in ("full", "sampled"), "loss must be 'full' or 'sampled'"),
             (self.n_negatives >= 1, "n_negatives must be >= 1"),
             (0.0 <= self.id_dropout < 1.0, "id_dropout must be in [0, 1)"),
+            (self.age_bias_layers in ("all", "last"), "age_bias_layers must be 'all' or 'last'"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -104,6 +110,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def age_bias_layer_ids(self) -> tuple[int, ...]:
+        """Indices of the blocks that add the age bias (empty without ``use_time``)."""
+        if not self.use_time:
+            return ()
+        if self.age_bias_layers == "last":
+            return (self.n_layers - 1,)
+        return tuple(range(self.n_layers))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -172,8 +187,9 @@ class SeqRecModel(nn.Module):
             self.event_type = nn.Embedding(N_EVENT_TYPE_IDS, d, padding_idx=0)
         if cfg.use_time:
             self.gap = nn.Embedding(cfg.n_time_buckets, d)
-            # Per layer, per head age bias; zero init = starts as plain SASRec.
-            self.age_bias = nn.Embedding(cfg.n_time_buckets, cfg.n_heads * cfg.n_layers)
+            # Per biased layer, per head age bias; zero init = starts as plain SASRec.
+            self.age_bias = nn.Embedding(cfg.n_time_buckets,
+                                         cfg.n_heads * len(cfg.age_bias_layer_ids))
             nn.init.zeros_(self.age_bias.weight)
         if cfg.use_fusion:
             self.short_q = nn.Linear(d, d)
@@ -274,11 +290,13 @@ class SeqRecModel(nn.Module):
             age_b = log_time_bucket(query_times.unsqueeze(2) - times.unsqueeze(1), cfg.n_time_buckets)
         if cfg.use_time:
             h = cfg.n_heads
-            age = self.age_bias(age_b).permute(0, 3, 1, 2)  # [B, H*layers, L, L]
+            age = self.age_bias(age_b).permute(0, 3, 1, 2)  # [B, H*biased layers, L, L]
+        biased = cfg.age_bias_layer_ids
         for i, block in enumerate(self.blocks):
             bias = mask.unsqueeze(1)
-            if cfg.use_time:
-                bias = bias + age[:, i * h : (i + 1) * h]
+            if i in biased:
+                j = biased.index(i)
+                bias = bias + age[:, j * h : (j + 1) * h]
             x = block(x, bias)
         long_term = self.ln_out(x)
         if not cfg.use_fusion:

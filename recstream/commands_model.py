@@ -59,6 +59,9 @@ def train(
         help="share of events hidden per sequence in pre-training")] = 0.2,
     text: Annotated[str, typer.Option(help="item text embeddings: auto, on, off")] = "auto",
     time: Annotated[bool, typer.Option("--time/--no-time", help="time-gap and age inputs")] = True,
+    age_bias_layers: Annotated[str, typer.Option(
+        help="attention layers with the time-age bias: all, or last (a CPU scorer's "
+             "[B, L, L] work goes)")] = "all",
     event_type: Annotated[bool, typer.Option("--event-type/--no-event-type")] = True,
     fusion: Annotated[bool, typer.Option("--fusion/--no-fusion",
                                          help="gated long/short-term fusion")] = True,
@@ -83,7 +86,8 @@ def train(
     overrides = dict(max_len=max_len, d_model=d_model, n_layers=layers, n_heads=heads,
                      ffn_mult=ffn_mult, dropout=dropout, id_dropout=id_dropout, loss=loss,
                      n_negatives=negatives, masked_pretraining=pretrain_epochs > 0,
-                     use_time=time, use_event_type=event_type, use_fusion=fusion)
+                     use_time=time, use_event_type=event_type, use_fusion=fusion,
+                     age_bias_layers=age_bias_layers)
     try:
         summary = run_train(data, out, overrides, cfg, text=text,
                             cache_dir=default_cache_dir(), overwrite=overwrite)

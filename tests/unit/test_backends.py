@@ -12,7 +12,7 @@ import importlib.util
 
 import pytest
 import torch
-from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K
+from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
 
 from inference.backends.base import (
     BackendUnavailable,
@@ -25,7 +25,7 @@ from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_
 from inference.backends.parity import compare, probe_inputs, reference_topk
 from inference.backends.select import select_backend
 from inference.backends.torch_backend import TorchBackend
-from inference.export import ONNX_FP16, ONNX_FP32, ExportError
+from inference.export import ONNX_FP16, ONNX_FP32, ExportError, export_onnx_files
 from inference.features import SequenceBatch
 
 FP32_ATOL = 1e-4
@@ -55,6 +55,16 @@ def test_torch_eager_parity(model, batch, length):
 @pytest.mark.parametrize(("batch", "length"), SHAPES)
 def test_onnxruntime_fp32_parity(model, ort_fp32, batch, length):
     _check(ort_fp32, model, batch, length, FP32_ATOL)
+
+
+def test_onnxruntime_parity_of_a_last_layer_age_model(tmp_path):
+    """``age_bias_layers="last"`` exports without the [B, L, L] ages and serves
+    what its eager torch serves."""
+    model = small_model(seed=2, age_bias_layers="last")
+    export_onnx_files(model, tmp_path, "test-last", k=K, fp16=False)
+    backend = OnnxRuntimeBackend(tmp_path / ONNX_FP32, threads=1)
+    for batch, length in [(1, 1), (7, 3), (16, MAX_LEN)]:
+        _check(backend, model, batch, length, FP32_ATOL)
 
 
 def test_onnxruntime_cpu_scores_big_batches_in_row_chunks_with_the_same_result(model, exported):

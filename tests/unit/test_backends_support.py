@@ -13,12 +13,13 @@ MAX_LEN = 24
 K = 10
 
 
-def small_model(seed: int = 0, steps: int = 8) -> SeqRecModel:
+def small_model(seed: int = 0, steps: int = 8, **config: object) -> SeqRecModel:
     """All features on; random text table; some cold (text-only) items; time biases
-    randomised (they start at zero) and a few Adam steps of next-item training."""
+    randomised (they start at zero) and a few Adam steps of next-item training.
+    ``config``: other ``ModelConfig`` fields."""
     torch.manual_seed(seed)
     cfg = ModelConfig(n_items=N_ITEMS, max_len=MAX_LEN, d_model=32, n_heads=2, n_layers=2,
-                      text_dim=16, dropout=0.0)
+                      text_dim=16, dropout=0.0, **config)  # type: ignore[arg-type]
     model = SeqRecModel(cfg)
     with torch.no_grad():
         model.set_item_text(torch.randn(N_ITEMS + 1, cfg.text_dim))

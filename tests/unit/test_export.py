@@ -28,15 +28,40 @@ from inference.model_dir import save_model_dir
 FP32_ATOL = 1e-4
 
 
+@pytest.mark.parametrize("onnx_friendly", [False, True])  # fused attention / plain ops
 @pytest.mark.parametrize("chunks", [1, 4])
 @pytest.mark.parametrize(("batch", "length"), SHAPES)
-def test_serving_graph_equals_model_topk(model, batch, length, chunks):
-    graph = ServingGraph(model, K, attn_chunks=chunks).eval()
+def test_serving_graph_equals_model_topk(model, batch, length, chunks, onnx_friendly):
+    graph = ServingGraph(model, K, attn_chunks=chunks, onnx_friendly=onnx_friendly).eval()
     probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=batch, length=length, seed=length)
     with torch.inference_mode():
         got = graph(probe.items, probe.event_types, probe.times, probe.query_times, exclude)
     parity = compare(reference_topk(model, probe, exclude, K), got)
     assert parity.holds(FP32_ATOL), parity
+
+
+@pytest.fixture(scope="module")
+def last_layer_age_model():
+    return small_model(seed=1, age_bias_layers="last")
+
+
+@pytest.mark.parametrize("onnx_friendly", [False, True])
+@pytest.mark.parametrize(("batch", "length", "chunks"), [(7, 3, 1), (16, MAX_LEN, 1),
+                                                         (16, MAX_LEN, 4)])
+def test_serving_graph_of_a_last_layer_age_model_equals_its_topk(
+        last_layer_age_model, batch, length, chunks, onnx_friendly):
+    model = last_layer_age_model
+    graph = ServingGraph(model, K, attn_chunks=chunks, onnx_friendly=onnx_friendly).eval()
+    probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=batch, length=length, seed=length)
+    with torch.inference_mode():
+        got = graph(probe.items, probe.event_types, probe.times, probe.query_times, exclude)
+    parity = compare(reference_topk(model, probe, exclude, K), got)
+    assert parity.holds(FP32_ATOL), parity
+    # The ages still count: without the last layer's bias the lists change.
+    model_without = small_model(seed=1, age_bias_layers="last")
+    with torch.no_grad():
+        model_without.age_bias.weight.zero_()
+    assert not compare(reference_topk(model_without, probe, exclude, K), got).holds(FP32_ATOL)
 
 
 def test_history_exclusion_can_be_turned_off(model):

@@ -34,8 +34,9 @@ def _batch(items: list[list[int]], max_len: int = 12):
     return b.items, b.event_types, b.times, b.query_times
 
 
-@pytest.mark.parametrize("flags", [{}, {"use_time": False, "use_text": False,
-                                        "use_event_type": False, "use_fusion": False}])
+@pytest.mark.parametrize("flags", [{}, {"age_bias_layers": "last"},
+                                   {"use_time": False, "use_text": False,
+                                    "use_event_type": False, "use_fusion": False}])
 def test_future_events_do_not_change_earlier_positions(flags: dict[str, bool]) -> None:
     model = _model(**flags)
     items, types, times, query = _batch([[3, 5, 7, 9, 11, 13, 2, 4]])
@@ -110,6 +111,8 @@ def test_config_validation_and_round_trip(tmp_path: Path) -> None:
         ModelConfig(n_items=5, d_model=10, n_heads=3).validate()
     with pytest.raises(ValueError, match="loss"):
         ModelConfig(n_items=5, loss="bpr").validate()
+    with pytest.raises(ValueError, match="age_bias_layers"):
+        ModelConfig(n_items=5, age_bias_layers="first").validate()
     cfg = ModelConfig(n_items=7, max_len=33, use_time=False, dropout=0.3)
     cfg.save(tmp_path / "config.json")
     assert ModelConfig.load(tmp_path / "config.json") == cfg
@@ -240,3 +243,25 @@ def test_masked_item_loss_trains_the_mask_vector(loss: str) -> None:
     assert model.mask_emb.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="padding"):
         model.masked_item_loss(items, types, times, query, items == 0, negatives=negatives)
+
+
+def test_age_bias_in_the_last_layer_only() -> None:
+    """``age_bias_layers="last"``: one layer's heads of age bias, and only the
+    last block sees it (a bias on the first would change the first block's
+    attention, which the hook below records)."""
+    model = _model(age_bias_layers="last")
+    assert model.age_bias.weight.shape == (model.cfg.n_time_buckets, model.cfg.n_heads)
+    assert model.cfg.age_bias_layer_ids == (1,)
+    assert _model().cfg.age_bias_layer_ids == (0, 1)
+    assert _model(use_time=False).cfg.age_bias_layer_ids == ()
+    items, types, times, query = _batch([[3, 5, 7, 9, 11, 13, 2, 4]])
+    for block in model.blocks:
+        block.keep_attention = True
+    with torch.no_grad():
+        model.encode(items, types, times, query)
+        first, last = (b.last_attention.clone() for b in model.blocks)
+        torch.nn.init.normal_(model.age_bias.weight, std=1.0)
+        model.encode(items, types, times, query)
+        first2, last2 = (b.last_attention for b in model.blocks)
+    assert torch.equal(first, first2)
+    assert not torch.allclose(last, last2)
