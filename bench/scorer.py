@@ -59,6 +59,7 @@ class BenchConfig:
     cache_dir: Path | None = None
     k: int = 10
     seed: int = 0
+    age_bias_layers: str = ModelConfig.age_bias_layers  # of the MovieLens-1M-shaped model
 
 
 @dataclass
@@ -87,11 +88,13 @@ class Report:
                 "parity": self.parity, "machine": self.machine}
 
 
-def ml1m_shape_model(seed: int = 0) -> SeqRecModel:
+def ml1m_shape_model(seed: int = 0, age_bias_layers: str = ModelConfig.age_bias_layers
+                     ) -> SeqRecModel:
     """MovieLens-1M's shape: 3,416 items, d=64, 2 layers, 2 heads, L=200, text (a
     random 384-d table) and time on; time biases randomised so they cost and count."""
     torch.manual_seed(seed)
-    model = SeqRecModel(ModelConfig(n_items=3416, max_len=200, d_model=64, n_heads=2, n_layers=2))
+    model = SeqRecModel(ModelConfig(n_items=3416, max_len=200, d_model=64, n_heads=2, n_layers=2,
+                                    age_bias_layers=age_bias_layers).validate())
     with torch.no_grad():
         model.set_item_text(torch.randn(3417, model.cfg.text_dim))
         torch.nn.init.normal_(model.age_bias.weight, std=0.3)
@@ -277,7 +280,7 @@ def run_bench(cfg: BenchConfig) -> Report:
                                 for k, v in asdict(cfg).items()}
     from inference.backends.select import weights_digest
 
-    model = ml1m_shape_model(cfg.seed)
+    model = ml1m_shape_model(cfg.seed, cfg.age_bias_layers)
     bench_model(model, "ml1m-shape", f"bench-{weights_digest(model)}", cfg, report)
     report.summary = summarize(report, "ml1m-shape")
     if cfg.model_dir is not None:

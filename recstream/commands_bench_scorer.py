@@ -44,6 +44,9 @@ def bench_scorer(
     cache_dir: Annotated[
         Path | None, typer.Option(help="ONNX exports and TensorRT engines [default: temp dir]")
     ] = None,
+    age_bias_layers: Annotated[
+        str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: all, last")
+    ] = "all",
 ) -> None:
     """Users/s and p50/p99 batch latency per backend, batch size and length; baseline = eager torch."""
     from bench.scorer import BenchConfig, format_table, run_bench
@@ -53,6 +56,8 @@ def bench_scorer(
         raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
     if compile_shapes not in ("headline", "all", "none"):
         raise typer.BadParameter("--compile-shapes must be headline, all or none")
+    if age_bias_layers not in ("all", "last"):
+        raise typer.BadParameter("--age-bias-layers must be all or last")
     logging.getLogger("bench.scorer").setLevel(logging.INFO)
     cfg = BenchConfig(
         device=device,
@@ -64,6 +69,7 @@ def bench_scorer(
         threads=threads,
         compile_shapes=compile_shapes,
         cache_dir=cache_dir,
+        age_bias_layers=age_bias_layers,
     )
     try:
         report = run_bench(cfg)

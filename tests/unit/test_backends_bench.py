@@ -33,3 +33,20 @@ def test_bench_scorer_cli_writes_rows_and_summary(tmp_path: Path):
 def test_bench_scorer_rejects_bad_options():
     result = CliRunner().invoke(build_app(), ["bench", "scorer", "--device", "tpu"])
     assert result.exit_code != 0
+
+
+def test_bench_scorer_age_bias_layers_option_reaches_the_model(tmp_path: Path):
+    out = tmp_path / "scorer.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "scorer", "--json", str(out), "--batches", "2", "--lengths", "8",
+        "--backends", "torch", "--budget", "0.01", "--threads", "1", "--age-bias-layers", "last",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["machine"]["config"]["age_bias_layers"] == "last"
+    assert report["parity"]["ml1m-shape/torch"]["overlap"] == 1.0
+    from bench.scorer import ml1m_shape_model
+
+    assert ml1m_shape_model(0, "last").age_bias.weight.shape[1] == 2  # heads x one layer
+    bad = CliRunner().invoke(build_app(), ["bench", "scorer", "--age-bias-layers", "first"])
+    assert bad.exit_code != 0 and "all or last" in bad.output
