@@ -89,12 +89,12 @@ async def _drain(bootstrap: str, n: int, child: Child) -> float:
         await consumer.stop()
 
 
-def _ml1m_model_dir(root: Path) -> Path:
+def _ml1m_model_dir(root: Path, age_bias_layers: str) -> Path:
     from bench.scorer import ml1m_shape_model
     from inference.export import export_model_dir
     from inference.model_dir import save_model_dir
 
-    model = ml1m_shape_model()
+    model = ml1m_shape_model(0, age_bias_layers)
     out = root / "ml1m-shape"
     save_model_dir(out, model, [f"i{n}" for n in range(model.cfg.n_items)], {})
     export_model_dir(out, fp16=False)  # the scorer reuses the export in the version dir
@@ -104,13 +104,15 @@ def _ml1m_model_dir(root: Path) -> Path:
 def run_service_bench(
     *, requests: int = 5000, seq_len: int = 200, batch: int = 256, backend: str = "auto",
     threads: int | None = None, root: Path | None = None, model_dir: Path | None = None,
+    age_bias_layers: str = "all",
 ) -> dict[str, Any]:
-    """``model_dir``: a model version to serve; default a MovieLens-1M-shaped one."""
-    from inference.model_dir import ITEM_IDS
+    """``model_dir``: a model version to serve; default a MovieLens-1M-shaped one
+    (with ``age_bias_layers``)."""
+    from inference.model_dir import CONFIG, ITEM_IDS
 
     root = Path(root or tempfile.mkdtemp(prefix="recstream-bench-service-"))
     root.mkdir(parents=True, exist_ok=True)
-    model_dir = Path(model_dir) if model_dir is not None else _ml1m_model_dir(root)
+    model_dir = Path(model_dir) if model_dir is not None else _ml1m_model_dir(root, age_bias_layers)
     catalogue = json.loads((model_dir / ITEM_IDS).read_text())
     values = _requests(requests, seq_len, catalogue, 0)
     in_process = _in_process(model_dir, values, batch, backend, threads)
@@ -139,6 +141,7 @@ def run_service_bench(
         "in_process_users_per_s": in_process.users_per_s,
         "service_over_in_process": round(service.users_per_s / in_process.users_per_s, 3),
         "ort_attention_budget": _ort_attention_budget(used),
+        "model": {"dir": str(model_dir), "config": json.loads((model_dir / CONFIG).read_text())},
     }
 
 

@@ -95,12 +95,20 @@ def bench_scorer_service(
     batch: Annotated[int, typer.Option(help="scorer micro-batch size")] = 256,
     backend: Annotated[str, typer.Option(help="scoring backend of the model")] = "auto",
     threads: Annotated[int | None, typer.Option(help="scorer CPU threads")] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="serve this model version dir [default: a MovieLens-1M-shaped one]")] = None,
+    age_bias_layers: Annotated[
+        str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: all, last")
+    ] = "all",
 ) -> None:
     """Scorer service end to end (Kafka in, Kafka out): users/s from a backlog."""
     from bench.scorer_service import format_table, run_service_bench, write_json
 
+    if age_bias_layers not in ("all", "last"):
+        raise typer.BadParameter("--age-bias-layers must be all or last")
     report = run_service_bench(
-        requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads
+        requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads,
+        model_dir=model, age_bias_layers=age_bias_layers,
     )
     typer.echo(format_table(report))
     if json_out is not None:

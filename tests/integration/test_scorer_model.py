@@ -150,3 +150,5 @@ def test_bench_scorer_service_measures_the_service_and_its_baseline(tmp_path: Pa
     assert [r["backend"] for r in report["rows"]] == ["onnxruntime", "onnxruntime"]
     assert all(r["requests"] == 200 and r["seq_len"] == 8 for r in report["rows"])
     assert report["ort_attention_budget"] == 1_500_000  # the default, recorded with the figures
+    assert report["model"]["dir"] == str(model_dir)
+    assert report["model"]["config"]["age_bias_layers"] == "all"
