@@ -265,3 +265,25 @@ def test_age_bias_in_the_last_layer_only() -> None:
         first2, last2 = (b.last_attention for b in model.blocks)
     assert torch.equal(first, first2)
     assert not torch.allclose(last, last2)
+
+
+def test_a_model_dir_saved_before_age_bias_layers_loads_as_all(tmp_path: Path) -> None:
+    """Version folders written before the field existed have no ``age_bias_layers``
+    key: they load as "all" (their age_bias holds every layer's heads) and score
+    as they did."""
+    import json
+
+    model = _model()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.age_bias.weight, std=0.5)
+    save_model_dir(tmp_path / "v", model, [f"i{n}" for n in range(N_ITEMS)], {})
+    config = tmp_path / "v" / "config.json"
+    raw = json.loads(config.read_text())
+    del raw["age_bias_layers"]
+    config.write_text(json.dumps(raw))
+    loaded = load_model_dir(tmp_path / "v").model
+    assert loaded.cfg.age_bias_layers == "all"
+    items, types, times, query = _batch([[3, 5, 7, 9, 11, 13, 2, 4]])
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode(items, types, times, query),
+                              model.encode(items, types, times, query))
