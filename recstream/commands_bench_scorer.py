@@ -25,6 +25,14 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def _age_bias_layers(value: str) -> str:
+    from inference.model import AGE_BIAS_LAYERS
+
+    if value not in AGE_BIAS_LAYERS:
+        raise typer.BadParameter(f"--age-bias-layers must be {' or '.join(AGE_BIAS_LAYERS)}")
+    return value
+
+
 def bench_scorer(
     json_out: Annotated[Path | None, typer.Option("--json", help="write rows + summary here")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
@@ -56,8 +64,6 @@ def bench_scorer(
         raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
     if compile_shapes not in ("headline", "all", "none"):
         raise typer.BadParameter("--compile-shapes must be headline, all or none")
-    if age_bias_layers not in ("all", "last"):
-        raise typer.BadParameter("--age-bias-layers must be all or last")
     logging.getLogger("bench.scorer").setLevel(logging.INFO)
     cfg = BenchConfig(
         device=device,
@@ -69,7 +75,7 @@ def bench_scorer(
         threads=threads,
         compile_shapes=compile_shapes,
         cache_dir=cache_dir,
-        age_bias_layers=age_bias_layers,
+        age_bias_layers=_age_bias_layers(age_bias_layers),
     )
     try:
         report = run_bench(cfg)
@@ -104,11 +110,9 @@ def bench_scorer_service(
     """Scorer service end to end (Kafka in, Kafka out): users/s from a backlog."""
     from bench.scorer_service import format_table, run_service_bench, write_json
 
-    if age_bias_layers not in ("all", "last"):
-        raise typer.BadParameter("--age-bias-layers must be all or last")
     report = run_service_bench(
         requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads,
-        model_dir=model, age_bias_layers=age_bias_layers,
+        model_dir=model, age_bias_layers=_age_bias_layers(age_bias_layers),
     )
     typer.echo(format_table(report))
     if json_out is not None:

@@ -161,6 +161,8 @@ class ServingGraph(nn.Module):
         self.attn_masked = _ATTN_MASKED[dtype]
         self.h = cfg.n_heads
         self.dh = cfg.d_model // cfg.n_heads
+        # Layer index -> its row of the age_bias buffer, for the biased layers.
+        self.age_row = {layer: j for j, layer in enumerate(cfg.age_bias_layer_ids)}
         nb = cfg.n_time_buckets
         src = copy.deepcopy(model).eval().float()
         with torch.no_grad():
@@ -174,7 +176,7 @@ class ServingGraph(nn.Module):
                 # [layers, H, nb]: head-major, indexed by bucket - 1 (bucket 0 is
                 # never an age), and the last column holds the masked logit, so
                 # the causal/padding mask and the age bias are one lookup.
-                nl = len(cfg.age_bias_layer_ids)
+                nl = len(self.age_row)
                 w = src.age_bias.weight.detach().t().reshape(nl, self.h, nb)
                 w = torch.cat([w[:, :, 1:], torch.full((nl, self.h, 1), self.attn_masked)], 2)
                 self.register_buffer("age_bias", w.to(dtype))
@@ -237,12 +239,11 @@ class ServingGraph(nn.Module):
               masked: torch.Tensor) -> torch.Tensor:
         """Additive attention bias ``[H, B, Lq, Lk]`` (or ``[1, ...]`` without ages)
         from ``_bucket0`` ages ``[B, Lq, Lk]`` and the allowed pairs."""
-        biased = self.cfg.age_bias_layer_ids
-        if age is None or layer not in biased:
+        if age is None or layer not in self.age_row:
             zero = torch.zeros((), dtype=masked.dtype, device=masked.device)
             return torch.where(allowed, zero, masked).unsqueeze(0)
         idx = torch.where(allowed, age, float(self.cfg.n_time_buckets - 1))  # masked column
-        return _lookup(self.age_bias[biased.index(layer)], idx.to(torch.long))
+        return _lookup(self.age_bias[self.age_row[layer]], idx.to(torch.long))
 
     def _ffn(self, blk: _Block, x: torch.Tensor) -> torch.Tensor:
         h = blk.ffn_in(blk.ln2(x))
@@ -279,8 +280,9 @@ class ServingGraph(nn.Module):
 
         Eagerly, torch's fused attention kernel: it adds the bias and
         softmaxes tile by tile instead of writing the [H, B, Lq, Lk] logits
-        and probabilities out, which at b64/L200 on a 2-core CPU took the
-        attention from 17 to 6 ms. Exported, the plain ops, which ONNX
+        and probabilities out (alone, [64, 2, 200, 32] with a float mask: 17
+        -> 6 ms on a 2-core CPU; the whole b64/L200 batch at four row chunks
+        gained nothing measurable). Exported, the plain ops, which ONNX
         Runtime and TensorRT fuse themselves.
         """
         if self.onnx_friendly:
@@ -317,6 +319,7 @@ class ServingGraph(nn.Module):
         masked = x.new_full((), self.attn_masked)
 
         if cfg.n_layers > 1:
+            full_ages = any(i in self.age_row for i in range(cfg.n_layers - 1))
             parts, ages = [], []
             for s, e in _chunks(n, self.attn_chunks):
                 qi = torch.arange(s, e, device=items.device).view(-1, 1)
@@ -324,8 +327,7 @@ class ServingGraph(nn.Module):
                 parts.append((ki <= qi).unsqueeze(0) & valid[:, :e].unsqueeze(1))  # [B, Lq, Lk]
                 ages.append(
                     self._bucket0(query_times[:, s:e].unsqueeze(2) - times[:, :e].unsqueeze(1))
-                    if any(i in cfg.age_bias_layer_ids for i in range(cfg.n_layers - 1))
-                    else None
+                    if full_ages else None
                 )
             for i in range(cfg.n_layers - 1):
                 x = self._full_layer(i, x, b, n, parts, masked, ages)

@@ -32,12 +32,19 @@ FP32_ATOL = 1e-4
 @pytest.mark.parametrize("chunks", [1, 4])
 @pytest.mark.parametrize(("batch", "length"), SHAPES)
 def test_serving_graph_equals_model_topk(model, batch, length, chunks, onnx_friendly):
+    _serving_graph_topk(model, batch, length, chunks, onnx_friendly)
+
+
+def _serving_graph_topk(model, batch, length, chunks, onnx_friendly):
+    """The serving graph's top-K on a probe batch, checked against ``model.topk``;
+    returns (graph output, probe, exclude)."""
     graph = ServingGraph(model, K, attn_chunks=chunks, onnx_friendly=onnx_friendly).eval()
     probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=batch, length=length, seed=length)
     with torch.inference_mode():
         got = graph(probe.items, probe.event_types, probe.times, probe.query_times, exclude)
     parity = compare(reference_topk(model, probe, exclude, K), got)
     assert parity.holds(FP32_ATOL), parity
+    return got, probe, exclude
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +57,8 @@ def last_layer_age_model():
                                                          (16, MAX_LEN, 4)])
 def test_serving_graph_of_a_last_layer_age_model_equals_its_topk(
         last_layer_age_model, batch, length, chunks, onnx_friendly):
-    model = last_layer_age_model
-    graph = ServingGraph(model, K, attn_chunks=chunks, onnx_friendly=onnx_friendly).eval()
-    probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=batch, length=length, seed=length)
-    with torch.inference_mode():
-        got = graph(probe.items, probe.event_types, probe.times, probe.query_times, exclude)
-    parity = compare(reference_topk(model, probe, exclude, K), got)
-    assert parity.holds(FP32_ATOL), parity
+    got, probe, exclude = _serving_graph_topk(last_layer_age_model, batch, length, chunks,
+                                              onnx_friendly)
     # The ages still count: without the last layer's bias the lists change.
     model_without = small_model(seed=1, age_bias_layers="last")
     with torch.no_grad():
