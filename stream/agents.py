@@ -146,12 +146,15 @@ class BatchProcessor:
 
         for record in batch:
             message = record.message
-            hole = self._holes.check(message)
-            if hole is not None:
-                await hole
+            repeat = self._holes.check(message)
+            if not isinstance(repeat, bool):
+                repeat = await repeat
             try:
                 event = parse_event(message.value, now=ingest_ms)
             except InvalidEvent as exc:
+                if repeat:  # its letter went out when it was handled
+                    metrics.dlq_repeats.inc()
+                    continue
                 pending.append(await self._dead_letter(message, exc.reason, exc.detail, ingest_ms))
                 continue
             user_key = event.user_id.encode()

@@ -82,12 +82,15 @@ class DeletionProcessor:
 
     async def process(self, record: EventT) -> None:
         message = record.message
-        hole = self._holes.check(message)
-        if hole is not None:
-            await hole
+        repeat = self._holes.check(message)
+        if not isinstance(repeat, bool):
+            repeat = await repeat
         try:
             deletion = parse_deletion(message.value)
         except ValueError as exc:
+            if repeat:  # its letter went out when it was handled
+                self._metrics.dlq_repeats.inc()
+                return
             reason, detail = exc.args
             await (await self._dead_letter(record, f"deletion_{reason}", detail))
             return

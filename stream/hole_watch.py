@@ -8,6 +8,11 @@ from the table), the deletions agent (a user not forgotten) and the
 recommendations agent (a hole there stalls the topic's commits, and its lag
 gauge grows until a restart). Their topics are exempt from Faust's read-offset
 filter (:mod:`stream.faust_gaps`), so a seek back always re-reads.
+
+It also tells an agent whether a message was handled before in this consumer
+generation (a re-read brings the records after a hole again): the table
+dedupes a repeated event by its id anyway, but a malformed one would go to the
+DLQ a second time, so the agents send no second letter.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 from faust.types.tuples import Message
 
 from stream.metrics import WorkerMetrics
-from stream.offset_gaps import NOTHING, OffsetGaps, Verdict
+from stream.offset_gaps import NOTHING, REPEAT, OffsetGaps, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +54,22 @@ class HoleWatch:
         self._skip_hole = skip_hole
         self._clock = clock
 
-    def check(self, message: Message) -> Awaitable[None] | None:
-        """Note ``message``'s offset; None, or what to await about a hole before it
-        (a seek back, a log line). Per message a plain call, not a coroutine."""
+    def check(self, message: Message) -> bool | Awaitable[bool]:
+        """Note ``message``'s offset. Whether it was handled before in this
+        generation (a repeat), or, where there is a hole before it, an awaitable
+        that acts on it (a seek back, a log line) and then says so. Per message
+        a plain call, not a coroutine."""
         verdict = self._gaps.observe(
             message.tp, message.generation_id or 0, message.offset, self._clock(),
             self._committed,
         )  # fmt: skip
-        return None if verdict is NOTHING else self._on_hole(message, verdict)
+        if verdict is NOTHING:
+            return False
+        if verdict is REPEAT:
+            return True
+        return self._on_hole(message, verdict)
 
-    async def _on_hole(self, message: Message, verdict: Verdict) -> None:
+    async def _on_hole(self, message: Message, verdict: Verdict) -> bool:
         where = f"{message.topic}[{message.partition}]"
         if verdict.filled is not None:
             self._metrics.offset_holes.labels("filled").inc()
@@ -82,3 +93,4 @@ class HoleWatch:
                 await self._seek(message.tp, verdict.seek_to)
             except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile; retried later
                 log.warning("%s: seek to %d failed: %r", where, verdict.seek_to, exc)
+        return verdict.repeat

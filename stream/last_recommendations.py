@@ -154,8 +154,9 @@ def define_recommendations_agent(
                 if holes is not None:
                     # A hole would stall this topic's commits (and its lag gauge).
                     for record in batch:
+                        # (A repeat is remembered again: the same list, harmless.)
                         hole = holes.check(record.message)
-                        if hole is not None:
+                        if not isinstance(hole, bool):
                             await hole
                 await online.remember(batch)
             except Exception as exc:

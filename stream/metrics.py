@@ -33,6 +33,12 @@ class WorkerMetrics:
             registry=r,
         )
         self.dlq = Counter(p + "events_dlq", "events sent to the DLQ", ["reason"], registry=r)
+        self.dlq_repeats = Counter(
+            p + "dlq_repeats",
+            "malformed records read again in the same consumer generation (a hole's"
+            " re-read, a redelivery): not dead-lettered twice",
+            registry=r,
+        )
         self.repartitioned = Counter(
             p + "events_repartitioned",
             "events whose record key did not place them on their user's partition",

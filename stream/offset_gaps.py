@@ -32,6 +32,7 @@ stream buffer not yet drained can each delay a re-read that long). Pure logic;
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -41,6 +42,9 @@ MAX_ATTEMPTS = 3
 #: Seconds after a seek with no re-read seen before seeking again (not counted
 #: as an attempt): what was fetched before the seek is still being delivered.
 RETRY_S = 2.0
+#: Abandoned holes remembered per partition, so that a record of one that turns
+#: up late is not taken for a repeat.
+ABANDONED_KEPT = 16
 
 
 class Hole(NamedTuple):
@@ -55,9 +59,72 @@ class Verdict(NamedTuple):
     filled: Hole | None = None
     #: A hole given up on after MAX_ATTEMPTS re-reads.
     abandoned: Hole | None = None
+    #: The offset was handled before in this consumer generation (a re-read or
+    #: a redelivery): its outputs went out then.
+    repeat: bool = False
 
 
 NOTHING = Verdict()
+REPEAT = Verdict(repeat=True)
+
+
+class Runs:
+    """A set of ints as sorted, disjoint, non-adjacent ``[start, end)`` runs.
+
+    Offsets beyond a hole arrive mostly in order, so each one usually extends
+    the last run: the size is the number of gaps among them, not their count.
+    """
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs: list[list[int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._runs)
+
+    def __len__(self) -> int:
+        """The number of runs (not of offsets)."""
+        return len(self._runs)
+
+    def __contains__(self, x: int) -> bool:
+        i = bisect_right(self._runs, x, key=_start)
+        return i > 0 and x < self._runs[i - 1][1]
+
+    def add(self, x: int) -> None:
+        runs = self._runs
+        if runs and runs[-1][1] == x:  # the common case: the next offset in order
+            runs[-1][1] = x + 1
+            return
+        i = bisect_right(runs, x, key=_start)
+        left = runs[i - 1] if i > 0 else None
+        if left is not None and x < left[1]:
+            return  # already in
+        right = runs[i] if i < len(runs) else None
+        if left is not None and left[1] == x:
+            left[1] = x + 1
+            if right is not None and right[0] == x + 1:
+                left[1] = right[1]
+                del runs[i]
+        elif right is not None and right[0] == x + 1:
+            right[0] = x
+        else:
+            runs.insert(i, [x, x + 1])
+
+    def first(self) -> int:
+        """The least member (the set must not be empty)."""
+        return self._runs[0][0]
+
+    def take_run(self, x: int) -> int:
+        """If a run starts at ``x``, remove it and return its end; else return ``x``."""
+        runs = self._runs
+        if runs and runs[0][0] == x:
+            return runs.pop(0)[1]
+        return x
+
+
+def _start(run: list[int]) -> int:
+    return run[0]
 
 
 @dataclass
@@ -68,12 +135,21 @@ class _Partition:
     #: The offset observed last: one at or below it starts a re-read.
     last_offset: int
     #: Offsets seen beyond a hole, waiting for the hole to fill.
-    ahead: set[int] = field(default_factory=set)
+    ahead: Runs = field(default_factory=Runs)
     #: The first hole noticed and not yet filled or abandoned.
     hole: Hole | None = None
     #: Re-reads that went past ``hole`` without filling it.
     skipped: int = 0
     last_seek: float = float("-inf")
+    #: Holes given up on, newest last (at most ABANDONED_KEPT): below the
+    #: frontier, yet never handled.
+    abandoned: list[Hole] = field(default_factory=list)
+
+    def handled(self, offset: int) -> bool:
+        """Whether ``offset`` reached the agent before, in this generation."""
+        if offset >= self.frontier:
+            return offset in self.ahead
+        return not any(h.first <= offset <= h.last for h in self.abandoned)
 
 
 class OffsetGaps:
@@ -97,7 +173,8 @@ class OffsetGaps:
         ``committed`` gives the group's committed offset of ``tp``: asked only at
         the first offset of a new consumer generation, where the partition should
         resume. A first offset beyond it is a hole too (the one behind the
-        committed offset that then never moves).
+        committed offset that then never moves). The verdict's ``repeat`` says
+        whether ``offset`` was observed before in this generation.
         """
         part = self._parts.get(tp)
         re_read = False
@@ -111,23 +188,25 @@ class OffsetGaps:
             re_read = offset <= part.last_offset
             part.last_offset = offset
         if offset < part.frontier:
-            return NOTHING  # a re-read of what was processed, or a redelivery
+            # A re-read of what was processed, or a redelivery.
+            return REPEAT if part.handled(offset) else NOTHING
         if offset == part.frontier:
             return self._advance(part, now)
+        repeat = offset in part.ahead
         part.ahead.add(offset)
         if part.hole is None:
-            part.hole = Hole(part.frontier, min(part.ahead) - 1)
-            return self._seek(part, now)
+            part.hole = Hole(part.frontier, part.ahead.first() - 1)
+            return self._seek(part, now)._replace(repeat=repeat)
         if re_read:
             # A re-read began past the hole: the fetch from its first offset
             # had nothing there.
             part.skipped += 1
             if part.skipped >= self.max_attempts:
-                return self._abandon(part, now)
-            return self._seek(part, now)
+                return self._abandon(part, now)._replace(repeat=repeat)
+            return self._seek(part, now)._replace(repeat=repeat)
         if now - part.last_seek >= self.retry_s:
-            return self._seek(part, now)
-        return NOTHING
+            return self._seek(part, now)._replace(repeat=repeat)
+        return REPEAT if repeat else NOTHING
 
     @staticmethod
     def _seek(part: _Partition, now: float) -> Verdict:
@@ -136,29 +215,24 @@ class OffsetGaps:
 
     @staticmethod
     def _advance(part: _Partition, now: float) -> Verdict:
-        part.frontier += 1
-        while part.frontier in part.ahead:
-            part.ahead.discard(part.frontier)
-            part.frontier += 1
+        part.frontier = part.ahead.take_run(part.frontier + 1)
         if part.hole is None or part.frontier <= part.hole.last:
             return NOTHING
         filled, part.hole, part.skipped = part.hole, None, 0
         if part.ahead:
             # Another hole further on; the re-read under way goes on into it.
-            part.hole = Hole(part.frontier, min(part.ahead) - 1)
+            part.hole = Hole(part.frontier, part.ahead.first() - 1)
             part.last_seek = now
         return Verdict(filled=filled)
 
     @staticmethod
     def _abandon(part: _Partition, now: float) -> Verdict:
         """Skip the hole; carry on from what was seen beyond it."""
-        abandoned = Hole(part.frontier, min(part.ahead) - 1)
-        part.frontier = min(part.ahead)
-        while part.frontier in part.ahead:
-            part.ahead.discard(part.frontier)
-            part.frontier += 1
+        abandoned = Hole(part.frontier, part.ahead.first() - 1)
+        part.abandoned = [*part.abandoned[-(ABANDONED_KEPT - 1) :], abandoned]
+        part.frontier = part.ahead.take_run(part.ahead.first())
         part.hole, part.skipped = None, 0
         if part.ahead:
-            part.hole = Hole(part.frontier, min(part.ahead) - 1)
+            part.hole = Hole(part.frontier, part.ahead.first() - 1)
             part.last_seek = float("-inf")  # sought at the next offset beyond it
         return Verdict(abandoned=abandoned)

@@ -108,3 +108,26 @@ def test_a_deletion_offset_that_never_arrived_is_sought_back(harness: Harness) -
     # the seek fails and is logged; a worker re-reads).
     assert holes.labels("seek")._value.get() == 1
 
+
+
+def test_a_bad_deletion_read_again_in_the_same_generation_gets_one_letter(
+    harness: Harness,  # noqa: F811
+) -> None:
+    bob = user_partition(b"bob", PARTITIONS)
+    metrics = harness.worker.metrics
+
+    async def go() -> None:
+        async with (
+            delivering_changelog(harness.worker.app, harness.changelog),
+            harness.worker.deletions_agent.test_context() as agent,
+        ):
+            await agent.put(b'{"user_id": ', key=b"bob", partition=bob, wait=False)
+            await wait_until(harness, lambda: len(harness.emitter.on(EVENTS_DLQ)) >= 1)
+            agent.sent_offset -= 1  # the same offset again (a re-read after a hole)
+            await agent.put(b'{"user_id": ', key=b"bob", partition=bob, wait=False)
+            await agent.put(deletion("bob"), key=b"bob", partition=bob, wait=False)
+            await wait_until(harness, lambda: metrics.users_deleted._value.get() >= 1)
+
+    asyncio.run(go())
+    assert len(harness.emitter.on(EVENTS_DLQ)) == 1
+    assert metrics.dlq_repeats._value.get() == 1

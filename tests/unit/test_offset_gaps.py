@@ -1,8 +1,14 @@
-"""OffsetGaps: holes in a partition's offsets are noticed, re-read, and given up on."""
+"""OffsetGaps: holes in a partition's offsets are noticed, re-read, and given up on;
+offsets handled before in the generation are told apart (repeats)."""
 
 from __future__ import annotations
 
-from stream.offset_gaps import NOTHING, Hole, OffsetGaps, Verdict
+from itertools import pairwise
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.offset_gaps import NOTHING, REPEAT, Hole, OffsetGaps, Runs, Verdict
 
 TP = ("events", 0)
 
@@ -11,9 +17,9 @@ def feed(gaps: OffsetGaps, offsets: list[int], now: float = 0.0, gen: int = 1) -
     return [gaps.observe(TP, gen, o, now) for o in offsets]
 
 
-def test_contiguous_offsets_and_redeliveries_need_nothing() -> None:
+def test_contiguous_offsets_need_nothing_and_redeliveries_are_repeats() -> None:
     gaps = OffsetGaps()
-    assert set(feed(gaps, [10, 11, 12, 11, 12, 13])) == {NOTHING}
+    assert feed(gaps, [10, 11, 12, 11, 12, 13]) == [NOTHING] * 3 + [REPEAT] * 2 + [NOTHING]
 
 
 def test_a_hole_asks_for_a_seek_to_its_first_offset_and_reports_when_filled() -> None:
@@ -23,10 +29,10 @@ def test_a_hole_asks_for_a_seek_to_its_first_offset_and_reports_when_filled() ->
     assert gaps.observe(TP, 1, 15, now=1.0) == Verdict(seek_to=12)
     # Records fetched before the seek keep coming; no second seek right away.
     assert gaps.observe(TP, 1, 16, now=1.1) == NOTHING
-    # The re-read: 12, 13, 14 fill the hole; 15 and 16 come again (duplicates).
+    # The re-read: 12, 13, 14 fill the hole; 15 and 16 come again (repeats).
     assert feed(gaps, [12, 13], now=1.2) == [NOTHING, NOTHING]
     assert gaps.observe(TP, 1, 14, now=1.2) == Verdict(filled=Hole(12, 14))
-    assert feed(gaps, [15, 16, 17], now=1.3) == [NOTHING] * 3
+    assert feed(gaps, [15, 16, 17], now=1.3) == [REPEAT, REPEAT, NOTHING]
 
 
 def test_a_seek_with_no_re_read_in_sight_is_repeated_without_counting() -> None:
@@ -51,14 +57,17 @@ def test_a_hole_that_re_reads_keep_passing_is_given_up() -> None:
     feed(gaps, [0, 1])
     assert gaps.observe(TP, 1, 3, now=0.0) == Verdict(seek_to=2)
     assert gaps.observe(TP, 1, 4, now=0.1) == NOTHING
-    # The re-read starts at 3: nothing at 2. Seek once more.
-    assert gaps.observe(TP, 1, 3, now=0.2) == Verdict(seek_to=2)
-    assert gaps.observe(TP, 1, 4, now=0.3) == NOTHING
+    # The re-read starts at 3: nothing at 2. Seek once more (3 is a repeat).
+    assert gaps.observe(TP, 1, 3, now=0.2) == Verdict(seek_to=2, repeat=True)
+    assert gaps.observe(TP, 1, 4, now=0.3) == REPEAT
     assert gaps.observe(TP, 1, 5, now=0.3) == NOTHING
     # The second re-read passes it too: given up.
-    assert gaps.observe(TP, 1, 3, now=0.4) == Verdict(abandoned=Hole(2, 2))
+    assert gaps.observe(TP, 1, 3, now=0.4) == Verdict(abandoned=Hole(2, 2), repeat=True)
     # Carries on after what was seen beyond the hole, with no new hole.
-    assert feed(gaps, [4, 5, 6, 7], now=0.5) == [NOTHING] * 4
+    assert feed(gaps, [4, 5, 6, 7], now=0.5) == [REPEAT, REPEAT, NOTHING, NOTHING]
+    # A record of the abandoned hole that turns up late was never handled.
+    assert gaps.observe(TP, 1, 2, now=0.6) == NOTHING
+    assert gaps.observe(TP, 1, 1, now=0.6) == REPEAT
 
 
 def test_a_second_hole_is_followed_once_the_first_fills() -> None:
@@ -68,9 +77,9 @@ def test_a_second_hole_is_followed_once_the_first_fills() -> None:
     assert gaps.observe(TP, 1, 5, now=0.1) == NOTHING  # 3..4 missing too
     assert gaps.observe(TP, 1, 1, now=0.2) == Verdict(filled=Hole(1, 1))
     # The re-read goes on: 2 again, then 3 and 4 fill the second hole.
-    assert feed(gaps, [2, 3], now=0.3) == [NOTHING, NOTHING]
+    assert feed(gaps, [2, 3], now=0.3) == [REPEAT, NOTHING]
     assert gaps.observe(TP, 1, 4, now=0.3) == Verdict(filled=Hole(3, 4))
-    assert feed(gaps, [5, 6], now=0.4) == [NOTHING, NOTHING]
+    assert feed(gaps, [5, 6], now=0.4) == [REPEAT, NOTHING]
 
 
 def test_a_new_generation_starts_wherever_the_partition_resumes() -> None:
@@ -101,3 +110,40 @@ def test_a_generation_that_starts_past_the_committed_offset_has_a_hole() -> None
     # Resuming at (or before) the committed offset is normal.
     assert gaps.observe(TP, 3, 40, now=6.0, committed=lambda tp: 40) == NOTHING
     assert gaps.observe(TP, 4, 30, now=7.0, committed=lambda tp: 40) == NOTHING
+
+
+def test_a_new_generation_forgets_what_was_handled() -> None:
+    # A rebalance may have restored the tables: a redelivery is handled afresh.
+    gaps = OffsetGaps()
+    feed(gaps, [0, 1, 2], gen=1)
+    assert feed(gaps, [1, 2, 3], gen=2) == [NOTHING] * 3
+
+
+def test_a_hole_open_for_long_keeps_one_run_of_what_came_after_it() -> None:
+    # Seeks that never take (retry_s long): the partition goes on past the hole.
+    gaps = OffsetGaps(retry_s=1e9)
+    feed(gaps, [0])
+    assert gaps.observe(TP, 1, 2, now=0.0) == Verdict(seek_to=1)
+    assert set(feed(gaps, list(range(3, 100_000)))) == {NOTHING}
+    assert len(gaps._parts[TP].ahead) == 1  # one run, not 99,998 offsets
+    assert gaps.observe(TP, 1, 1, now=1.0) == Verdict(filled=Hole(1, 1))
+    assert gaps.observe(TP, 1, 99_999, now=1.0) == REPEAT
+    assert gaps.observe(TP, 1, 100_000, now=1.0) == NOTHING
+
+
+@given(st.lists(st.integers(0, 60), max_size=80))
+def test_runs_hold_the_same_members_as_a_set(xs: list[int]) -> None:
+    runs, model = Runs(), set()
+    for x in xs:
+        runs.add(x)
+        model.add(x)
+    assert [x for x in range(62) if x in runs] == sorted(model)
+    assert bool(runs) == bool(model)
+    if model:
+        assert runs.first() == min(model)
+        # Runs are maximal: their count is the number of breaks in the members.
+        ordered = sorted(model)
+        assert len(runs) == 1 + sum(b > a + 1 for a, b in pairwise(ordered))
+        end = runs.take_run(runs.first())
+        assert end == next(x for x in range(min(model), 62) if x not in model)
+        assert all(x not in runs for x in range(min(model), end))
