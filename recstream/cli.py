@@ -125,7 +125,13 @@ def worker() -> None:
             raise
         typer.echo("worker: stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
-    run_worker(_settings("worker", WorkerSettings.from_env))
+    from stream.topic_check import PartitionCountError
+
+    try:
+        run_worker(_settings("worker", WorkerSettings.from_env))
+    except PartitionCountError as exc:
+        typer.echo(f"worker: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def scorer() -> None:

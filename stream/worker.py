@@ -9,7 +9,7 @@ import sys
 import faust
 
 from schemas.probes import loop_responds
-from stream import faust_drain, tansu_compat
+from stream import faust_drain, tansu_compat, topic_check
 from stream.app import create_app, widen_producer_buffer
 from stream.metrics import MetricsServer, WorkerMetrics
 from stream.settings import WorkerSettings
@@ -18,7 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: WorkerSettings) -> None:
-    """Run until SIGTERM/SIGINT (then stop cleanly and return); raise if the worker crashed."""
+    """Run until SIGTERM/SIGINT (then stop cleanly and return); raise if the worker crashed.
+
+    Raises :class:`stream.topic_check.PartitionCountError` before starting when a
+    per-user topic's partition count is not ``settings.kafka.partitions``.
+    """
     logging.basicConfig(
         level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
@@ -26,6 +30,10 @@ def run_worker(settings: WorkerSettings) -> None:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     active, why = tansu_compat.compat_wanted(settings.kafka)
     log.info("broker compat %s (%s)", "ON" if active else "off", why)
+    # Before anything is read: a topic of another partition count misplaces users.
+    counts = topic_check.check_partition_counts(settings.kafka)
+    log.info("partition counts match RECSTREAM_PARTITIONS=%d: %s", settings.kafka.partitions,
+             counts or "no topic yet")  # fmt: skip
 
     metrics = WorkerMetrics()
     metrics.broker_compat.set(1 if active else 0)
@@ -71,7 +79,11 @@ def main() -> None:
     except ValueError as exc:
         print(f"recstream worker: bad settings: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except topic_check.PartitionCountError as exc:
+        print(f"recstream worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -220,3 +220,21 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     want = expected_states(sent, 200)
     assert read_table(tmp_path / "state", PARTITIONS) == want  # every event once, in order
     assert latest_changelog_states(broker.bootstrap) == want
+
+
+def test_worker_refuses_topics_of_another_partition_count(
+    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The broker's topics have 4 partitions; a worker told 8 would misplace users.
+    env = worker_env(recstream_env, tmp_path / "state", RECSTREAM_PARTITIONS="8")
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    assert worker.proc is not None
+    try:
+        code = worker.proc.wait(timeout=120)
+    finally:
+        if worker.alive:
+            worker.proc.kill()
+    text = worker.log_tail()
+    assert code == 2, text
+    assert "RECSTREAM_PARTITIONS=8" in text and "events has 4" in text, text
+    assert "score-requests has 4" in text and "user-deletions has 4" in text, text

@@ -1,0 +1,88 @@
+"""Start-up check: the per-user topics the worker uses have its partition count.
+
+The worker places a user by ``murmur2(key) % RECSTREAM_PARTITIONS`` (its table,
+the score requests it writes by partition) and expects every topic it reads
+per user to be co-partitioned with that. A topic created with another count
+would misplace users silently (events on a partition the worker's table does
+not have, a score request on a partition the topic lacks), so the worker
+refuses to start and names the topic instead. Topics that do not exist yet are
+left to whoever creates them (``recstream broker`` and the demo create them all
+with one count; against Kafka, the operator).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from schemas.settings import KafkaSettings
+from schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS, USER_DELETIONS
+
+log = logging.getLogger(__name__)
+
+#: Read or written per user by the worker.
+WORKER_TOPICS = (EVENTS, SCORE_REQUESTS, RECOMMENDATIONS, USER_DELETIONS)
+
+
+class PartitionCountError(ValueError):
+    """A per-user topic's partition count differs from the worker's."""
+
+
+def partition_counts(described: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``{topic: partitions}`` from kafka-python's ``describe_topics()`` (errors left out)."""
+    return {
+        str(t["name"]): len(t["partitions"])
+        for t in described
+        if not t.get("error_code") and t.get("name") is not None
+    }
+
+
+def mismatches(counts: Mapping[str, int], want: int, topics: Iterable[str]) -> dict[str, int]:
+    """The ``topics`` that exist in ``counts`` with a count other than ``want``."""
+    return {t: counts[t] for t in topics if t in counts and counts[t] != want}
+
+
+def error_message(bad: Mapping[str, int], want: int) -> str:
+    listed = ", ".join(f"{t} has {n}" for t, n in sorted(bad.items()))
+    return (
+        f"partition counts differ from RECSTREAM_PARTITIONS={want}: {listed}. Every "
+        "per-user topic must have the worker's partition count (a user's partition is "
+        f"murmur2(key) % {want}); set RECSTREAM_PARTITIONS to the topics' count or "
+        "recreate the topics"
+    )
+
+
+def check_partition_counts(
+    kafka: KafkaSettings, topics: Iterable[str] = WORKER_TOPICS, timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Raise :class:`PartitionCountError` if an existing topic of ``topics`` has
+    another partition count than ``kafka.partitions``; return the counts seen.
+
+    A broker that does not answer within ``timeout_s`` is not this check's
+    business (the worker's clients retry and report it): it logs and passes.
+    """
+    from kafka import KafkaAdminClient
+
+    topics = tuple(topics)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), request_timeout_ms=5000)
+            try:
+                described = admin.describe_topics()  # all: asking by name may auto-create
+            finally:
+                admin.close()
+            break
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable yet"
+            if time.monotonic() >= deadline:
+                log.warning("partition counts not checked: %s did not answer (%r)",
+                            kafka.bootstrap, exc)  # fmt: skip
+                return {}
+            time.sleep(0.5)
+    counts = partition_counts(described)
+    bad = mismatches(counts, kafka.partitions, topics)
+    if bad:
+        raise PartitionCountError(error_message(bad, kafka.partitions))
+    return {t: counts[t] for t in topics if t in counts}

@@ -1,0 +1,27 @@
+"""The worker's start-up check of per-user topics' partition counts (pure parts)."""
+
+from __future__ import annotations
+
+from stream.topic_check import WORKER_TOPICS, error_message, mismatches, partition_counts
+
+
+def test_counts_come_from_describe_topics_and_skip_errors() -> None:
+    described = [
+        {"name": "events", "error_code": 0, "partitions": [{}, {}, {}, {}]},
+        {"name": "score-requests", "error_code": 0, "partitions": [{}] * 8},
+        {"name": "gone", "error_code": 3, "partitions": []},
+    ]
+    assert partition_counts(described) == {"events": 4, "score-requests": 8}
+
+
+def test_only_existing_worker_topics_with_another_count_mismatch() -> None:
+    counts = {"events": 4, "score-requests": 8, "model-updates": 1, "recommendations": 4}
+    assert mismatches(counts, 4, WORKER_TOPICS) == {"score-requests": 8}
+    assert mismatches(counts, 8, WORKER_TOPICS) == {"events": 4, "recommendations": 4}
+    assert mismatches({}, 4, WORKER_TOPICS) == {}
+
+
+def test_the_message_names_each_topic_and_the_setting() -> None:
+    text = error_message({"score-requests": 8, "events": 2}, 4)
+    assert "RECSTREAM_PARTITIONS=4" in text
+    assert "events has 2, score-requests has 8" in text
