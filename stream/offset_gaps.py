@@ -33,6 +33,7 @@ stream buffer not yet drained can each delay a re-read that long). Pure logic;
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -141,14 +142,11 @@ class _Partition:
     #: Re-reads that went past ``hole`` without filling it.
     skipped: int = 0
     last_seek: float = float("-inf")
-    #: Holes given up on, newest last (at most ABANDONED_KEPT): below the
-    #: frontier, yet never handled.
-    abandoned: list[Hole] = field(default_factory=list)
+    #: The newest holes given up on: below the frontier, yet never handled.
+    abandoned: deque[Hole] = field(default_factory=lambda: deque(maxlen=ABANDONED_KEPT))
 
-    def handled(self, offset: int) -> bool:
-        """Whether ``offset`` reached the agent before, in this generation."""
-        if offset >= self.frontier:
-            return offset in self.ahead
+    def handled_below(self, offset: int) -> bool:
+        """Whether ``offset``, below the frontier, reached the agent (in this generation)."""
         return not any(h.first <= offset <= h.last for h in self.abandoned)
 
 
@@ -189,24 +187,31 @@ class OffsetGaps:
             part.last_offset = offset
         if offset < part.frontier:
             # A re-read of what was processed, or a redelivery.
-            return REPEAT if part.handled(offset) else NOTHING
+            return REPEAT if part.handled_below(offset) else NOTHING
         if offset == part.frontier:
             return self._advance(part, now)
         repeat = offset in part.ahead
         part.ahead.add(offset)
+        verdict = self._beyond(part, re_read, now)
+        if not repeat:
+            return verdict
+        return REPEAT if verdict is NOTHING else verdict._replace(repeat=True)
+
+    def _beyond(self, part: _Partition, re_read: bool, now: float) -> Verdict:
+        """What to do about the hole, for an offset seen beyond the frontier."""
         if part.hole is None:
             part.hole = Hole(part.frontier, part.ahead.first() - 1)
-            return self._seek(part, now)._replace(repeat=repeat)
+            return self._seek(part, now)
         if re_read:
             # A re-read began past the hole: the fetch from its first offset
             # had nothing there.
             part.skipped += 1
             if part.skipped >= self.max_attempts:
-                return self._abandon(part, now)._replace(repeat=repeat)
-            return self._seek(part, now)._replace(repeat=repeat)
+                return self._abandon(part, now)
+            return self._seek(part, now)
         if now - part.last_seek >= self.retry_s:
-            return self._seek(part, now)._replace(repeat=repeat)
-        return REPEAT if repeat else NOTHING
+            return self._seek(part, now)
+        return NOTHING
 
     @staticmethod
     def _seek(part: _Partition, now: float) -> Verdict:
@@ -229,7 +234,7 @@ class OffsetGaps:
     def _abandon(part: _Partition, now: float) -> Verdict:
         """Skip the hole; carry on from what was seen beyond it."""
         abandoned = Hole(part.frontier, part.ahead.first() - 1)
-        part.abandoned = [*part.abandoned[-(ABANDONED_KEPT - 1) :], abandoned]
+        part.abandoned.append(abandoned)
         part.frontier = part.ahead.take_run(part.ahead.first())
         part.hole, part.skipped = None, 0
         if part.ahead:

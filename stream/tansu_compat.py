@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import KafkaSettings
+from stream.kafka_admin import BrokerUnreachable, admin_call
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +54,15 @@ class BrokerDetectionError(RuntimeError):
 
 def detect_cluster_id(kafka: KafkaSettings, timeout_s: float = 30.0) -> str | None:
     """Ask the brokers for their cluster id, retrying until ``timeout_s``."""
-    from kafka import KafkaAdminClient
-
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), request_timeout_ms=5000)
-            try:
-                cluster_id = admin.describe_cluster().get("cluster_id")
-            finally:
-                admin.close()
-            return None if cluster_id is None else str(cluster_id)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet reachable"
-            last = exc
-            time.sleep(0.5)
-    raise BrokerDetectionError(
-        f"could not read the cluster id from {kafka.bootstrap} within {timeout_s:.0f}s "
-        f"({last!r}); set RECSTREAM_BROKER_COMPAT=off (real Kafka) or =tansu to skip detection"
-    )
+    try:
+        cluster_id = admin_call(kafka, lambda a: a.describe_cluster().get("cluster_id"), timeout_s)
+    except BrokerUnreachable as exc:
+        raise BrokerDetectionError(
+            f"could not read the cluster id from {kafka.bootstrap} within {timeout_s:.0f}s "
+            f"({exc.last!r}); set RECSTREAM_BROKER_COMPAT=off (real Kafka) or =tansu to skip "
+            "detection"
+        ) from exc
+    return None if cluster_id is None else str(cluster_id)
 
 
 def compat_wanted(

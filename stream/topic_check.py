@@ -13,12 +13,12 @@ with one count; against Kafka, the operator).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from schemas.settings import KafkaSettings
 from schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS, USER_DELETIONS
+from stream.kafka_admin import BrokerUnreachable, admin_call
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +56,21 @@ def error_message(bad: Mapping[str, int], want: int) -> str:
 
 def check_partition_counts(
     kafka: KafkaSettings, topics: Iterable[str] = WORKER_TOPICS, timeout_s: float = 30.0
-) -> dict[str, int]:
+) -> None:
     """Raise :class:`PartitionCountError` if an existing topic of ``topics`` has
-    another partition count than ``kafka.partitions``; return the counts seen.
+    another partition count than ``kafka.partitions``.
 
     A broker that does not answer within ``timeout_s`` is not this check's
     business (the worker's clients retry and report it): it logs and passes.
     """
-    from kafka import KafkaAdminClient
-
-    topics = tuple(topics)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), request_timeout_ms=5000)
-            try:
-                described = admin.describe_topics()  # all: asking by name may auto-create
-            finally:
-                admin.close()
-            break
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable yet"
-            if time.monotonic() >= deadline:
-                log.warning("partition counts not checked: %s did not answer (%r)",
-                            kafka.bootstrap, exc)  # fmt: skip
-                return {}
-            time.sleep(0.5)
-    counts = partition_counts(described)
+    try:
+        # All topics: asking for some by name may auto-create them.
+        counts = partition_counts(admin_call(kafka, lambda a: a.describe_topics(), timeout_s))
+    except BrokerUnreachable as exc:
+        log.warning("partition counts not checked: %s", exc)
+        return
     bad = mismatches(counts, kafka.partitions, topics)
     if bad:
         raise PartitionCountError(error_message(bad, kafka.partitions))
-    return {t: counts[t] for t in topics if t in counts}
+    log.info("partition counts match RECSTREAM_PARTITIONS=%d: %s", kafka.partitions,
+             {t: counts[t] for t in topics if t in counts} or "no topic yet")  # fmt: skip

@@ -31,9 +31,7 @@ def run_worker(settings: WorkerSettings) -> None:
     active, why = tansu_compat.compat_wanted(settings.kafka)
     log.info("broker compat %s (%s)", "ON" if active else "off", why)
     # Before anything is read: a topic of another partition count misplaces users.
-    counts = topic_check.check_partition_counts(settings.kafka)
-    log.info("partition counts match RECSTREAM_PARTITIONS=%d: %s", settings.kafka.partitions,
-             counts or "no topic yet")  # fmt: skip
+    topic_check.check_partition_counts(settings.kafka)
 
     metrics = WorkerMetrics()
     metrics.broker_compat.set(1 if active else 0)

@@ -13,6 +13,7 @@ from test_worker_agent import (  # noqa: F401 - harness is a fixture
     event,
     harness,
     keyed,
+    read_again,
     run,
     wait_until,
 )
@@ -115,19 +116,11 @@ def test_a_bad_deletion_read_again_in_the_same_generation_gets_one_letter(
 ) -> None:
     bob = user_partition(b"bob", PARTITIONS)
     metrics = harness.worker.metrics
-
-    async def go() -> None:
-        async with (
-            delivering_changelog(harness.worker.app, harness.changelog),
-            harness.worker.deletions_agent.test_context() as agent,
-        ):
-            await agent.put(b'{"user_id": ', key=b"bob", partition=bob, wait=False)
-            await wait_until(harness, lambda: len(harness.emitter.on(EVENTS_DLQ)) >= 1)
-            agent.sent_offset -= 1  # the same offset again (a re-read after a hole)
-            await agent.put(b'{"user_id": ', key=b"bob", partition=bob, wait=False)
-            await agent.put(deletion("bob"), key=b"bob", partition=bob, wait=False)
-            await wait_until(harness, lambda: metrics.users_deleted._value.get() >= 1)
-
-    asyncio.run(go())
+    read_again(
+        harness, harness.worker.deletions_agent,
+        first=[(b"bob", b'{"user_id": ', bob)],
+        more=[(b"bob", deletion("bob"), bob)],
+        until=lambda: metrics.users_deleted._value.get() >= 1,
+    )  # fmt: skip
     assert len(harness.emitter.on(EVENTS_DLQ)) == 1
     assert metrics.dlq_repeats._value.get() == 1

@@ -181,10 +181,36 @@ def run(harness: Harness, records: Records, until: Callable[[], bool]) -> None:
             delivering_changelog(harness.worker.app, harness.changelog),
             harness.worker.agent.test_context() as agent,
         ):
-            for key, value, partition in records:
-                if partition is None:
-                    partition = user_partition(key, PARTITIONS) if key else 0
-                await agent.put(value, key=key, partition=partition, wait=False)
+            await put_all(agent, records)
+            await wait_until(harness, until)
+
+    asyncio.run(go())
+
+
+async def put_all(agent: Any, records: Records) -> None:
+    """``agent.put`` each record (partition: the key's, unless given), not waiting."""
+    for key, value, partition in records:
+        if partition is None:
+            partition = user_partition(key, PARTITIONS) if key else 0
+        await agent.put(value, key=key, partition=partition, wait=False)
+
+
+def read_again(
+    harness: Harness, agent_def: Any, first: Records, more: Records, until: Callable[[], bool]
+) -> None:
+    """Feed ``first`` to ``agent_def`` until a DLQ letter is out, then the same records
+    at the same offsets again, as a hole's re-read delivers them, then ``more``;
+    wait for ``until``."""
+
+    async def go() -> None:
+        async with (
+            delivering_changelog(harness.worker.app, harness.changelog),
+            agent_def.test_context() as agent,
+        ):
+            await put_all(agent, first)
+            await wait_until(harness, lambda: len(harness.emitter.on(EVENTS_DLQ)) >= 1)
+            agent.sent_offset -= len(first)
+            await put_all(agent, [*first, *more])
             await wait_until(harness, until)
 
     asyncio.run(go())
@@ -292,24 +318,13 @@ def test_a_bad_record_read_again_in_the_same_generation_gets_one_letter(
 ) -> None:
     # A hole's re-read brings the records after the hole again (stream.offset_gaps):
     # a malformed one among them already has its letter.
-    carol = user_partition(b"carol", PARTITIONS)
     metrics = harness.worker.metrics
-
-    async def go() -> None:
-        async with (
-            delivering_changelog(harness.worker.app, harness.changelog),
-            harness.worker.agent.test_context() as agent,
-        ):
-            await agent.put(event("c0", "carol", 0), key=b"carol", partition=carol, wait=False)
-            await agent.put(b"{not json", key=b"carol", partition=carol, wait=False)
-            await wait_until(harness, lambda: len(harness.emitter.on(EVENTS_DLQ)) >= 1)
-            agent.sent_offset -= 2  # both offsets again, as a re-read delivers them
-            await agent.put(event("c0", "carol", 0), key=b"carol", partition=carol, wait=False)
-            await agent.put(b"{not json", key=b"carol", partition=carol, wait=False)
-            await agent.put(event("c1", "carol", 1), key=b"carol", partition=carol, wait=False)
-            await wait_until(harness, lambda: metrics.applied._value.get() >= 2)
-
-    asyncio.run(go())
+    read_again(
+        harness, harness.worker.agent,
+        first=[keyed("carol", event("c0", "carol", 0)), (b"carol", b"{not json", None)],
+        more=[keyed("carol", event("c1", "carol", 1))],
+        until=lambda: metrics.applied._value.get() >= 2,
+    )  # fmt: skip
     assert len(harness.emitter.on(EVENTS_DLQ)) == 1
     assert metrics.dlq_repeats._value.get() == 1
     assert metrics.duplicates._value.get() == 1  # c0 again: deduplicated by the table

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import orjson
 import pytest
 
 from recstream.broker import EmbeddedBroker
+from recstream.processes import recstream_command
 from schemas import DeadLetter, ScoreRequest
 from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
 from stream.sequence import UserSequence
@@ -222,19 +225,17 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert latest_changelog_states(broker.bootstrap) == want
 
 
+@pytest.mark.parametrize(
+    "argv", [[sys.executable, "-m", "stream.worker"], recstream_command("worker")],
+    ids=["python-m-stream.worker", "recstream-worker"],
+)  # fmt: skip
 def test_worker_refuses_topics_of_another_partition_count(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path, argv: list[str]
 ) -> None:
     # The broker's topics have 4 partitions; a worker told 8 would misplace users.
     env = worker_env(recstream_env, tmp_path / "state", RECSTREAM_PARTITIONS="8")
-    worker = WorkerProcess(env, tmp_path / "worker.log").start()
-    assert worker.proc is not None
-    try:
-        code = worker.proc.wait(timeout=120)
-    finally:
-        if worker.alive:
-            worker.proc.kill()
-    text = worker.log_tail()
-    assert code == 2, text
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    text = done.stdout + done.stderr
+    assert done.returncode == 2, text
     assert "RECSTREAM_PARTITIONS=8" in text and "events has 4" in text, text
     assert "score-requests has 4" in text and "user-deletions has 4" in text, text
