@@ -122,20 +122,26 @@ async def _restarted(bootstrap: str, scorer: Child, n: int, rollback: ModelUpdat
     try:
         await wait_for(lambda: sum(1 for t in traffic.sent if t in traffic.got) >= n, READY_S,
                        "restarted scorer answers", scorer)
-        first = {answers[0][1].model_version for t, answers in traffic.got.items()
-                 if t in traffic.sent}
+        first = set(_first_versions(traffic, set()).values())
         before = set(traffic.got)
         await send_update(bootstrap, rollback.model_copy(update={"published_ms": int(
             time.time() * 1000)}))
-        await wait_for(lambda: rollback.version in traffic.first_seen, SWAP_S,
-                       "rollback served", scorer)
+        # Only this run's answers count: the collector reads the topic from the start, so
+        # traffic.first_seen already holds the rollback version from the first scorer.
+        await wait_for(lambda: rollback.version in _first_versions(traffic, before).values(),
+                       SWAP_S, "rollback served", scorer)
         await asyncio.sleep(0.5)
     finally:
         stop_send.set()
         stop_collect.set()
         await asyncio.gather(sender, collector, return_exceptions=True)
-    later = {a[0][1].model_version for t, a in traffic.got.items() if t not in before}
-    return first, later
+    return first, set(_first_versions(traffic, before).values())
+
+
+def _first_versions(traffic: Traffic, before: set[str]) -> dict[str, str]:
+    """Trigger -> version of its first answer, for this run's triggers not in ``before``."""
+    return {t: answers[0][1].model_version for t, answers in list(traffic.got.items())
+            if t in traffic.sent and t not in before}
 
 
 def test_hot_swaps_under_a_continuous_stream(
