@@ -15,6 +15,13 @@ core. Only fetches that return records cost in proportion to the stored batches,
 so a stream that runs at a fixed rate slows down as its topics grow: the
 latency phase of ``recstream bench stream`` shows it (``latency_by_interval_ms``).
 Real Kafka finds a fetch position through its offset index.
+
+``--sweep`` also runs the tail read on both topics under other consumer fetch
+settings (``fetch_max_wait_ms`` 5 / 20 / 50, and ``fetch_min_bytes`` 4096),
+reporting the broker's CPU and the send-to-receive latency of the trickled
+records, to show whether a client setting can take the cost away. Each case
+appends its records to the topics, so later cases read slightly bigger ones
+(800 of 20,000 batches per case by default).
 """
 
 from __future__ import annotations
@@ -30,13 +37,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bench.jsonio import write_json_atomic
-from bench.stream_io import cpu_pct, cpu_seconds
+from bench.stream_io import cpu_pct, cpu_seconds, percentile
 from recstream.broker import EmbeddedBroker
 
 BIG, SMALL = "fetch-cost-big", "fetch-cost-small"
 PAYLOAD = b"x" * 300
 TRICKLE = 800  # records, 5 ms apart
 CONSUME_S = 4.0
+#: ``--sweep``: consumer settings tried on both topics (name -> AIOKafkaConsumer kwargs).
+SWEEP: dict[str, dict[str, int]] = {
+    "wait_20ms": {"fetch_max_wait_ms": 20},  # what every recstream consumer uses on Tansu
+    "wait_5ms": {"fetch_max_wait_ms": 5},
+    "wait_50ms": {"fetch_max_wait_ms": 50},
+    "wait_20ms_min_4096b": {"fetch_max_wait_ms": 20, "fetch_min_bytes": 4096},
+}
 
 
 async def _trickle(producer: AIOKafkaProducer, topic: str) -> None:
@@ -88,7 +102,67 @@ async def _measure(bootstrap: str, pid: int, batches: int) -> dict[str, float]:
         await producer.stop()
 
 
-def run(batches: int) -> dict[str, Any]:
+async def _timed_trickle(producer: AIOKafkaProducer, topic: str, n: int) -> None:
+    """``n`` records 5 ms apart, each carrying its send time (``time.time()``) before a ':'."""
+    for i in range(n):
+        await producer.send(topic, f"{time.time()!r}:".encode() + PAYLOAD, key=str(i).encode())
+        await asyncio.sleep(0.005)
+
+
+async def _tail_latency(bootstrap: str, pid: int, producer: AIOKafkaProducer, topic: str,
+                        n: int, settings: dict[str, int]) -> dict[str, Any]:
+    """Broker CPU and send-to-receive latency while ``n`` records are trickled and read."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                **settings)
+    await consumer.start()
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while not done.is_set():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                latencies.extend(now - float(r.value.split(b":", 1)[0]) for r in records)
+
+    try:
+        await consumer.getmany(timeout_ms=300)  # joined and positioned at the tail
+        reader = asyncio.create_task(read())
+
+        async def work() -> None:
+            await _timed_trickle(producer, topic, n)
+            deadline = time.monotonic() + 5.0
+            while len(latencies) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+
+        cpu = await _broker_cpu_during(pid, work())
+        done.set()
+        await reader
+    finally:
+        await consumer.stop()
+    ms = [1000 * x for x in latencies]
+    return {"broker_cpu_pct": cpu, "records": len(ms), "p50_ms": _round(percentile(ms, 0.5)),
+            "p99_ms": _round(percentile(ms, 0.99))}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+async def _sweep(bootstrap: str, pid: int, n: int) -> list[dict[str, Any]]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=False)
+    await producer.start()
+    rows = []
+    try:
+        for name, settings in SWEEP.items():
+            for topic in (SMALL, BIG):
+                row = await _tail_latency(bootstrap, pid, producer, topic, n, settings)
+                rows.append({"setting": name, "topic": "big" if topic == BIG else "small", **row})
+    finally:
+        await producer.stop()
+    return rows
+
+
+def run(batches: int, sweep: bool = False, trickle: int = TRICKLE) -> dict[str, Any]:
     with EmbeddedBroker(partitions=4) as broker:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         try:
@@ -97,23 +171,36 @@ def run(batches: int) -> dict[str, Any]:
             admin.close()
         assert broker.proc is not None
         cpu = asyncio.run(_measure(broker.bootstrap, broker.proc.pid, batches))
-    return {
+        rows = asyncio.run(_sweep(broker.bootstrap, broker.proc.pid, trickle)) if sweep else []
+    report: dict[str, Any] = {
         "stored_batches": batches,
         "broker_cpu_pct": cpu,
         "big_over_small": round(cpu["produce_consume_big"] / max(cpu["produce_consume_small"], 0.1), 2),
     }
+    if sweep:
+        report["fetch_settings"] = rows
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=20_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--sweep", action="store_true",
+                        help="also measure tail-read latency under other consumer fetch settings")
+    parser.add_argument("--trickle", type=int, default=TRICKLE,
+                        help="records per --sweep case, 5 ms apart")
     args = parser.parse_args()
-    report = run(args.batches)
+    report = run(args.batches, args.sweep, args.trickle)
     print(f"{'case (200 records/s)':<28} broker CPU, % of a core")
     for case, pct in report["broker_cpu_pct"].items():
         print(f"{case:<28} {pct:>6}")
     print(f"consume big / small: {report['big_over_small']}x ({args.batches:,} batches stored)")
+    if args.sweep:
+        print(f"\n{'consumer setting':<22} {'topic':<6} {'CPU %':>6} {'p50 ms':>7} {'p99 ms':>7} records")
+        for r in report["fetch_settings"]:
+            print(f"{r['setting']:<22} {r['topic']:<6} {r['broker_cpu_pct']:>6} "
+                  f"{r['p50_ms']!s:>7} {r['p99_ms']!s:>7} {r['records']:>7}")
     if args.json:
         write_json_atomic(args.json, report)
 
