@@ -10,8 +10,8 @@ consumer reads them at the tail, for four cases:
 * produce and consume on a small topic (the baseline, same run);
 * produce and consume on the big topic.
 
-Measured on the 2-core dev machine (20,000 batches): 4.8%, 4.1%, 11.2% and 66.4% of a
-core. Only fetches that return records cost in proportion to the stored batches,
+Measured on the 2-core dev machine (20,000 batches): 5.9%, 4.5%, 13.9% and 89.0% of a
+core (``bench/results/2026-12-03-cpu-broker-fetch-settings-3.json``). Only fetches that return records cost in proportion to the stored batches,
 so a stream that runs at a fixed rate slows down as its topics grow: the
 latency phase of ``recstream bench stream`` shows it (``latency_by_interval_ms``).
 Real Kafka finds a fetch position through its offset index.
@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,38 +39,28 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from bench.jsonio import write_json_atomic
 from bench.stream_io import cpu_pct, cpu_seconds, percentile
 from recstream.broker import EmbeddedBroker
+from stream.tansu_compat import TANSU_FETCH_MAX_WAIT_MS
 
 BIG, SMALL = "fetch-cost-big", "fetch-cost-small"
 PAYLOAD = b"x" * 300
 TRICKLE = 800  # records, 5 ms apart
-CONSUME_S = 4.0
 #: ``--sweep``: consumer settings tried on both topics (name -> AIOKafkaConsumer kwargs).
+#: The first is what recstream's consumers use against Tansu; the four base cases use it too.
+_WAIT = TANSU_FETCH_MAX_WAIT_MS
 SWEEP: dict[str, dict[str, int]] = {
-    "wait_20ms": {"fetch_max_wait_ms": 20},  # what every recstream consumer uses on Tansu
+    f"wait_{_WAIT}ms": {"fetch_max_wait_ms": _WAIT},
     "wait_5ms": {"fetch_max_wait_ms": 5},
     "wait_50ms": {"fetch_max_wait_ms": 50},
-    "wait_20ms_min_4096b": {"fetch_max_wait_ms": 20, "fetch_min_bytes": 4096},
+    f"wait_{_WAIT}ms_min_4096b": {"fetch_max_wait_ms": _WAIT, "fetch_min_bytes": 4096},
 }
+RECSTREAM_FETCH = next(iter(SWEEP.values()))
 
 
-async def _trickle(producer: AIOKafkaProducer, topic: str) -> None:
-    for i in range(TRICKLE):
-        await producer.send(topic, PAYLOAD, key=str(i).encode())
+async def _trickle(producer: AIOKafkaProducer, topic: str, n: int = TRICKLE) -> None:
+    """``n`` records 5 ms apart, each carrying its send time (``time.time()``) before a ':'."""
+    for i in range(n):
+        await producer.send(topic, f"{time.time()!r}:".encode() + PAYLOAD, key=str(i).encode())
         await asyncio.sleep(0.005)
-
-
-async def _consume(bootstrap: str, topic: str) -> None:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=20,
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        await consumer.getmany(timeout_ms=300)
-        end = time.monotonic() + CONSUME_S
-        while time.monotonic() < end:
-            await consumer.getmany(timeout_ms=100)
-    finally:
-        await consumer.stop()
 
 
 async def _broker_cpu_during(pid: int, work: Awaitable[Any]) -> float:
@@ -82,36 +72,12 @@ async def _broker_cpu_during(pid: int, work: Awaitable[Any]) -> float:
     return pct
 
 
-async def _measure(bootstrap: str, pid: int, batches: int) -> dict[str, float]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=False)
-    await producer.start()
-    try:
-        for i in range(batches):  # one awaited send = one stored batch
-            await (await producer.send(BIG, PAYLOAD, key=str(i).encode()))
-        return {
-            "produce_only_big": await _broker_cpu_during(pid, _trickle(producer, BIG)),
-            "idle_consumer_big": await _broker_cpu_during(pid, _consume(bootstrap, BIG)),
-            "produce_consume_small": await _broker_cpu_during(
-                pid, asyncio.gather(_trickle(producer, SMALL), _consume(bootstrap, SMALL))
-            ),
-            "produce_consume_big": await _broker_cpu_during(
-                pid, asyncio.gather(_trickle(producer, BIG), _consume(bootstrap, BIG))
-            ),
-        }
-    finally:
-        await producer.stop()
-
-
-async def _timed_trickle(producer: AIOKafkaProducer, topic: str, n: int) -> None:
-    """``n`` records 5 ms apart, each carrying its send time (``time.time()``) before a ':'."""
-    for i in range(n):
-        await producer.send(topic, f"{time.time()!r}:".encode() + PAYLOAD, key=str(i).encode())
-        await asyncio.sleep(0.005)
-
-
-async def _tail_latency(bootstrap: str, pid: int, producer: AIOKafkaProducer, topic: str,
-                        n: int, settings: dict[str, int]) -> dict[str, Any]:
-    """Broker CPU and send-to-receive latency while ``n`` records are trickled and read."""
+async def _tail_read(bootstrap: str, pid: int, topic: str, producer: AIOKafkaProducer | None,
+                     n: int = TRICKLE, settings: Mapping[str, int] = RECSTREAM_FETCH,
+                     ) -> dict[str, Any]:
+    """The broker's CPU while a consumer with ``settings`` reads ``topic`` at its tail
+    for as long as ``n`` records take to trickle (trickled by ``producer``; None: an
+    idle read), and the send-to-receive latency of those records."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                 **settings)
     await consumer.start()
@@ -124,16 +90,18 @@ async def _tail_latency(bootstrap: str, pid: int, producer: AIOKafkaProducer, to
                 now = time.time()
                 latencies.extend(now - float(r.value.split(b":", 1)[0]) for r in records)
 
+    async def work() -> None:
+        if producer is None:
+            await asyncio.sleep(0.005 * n)
+            return
+        await _trickle(producer, topic, n)
+        deadline = time.monotonic() + 5.0
+        while len(latencies) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     try:
         await consumer.getmany(timeout_ms=300)  # joined and positioned at the tail
         reader = asyncio.create_task(read())
-
-        async def work() -> None:
-            await _timed_trickle(producer, topic, n)
-            deadline = time.monotonic() + 5.0
-            while len(latencies) < n and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-
         cpu = await _broker_cpu_during(pid, work())
         done.set()
         await reader
@@ -148,18 +116,36 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
-async def _sweep(bootstrap: str, pid: int, n: int) -> list[dict[str, Any]]:
+async def _measure(bootstrap: str, pid: int, batches: int, sweep: bool, trickle: int
+                   ) -> dict[str, Any]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=False)
     await producer.start()
-    rows = []
     try:
-        for name, settings in SWEEP.items():
-            for topic in (SMALL, BIG):
-                row = await _tail_latency(bootstrap, pid, producer, topic, n, settings)
-                rows.append({"setting": name, "topic": "big" if topic == BIG else "small", **row})
+        for i in range(batches):  # one awaited send = one stored batch
+            await (await producer.send(BIG, PAYLOAD, key=str(i).encode()))
+        cpu = {
+            "produce_only_big": await _broker_cpu_during(pid, _trickle(producer, BIG)),
+            "idle_consumer_big": (await _tail_read(bootstrap, pid, BIG, None))["broker_cpu_pct"],
+            "produce_consume_small": (
+                await _tail_read(bootstrap, pid, SMALL, producer))["broker_cpu_pct"],
+            "produce_consume_big": (
+                await _tail_read(bootstrap, pid, BIG, producer))["broker_cpu_pct"],
+        }
+        report: dict[str, Any] = {
+            "stored_batches": batches,
+            "broker_cpu_pct": cpu,
+            "big_over_small": round(
+                cpu["produce_consume_big"] / max(cpu["produce_consume_small"], 0.1), 2),
+        }
+        if sweep:
+            report["fetch_settings"] = [
+                {"setting": name, "topic": "big" if topic == BIG else "small",
+                 **await _tail_read(bootstrap, pid, topic, producer, trickle, settings)}
+                for name, settings in SWEEP.items() for topic in (SMALL, BIG)
+            ]
+        return report
     finally:
         await producer.stop()
-    return rows
 
 
 def run(batches: int, sweep: bool = False, trickle: int = TRICKLE) -> dict[str, Any]:
@@ -170,16 +156,7 @@ def run(batches: int, sweep: bool = False, trickle: int = TRICKLE) -> dict[str, 
         finally:
             admin.close()
         assert broker.proc is not None
-        cpu = asyncio.run(_measure(broker.bootstrap, broker.proc.pid, batches))
-        rows = asyncio.run(_sweep(broker.bootstrap, broker.proc.pid, trickle)) if sweep else []
-    report: dict[str, Any] = {
-        "stored_batches": batches,
-        "broker_cpu_pct": cpu,
-        "big_over_small": round(cpu["produce_consume_big"] / max(cpu["produce_consume_small"], 0.1), 2),
-    }
-    if sweep:
-        report["fetch_settings"] = rows
-    return report
+        return asyncio.run(_measure(broker.bootstrap, broker.proc.pid, batches, sweep, trickle))
 
 
 def main() -> None:

@@ -140,7 +140,7 @@ async def _restarted(bootstrap: str, scorer: Child, n: int, rollback: ModelUpdat
 
 def _first_versions(traffic: Traffic, before: set[str]) -> dict[str, str]:
     """Trigger -> version of its first answer, for this run's triggers not in ``before``."""
-    return {t: answers[0][1].model_version for t, answers in list(traffic.got.items())
+    return {t: answers[0][1].model_version for t, answers in traffic.got.items()
             if t in traffic.sent and t not in before}
 
 
