@@ -84,6 +84,9 @@ class StreamBenchConfig:
     #: fetch cost grows with (see ``stored_batches`` in the report); the send
     #: time of an event is taken before the linger, so the latency includes it.
     producer_linger_ms: int = 5
+    #: Every consumer's fetch wait on the event->recommendation path (worker,
+    #: scorer, the bench's reader), applied to both phases; recstream's default.
+    fetch_wait_ms: int = 20
     partitions: int = 4
     seed: int = 7
     run_dir: Path | None = None
@@ -96,6 +99,8 @@ class StreamBenchConfig:
             raise ValueError("--latency-rate must be positive")
         if self.producer_linger_ms < 0:
             raise ValueError("--producer-linger-ms must be >= 0")
+        if self.fetch_wait_ms < 1:
+            raise ValueError("--fetch-wait-ms must be >= 1")
 
 
 #: Latency segments: bench producer -> the worker's batch starts (fetch and the
@@ -181,6 +186,8 @@ def _throughput(
         env = embedded_broker_env(
             broker.bootstrap,
             RECSTREAM_PARTITIONS=str(cfg.partitions),
+            RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
+            RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
             RECSTREAM_STATE_DIR=str(run_dir / "state-1"),
         )
         with WorkerProcess(env, run_dir / "worker-1.log") as worker:
@@ -263,6 +270,7 @@ async def _replay(
     worker: WorkerProcess,
     startup_timeout_s: float,
     linger_ms: int,
+    fetch_wait_ms: int,
 ) -> tuple[_Latency, int, dict[str, str]]:
     """Warm up until the first recommendation, then replay at ``rate``; return what was seen."""
     lat = _Latency()
@@ -271,7 +279,7 @@ async def _replay(
     )
     consumer = AIOKafkaConsumer(
         RECOMMENDATIONS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
+        fetch_max_wait_ms=fetch_wait_ms,
     )  # fmt: skip
     await producer.start()
     await consumer.start()
@@ -345,6 +353,8 @@ def _latency(
         env = embedded_broker_env(
             broker.bootstrap,
             RECSTREAM_PARTITIONS=str(cfg.partitions),
+            RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
+            RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
             RECSTREAM_STATE_DIR=str(run_dir / "state-2"),
         )
         scorer = Child("scorer", recstream_command("scorer"), env, run_dir / "scorer.log").start()
@@ -361,7 +371,7 @@ def _latency(
                 lat, sent, last_event = asyncio.run(
                     _replay(
                         broker.bootstrap, records, rate, cfg.latency_seconds, [scorer], worker,
-                        cfg.startup_timeout_s, cfg.producer_linger_ms,
+                        cfg.startup_timeout_s, cfg.producer_linger_ms, cfg.fetch_wait_ms,
                     )
                 )  # fmt: skip
                 # Each process's CPU during the replay, in % of one core: on two
@@ -388,6 +398,7 @@ def _latency(
     return {
         "latency_rate_events_per_s": round(rate, 1),
         "latency_producer_linger_ms": cfg.producer_linger_ms,
+        "fetch_wait_ms": cfg.fetch_wait_ms,
         "stored_batches": batches,
         "latency_events": sent,
         "latency_samples": len(lat.samples_ms),
@@ -490,6 +501,7 @@ def format_table(report: dict[str, Any]) -> Table:
         ),
         ("latency samples", f"{report['latency_samples']:,}"),
         ("load generator's producer linger (ms)", f"{report['latency_producer_linger_ms']}"),
+        ("consumers' fetch wait (ms)", f"{report['fetch_wait_ms']}"),
         ("batches stored at the end (records)", _batches(report.get("stored_batches"))),
         ("CPU during the replay, % of a core",
          ", ".join(f"{k} {v}" for k, v in report.get("cpu_pct_latency", {}).items())),

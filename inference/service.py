@@ -281,7 +281,8 @@ class Scorer:
         try:
             await consumer.start()
             try:
-                log.info("scorer started: model %s, group %s", self.model.version, s.group_id)
+                log.info("scorer started: model %s, group %s, fetch wait %d ms",
+                         self.model.version, s.group_id, s.fetch_max_wait_ms)
                 self.metrics.ready.set(1)
                 await self._loop(consumer, producer, stop)
             finally:

@@ -35,6 +35,13 @@ def bench_stream(
             "and Kafka 4's default); the embedded broker slows with the batches it stores",
         ),
     ] = 5,
+    fetch_wait_ms: Annotated[
+        int,
+        typer.Option(
+            help="fetch wait of the worker's, the scorer's and the reader's consumers "
+            "(RECSTREAM_FETCH_WAIT_MS, RECSTREAM_SCORER_FETCH_WAIT_MS)",
+        ),
+    ] = 20,
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
@@ -65,7 +72,8 @@ def bench_stream(
     try:
         cfg = StreamBenchConfig(
             events=events, data=data, users=users, latency_seconds=latency_seconds,
-            latency_rate=latency_rate, producer_linger_ms=producer_linger_ms, run_dir=run_dir,
+            latency_rate=latency_rate, producer_linger_ms=producer_linger_ms,
+            fetch_wait_ms=fetch_wait_ms, run_dir=run_dir,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

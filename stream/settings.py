@@ -38,6 +38,11 @@ class WorkerSettings:
     #: are queued while the loop is busy, so they leave in few requests anyway,
     #: and the agent waits for their delivery before taking the next batch.
     producer_linger_ms: int = 0
+    #: The consumer's fetch wait, applied against the embedded broker (Tansu)
+    #: only, which holds a fetch for much of its wait (stream.tansu_compat;
+    #: Faust's 1500 ms would sit on every event). Against Kafka Faust's own
+    #: setting stays: Kafka answers as soon as a record is there.
+    fetch_wait_ms: int = 20
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     #: Prometheus port; 0 serves nothing.
     metrics_port: int = 0
@@ -60,6 +65,8 @@ class WorkerSettings:
             raise ValueError(
                 f"RECSTREAM_PRODUCER_LINGER_MS must be >= 0, got {self.producer_linger_ms}"
             )
+        if self.fetch_wait_ms < 1:
+            raise ValueError(f"RECSTREAM_FETCH_WAIT_MS must be >= 1, got {self.fetch_wait_ms}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if not self.worker_id:
@@ -85,6 +92,7 @@ class WorkerSettings:
             producer_linger_ms=_int(
                 env, "RECSTREAM_PRODUCER_LINGER_MS", defaults["producer_linger_ms"].default
             ),
+            fetch_wait_ms=_int(env, "RECSTREAM_FETCH_WAIT_MS", defaults["fetch_wait_ms"].default),
             worker_id=worker_id,
             metrics_port=_int(env, "RECSTREAM_METRICS_PORT", 0),
             log_level=env.get("RECSTREAM_LOG_LEVEL") or "INFO",

@@ -157,27 +157,28 @@ class CorrectedHighwaters:
         return corrected
 
 
-def _short_fetch_wait(thread: Any) -> None:
+def _short_fetch_wait(thread: Any, wait_ms: int) -> None:
     """Make this app's consumer thread create its aiokafka consumer with a short fetch wait."""
     create = thread._create_worker_consumer
 
     def create_with_short_wait(transport: Any) -> AIOKafkaConsumer:
         consumer = create(transport)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
-        consumer._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = wait_ms
         return consumer
 
     thread._create_worker_consumer = create_with_short_wait
 
 
-def install(app: Any, kafka: KafkaSettings) -> None:
+def install(app: Any, kafka: KafkaSettings, fetch_wait_ms: int = TANSU_FETCH_MAX_WAIT_MS) -> None:
     """Patch this app's consumer only (nothing global): corrected end offsets and
-    a short fetch wait."""
+    a short fetch wait (the worker passes ``RECSTREAM_FETCH_WAIT_MS``)."""
     consumer = app.consumer
     if isinstance(consumer.highwaters, CorrectedHighwaters):
         return
     consumer.highwaters = CorrectedHighwaters(consumer.highwaters, kafka.aiokafka_kwargs())
-    _short_fetch_wait(consumer._thread)
+    _short_fetch_wait(consumer._thread, fetch_wait_ms)
+    log.info("tansu compat: consumer fetch wait %d ms", fetch_wait_ms)
     log.warning(
         "tansu compat ACTIVE: changelog end offsets are taken from a fetch, not "
         "ListOffsets(latest), because Tansu answers that with the first offset of the "

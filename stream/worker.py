@@ -52,7 +52,7 @@ def run_worker(settings: WorkerSettings) -> None:
     faust_drain.install(worker_app.app, dict.fromkeys(intake.topics, intake.offer))
     widen_producer_buffer(worker_app.app, settings.batch_size)
     if active:
-        tansu_compat.install(worker_app.app, settings.kafka)
+        tansu_compat.install(worker_app.app, settings.kafka, settings.fetch_wait_ms)
     worker = faust.Worker(
         worker_app.app,
         loop=loop,

@@ -24,6 +24,7 @@ from faust.types import TP
 
 from schemas import DeadLetter, ScoreRequest
 from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
+from stream import tansu_compat
 from stream.agents import user_partition
 from stream.app import WorkerApp, create_app, widen_producer_buffer
 from stream.sequence import UserSequence, decode_state
@@ -507,6 +508,7 @@ def test_settings_from_env() -> None:
             "RECSTREAM_WORKER_ID": "w-7",
             "RECSTREAM_METRICS_PORT": "9108",
             "RECSTREAM_BROKER_COMPAT": "off",
+            "RECSTREAM_FETCH_WAIT_MS": "50",
         }
     )
     assert settings.kafka.partitions == 8
@@ -515,6 +517,7 @@ def test_settings_from_env() -> None:
     assert settings.state_dir == Path("/var/lib/recstream")
     assert (settings.max_seq_len, settings.batch_size, settings.batch_window_s) == (50, 500, 0.02)
     assert (settings.worker_id, settings.metrics_port) == ("w-7", 9108)
+    assert settings.fetch_wait_ms == 50
     defaults = WorkerSettings.from_env({})
     assert (defaults.max_seq_len, defaults.metrics_port, defaults.app_id) == (
         200,
@@ -522,6 +525,8 @@ def test_settings_from_env() -> None:
         "recstream-worker",
     )
     assert defaults.state_dir == Path("state")
+    # The worker's default is the Tansu layer's own (stream.tansu_compat).
+    assert defaults.fetch_wait_ms == tansu_compat.TANSU_FETCH_MAX_WAIT_MS
 
 
 @pytest.mark.parametrize(
@@ -531,6 +536,7 @@ def test_settings_from_env() -> None:
         ("RECSTREAM_WORKER_BATCH", "many", "must be an integer"),
         ("RECSTREAM_METRICS_PORT", "70000", "RECSTREAM_METRICS_PORT"),
         ("RECSTREAM_BROKER_COMPAT", "maybe", "RECSTREAM_BROKER_COMPAT"),
+        ("RECSTREAM_FETCH_WAIT_MS", "0", "RECSTREAM_FETCH_WAIT_MS"),
     ],
 )
 def test_settings_reject_bad_values(name: str, value: str, message: str) -> None:

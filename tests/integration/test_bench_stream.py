@@ -30,7 +30,8 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
     cmd = recstream_command(
         "bench", "stream", "--events", "2000", "--latency-seconds", "3", "--latency-rate", "200",
-        "--producer-linger-ms", "3", "--json", str(out), "--run-dir", str(tmp_path / "run"),
+        "--producer-linger-ms", "3", "--fetch-wait-ms", "35",
+        "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -58,6 +59,11 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     # The batches the broker stored in the topics read during the replay: events
     # hold every replayed event (plus the warm-up), and no topic more batches than records.
     assert report["latency_producer_linger_ms"] == 3
+    # --fetch-wait-ms reached every consumer on the path: the worker's and the scorer's say so.
+    assert report["fetch_wait_ms"] == 35
+    run = tmp_path / "run"
+    assert "consumer fetch wait 35 ms" in (run / "worker-2.log").read_text()
+    assert "fetch wait 35 ms" in (run / "scorer.log").read_text()
     stored = report["stored_batches"]
     assert set(stored) == {"events", "score-requests", "recommendations"}
     assert stored["events"]["records"] >= report["latency_events"]

@@ -30,3 +30,13 @@ def test_install_shortens_the_fetch_wait_of_this_apps_consumer_only() -> None:
     # Idempotent: a second install wraps nothing twice.
     tansu_compat.install(app, kafka)
     assert isinstance(app.consumer.highwaters, tansu_compat.CorrectedHighwaters)
+
+
+def test_install_takes_the_workers_fetch_wait() -> None:
+    async def highwaters(*tps: Any) -> dict:
+        return {}
+
+    thread = _FakeThread()
+    app = SimpleNamespace(consumer=SimpleNamespace(highwaters=highwaters, _thread=thread))
+    tansu_compat.install(app, tansu_compat.KafkaSettings(broker_compat="tansu"), fetch_wait_ms=35)
+    assert thread._create_worker_consumer("t")._fetch_max_wait_ms == 35
