@@ -16,6 +16,9 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from recstream.broker import EmbeddedBroker
 from schemas import KafkaSettings
@@ -164,3 +167,41 @@ def test_restart_and_restore(
         a.wait_ready()
         a.terminate()
     assert event_ids(read_table(dir_a, PARTITIONS)) == want
+
+
+def test_delete_records_is_not_implemented(broker: EmbeddedBroker) -> None:
+    """No trimming of the stored batches either: Tansu 0.6.0 advertises DeleteRecords
+    (API 21) but its memory engine panics on it ("not yet implemented") and drops the
+    connection; the broker serves on. So nothing in recstream calls it. If this ever
+    passes the delete, Tansu can trim consumed score-requests (README: Development)."""
+    async def send(n: int) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            for _ in range(n):
+                await producer.send_and_wait("events", b"v", key=b"k", partition=0)
+        finally:
+            await producer.stop()
+
+    async def first_offset() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition("events", 0)
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            got = await consumer.getmany(tp, timeout_ms=5000)
+            return min(m.offset for m in got[tp])
+        finally:
+            await consumer.stop()
+
+    asyncio.run(send(3))
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=10_000)
+    try:
+        with pytest.raises(KafkaError):
+            admin.delete_records({KafkaTopicPartition("events", 0): 2})
+    finally:
+        admin.close()
+    assert broker.proc is not None and broker.proc.poll() is None
+    asyncio.run(send(1))  # still serving, and nothing was deleted
+    assert asyncio.run(first_offset()) == 0
