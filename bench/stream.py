@@ -364,8 +364,10 @@ def _latency(
                 how = "fixed" if cfg.latency_rate else "half the max"
                 console.print(f"latency phase: replaying at {rate:,.0f} events/s ({how})")
                 assert broker.proc and worker.proc and scorer.proc  # all started above
+                # "bench": this process, the load generator and the reader: on
+                # two cores, whether the four together saturate the machine.
                 pids = {"broker": broker.proc.pid, "worker": worker.proc.pid,
-                        "scorer": scorer.proc.pid}
+                        "scorer": scorer.proc.pid, "bench": os.getpid()}
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 replay_started = time.monotonic()
                 lat, sent, last_event = asyncio.run(
