@@ -53,6 +53,8 @@ class SoakConfig:
     def __post_init__(self) -> None:
         if self.seconds <= 0 or self.rate <= 0 or self.sample_every_s <= 0:
             raise ValueError("--soak-s, --soak-rate and the sample interval must be positive")
+        if self.partitions < 1:
+            raise ValueError("--partitions must be >= 1")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -177,6 +179,7 @@ def run_soak(cfg: SoakConfig, console: Console | None = None) -> dict[str, Any]:
         "soak_rate_events_per_s": cfg.rate,
         "soak_events": sent,
         "soak_users": cfg.users,
+        "partitions": cfg.partitions,
         "rss_slope_mb_per_min_worker": None if slope is None else round(slope, 3),
         "rss_slope_mb_per_min_worker_all": None if slope_all is None else round(slope_all, 3),
         "rss_slope_mb_per_min_worker_last_half": None
@@ -201,6 +204,7 @@ def format_soak_table(report: dict[str, Any]) -> Table:
     table.add_column("value", justify="right")
     rows = [
         ("rate (events/s)", f"{report['soak_rate_events_per_s']:,.0f}"),
+        ("partitions per topic", f"{report['partitions']}"),
         ("RSS slope after warm-up (MB/min)", f"{report['rss_slope_mb_per_min_worker']}"),
         ("RSS slope, all samples (MB/min)", f"{report['rss_slope_mb_per_min_worker_all']}"),
         ("RSS slope, last half (MB/min)", f"{report['rss_slope_mb_per_min_worker_last_half']}"),

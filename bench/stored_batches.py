@@ -70,11 +70,12 @@ def _counting(counts: collections.Counter[str]) -> Iterator[bool]:
 async def stored_batches(
     bootstrap: str, topics: Sequence[str], timeout_s: float = 60.0
 ) -> dict[str, dict[str, int]] | None:
-    """``{topic: {"records": n, "batches": m}}`` for every partition of ``topics``,
+    """``{topic: {"records": n, "batches": m, "partitions": k}}`` over every partition of ``topics``,
     read from the start to the end offsets of now; ``None`` if batches cannot be
     counted with this aiokafka or the read did not finish in ``timeout_s``."""
     counts: collections.Counter[str] = collections.Counter()
     records: collections.Counter[str] = collections.Counter()
+    partitions: collections.Counter[str] = collections.Counter()
     with _counting(counts) as ok:
         if not ok:
             log.warning("cannot count batches with this aiokafka; not reported")
@@ -93,6 +94,7 @@ async def stored_batches(
             ]
             if not tps:
                 return {}
+            partitions.update(tp.topic for tp in tps)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
@@ -106,7 +108,10 @@ async def stored_batches(
                     records[tp.topic] += len(batch)
         finally:
             await consumer.stop()
-    return {t: {"records": records[t], "batches": counts[t]} for t in topics}
+    return {
+        t: {"records": records[t], "batches": counts[t], "partitions": partitions[t]}
+        for t in topics
+    }
 
 
 def count(bootstrap: str, topics: Sequence[str]) -> dict[str, dict[str, int]] | None:

@@ -87,6 +87,10 @@ class StreamBenchConfig:
     #: Every consumer's fetch wait on the event->recommendation path (worker,
     #: scorer, the bench's reader), applied to both phases; recstream's default.
     fetch_wait_ms: int = 20
+    #: Partitions of every topic. Each producer writes a batch per partition it
+    #: has records for, and Tansu lists a partition's stored batches on every
+    #: fetch that finds new data there: fewer partitions, fewer and cheaper
+    #: fetches. 4 is recstream's default (RECSTREAM_PARTITIONS).
     partitions: int = 4
     seed: int = 7
     run_dir: Path | None = None
@@ -101,6 +105,8 @@ class StreamBenchConfig:
             raise ValueError("--producer-linger-ms must be >= 0")
         if self.fetch_wait_ms < 1:
             raise ValueError("--fetch-wait-ms must be >= 1")
+        if self.partitions < 1:
+            raise ValueError("--partitions must be >= 1")
 
 
 #: Latency segments: bench producer -> the worker's batch starts (fetch and the
@@ -504,6 +510,7 @@ def format_table(report: dict[str, Any]) -> Table:
         ("latency samples", f"{report['latency_samples']:,}"),
         ("load generator's producer linger (ms)", f"{report['latency_producer_linger_ms']}"),
         ("consumers' fetch wait (ms)", f"{report['fetch_wait_ms']}"),
+        ("partitions per topic", f"{report['partitions']}"),
         ("batches stored at the end (records)", _batches(report.get("stored_batches"))),
         ("CPU during the replay, % of a core",
          ", ".join(f"{k} {v}" for k, v in report.get("cpu_pct_latency", {}).items())),

@@ -42,6 +42,13 @@ def bench_stream(
             "(RECSTREAM_FETCH_WAIT_MS, RECSTREAM_SCORER_FETCH_WAIT_MS)",
         ),
     ] = 20,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            help="partitions of every topic of the run; the embedded broker's fetch cost "
+            "grows with the batches stored per partition",
+        ),
+    ] = 4,
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
@@ -61,7 +68,7 @@ def bench_stream(
     from rich.console import Console
 
     if soak_s > 0:
-        _soak(json_out, soak_s, soak_rate, soak_sample_s, run_dir)
+        _soak(json_out, soak_s, soak_rate, soak_sample_s, partitions, run_dir)
         return
 
     from bench.jsonio import write_json_atomic
@@ -73,7 +80,7 @@ def bench_stream(
         cfg = StreamBenchConfig(
             events=events, data=data, users=users, latency_seconds=latency_seconds,
             latency_rate=latency_rate, producer_linger_ms=producer_linger_ms,
-            fetch_wait_ms=fetch_wait_ms, run_dir=run_dir,
+            fetch_wait_ms=fetch_wait_ms, partitions=partitions, run_dir=run_dir,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -93,7 +100,12 @@ def bench_stream(
 
 
 def _soak(
-    json_out: Path | None, seconds: float, rate: float, sample_s: float, run_dir: Path | None
+    json_out: Path | None,
+    seconds: float,
+    rate: float,
+    sample_s: float,
+    partitions: int,
+    run_dir: Path | None,
 ) -> None:
     import logging
 
@@ -104,7 +116,10 @@ def _soak(
     from stream.testing import WorkerFailed
 
     try:
-        cfg = SoakConfig(seconds=seconds, rate=rate, sample_every_s=sample_s, run_dir=run_dir)
+        cfg = SoakConfig(
+            seconds=seconds, rate=rate, sample_every_s=sample_s, partitions=partitions,
+            run_dir=run_dir,
+        )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     for name in ("kafka", "aiokafka"):

@@ -17,6 +17,7 @@ def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     cmd = recstream_command(
         "bench", "stream", "--soak-s", "20", "--soak-rate", "200", "--soak-sample-s", "2",
+        "--partitions", "1",
         "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
@@ -30,4 +31,5 @@ def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     assert [t for t, _ in samples] == sorted(t for t, _ in samples)
     assert report["soak_events"] == 4000 and report["backlog_at_end"] == 0
     assert report["soak_done_events_per_s"] > 0
+    assert report["partitions"] == 1
     assert "RSS slope after warm-up" in done.stdout

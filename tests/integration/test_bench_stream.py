@@ -31,6 +31,7 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     cmd = recstream_command(
         "bench", "stream", "--events", "2000", "--latency-seconds", "3", "--latency-rate", "200",
         "--producer-linger-ms", "3", "--fetch-wait-ms", "35",
+        "--partitions", "2",
         "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=400)
@@ -68,4 +69,7 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert set(stored) == {"events", "score-requests", "recommendations"}
     assert stored["events"]["records"] >= report["latency_events"]
     assert all(0 < s["batches"] <= s["records"] for s in stored.values())
+    # --partitions made the topics the broker serves, not just the report's field.
+    assert report["partitions"] == 2
+    assert all(s["partitions"] == 2 for s in stored.values())
     assert "events/s into the table" in done.stdout
