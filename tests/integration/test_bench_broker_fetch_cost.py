@@ -45,5 +45,8 @@ def test_sweep_reports_latency_and_cpu_per_consumer_setting(tmp_path: Path) -> N
         # Every trickled record was read back, with a measured (positive, finite) latency.
         assert r["records"] == 40, r
         assert 0 < r["p50_ms"] <= r["p99_ms"] < 5_000, r
-        assert r["broker_cpu_pct"] > 0, r
+        assert r["broker_cpu_pct"] >= 0, r
+    # /proc counts CPU in 10 ms ticks, and 40 records trickle in ~0.3 s, so one setting's
+    # broker CPU can honestly read 0.0 (CI saw it once); the sweep as a whole cannot.
+    assert sum(r["broker_cpu_pct"] for r in rows) > 0, rows
     assert "consumer setting" in done.stdout
