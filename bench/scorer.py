@@ -6,7 +6,10 @@ graph in eager torch, torch.compile, ONNX Runtime fp32 and int8 (int8 only if
 its top-K parity holds), and on CUDA: eager, compile, compile with CUDA graphs,
 hand-captured CUDA graphs (fp32, fp16), ONNX Runtime's CUDA provider and
 TensorRT where installed. Every backend is parity-checked against the baseline
-before it is timed; one that disagrees is reported, not timed.
+before it is timed; one that disagrees is reported, not timed. Where RecBole is
+installed (``make bench-deps``), its SASRec is timed at the same shape on the
+same inputs too (``bench.sasrec_reference``): a widely used implementation as a
+same-run yardstick, since this machine's speed drifts from hour to hour.
 
 Inputs are full-length sequences (the worst case: no padding to trim) of a
 model with MovieLens-1M's shape, and optionally a trained model directory.
@@ -27,6 +30,7 @@ from typing import Any
 
 import torch
 
+from bench.sasrec_reference import REFERENCE
 from inference.backends.base import BackendUnavailable
 from inference.backends.parity import compare, probe_inputs, reference_topk
 from inference.export import ExportError
@@ -60,6 +64,8 @@ class BenchConfig:
     k: int = 10
     seed: int = 0
     age_bias_layers: str = ModelConfig.age_bias_layers  # of the MovieLens-1M-shaped model
+    #: Also time RecBole's SASRec (bench.sasrec_reference) at the MovieLens-1M shape.
+    reference: bool = True
 
 
 @dataclass
@@ -174,8 +180,30 @@ def _precision(name: str) -> str:
     return "fp16" if "fp16" in name else "int8" if "int8" in name else "fp32"
 
 
+def bench_reference(model: SeqRecModel, label: str, cfg: BenchConfig, report: Report,
+                    inputs: dict[tuple[int, int], tuple[SequenceBatch, torch.Tensor]]) -> None:
+    """RecBole's SASRec at ``model``'s shape, on the same inputs as the baseline."""
+    from bench.sasrec_reference import ReferenceUnavailable, recbole_sasrec_fn, reference_config
+
+    c = model.cfg
+    try:
+        report.machine["reference_config"] = reference_config(
+            c.n_items, c.max_len, c.d_model, c.n_layers, c.n_heads)
+    except ReferenceUnavailable as exc:
+        report.skipped[f"{label}/{REFERENCE}"] = str(exc)
+        log.warning("skipping %s/%s: %s", label, REFERENCE, exc)
+        return
+    for (b, n), (batch, exclude) in inputs.items():
+        fn = recbole_sasrec_fn(c.n_items, c.max_len, c.d_model, c.n_layers, c.n_heads,
+                               batch, exclude, cfg.k, cfg.device, cfg.seed)
+        lat = _time(fn, cfg, cfg.device == "cuda")
+        report.rows.append(_row(label, REFERENCE, cfg.device, b, n, lat))
+        log.info("%s %s b=%d L=%d: %.0f users/s", label, REFERENCE, b, n,
+                 report.rows[-1].users_per_s)
+
+
 def bench_model(model: SeqRecModel, label: str, version: str, cfg: BenchConfig,
-                report: Report, model_dir: Path | None = None) -> None:
+                report: Report, model_dir: Path | None = None, reference: bool = False) -> None:
     cuda = cfg.device == "cuda"
     cache = cfg.cache_dir or Path(tempfile.gettempdir()) / "recstream-bench"
     shapes = [(b, n) for n in cfg.lengths for b in cfg.batches if n <= model.cfg.max_len]
@@ -187,6 +215,8 @@ def bench_model(model: SeqRecModel, label: str, version: str, cfg: BenchConfig,
         lat = _time(_baseline_fn(model, batch, exclude, cfg.k, cfg.device), cfg, cuda)
         report.rows.append(_row(label, BASELINE, cfg.device, b, n, lat))
         log.info("%s %s b=%d L=%d: %.0f users/s", label, BASELINE, b, n, report.rows[-1].users_per_s)
+    if reference:
+        bench_reference(model, label, cfg, report, inputs)
     model = model.cpu()
     for name in wanted:
         key = f"{label}/{name}"
@@ -232,7 +262,9 @@ def summarize(report: Report, label: str, seq_len: int = HEADLINE[1]) -> dict[st
           if r.model == label and (r.batch, r.seq_len) == (HEADLINE[0], seq_len)}
     out: dict[str, Any] = {}
     base = at.get(BASELINE)
-    cpu = [r for name, r in at.items() if r.device == "cpu" and name != BASELINE]
+    ref = at.get(REFERENCE)
+    ours = {name: r for name, r in at.items() if name not in (BASELINE, REFERENCE)}
+    cpu = [r for r in ours.values() if r.device == "cpu"]
     if base is not None and base.device == "cpu" and cpu:
         best = max(cpu, key=lambda r: r.users_per_s)
         out["best_cpu_backend_b64_l200"] = best.backend
@@ -241,7 +273,11 @@ def summarize(report: Report, label: str, seq_len: int = HEADLINE[1]) -> dict[st
         if "torch" in at:
             out["best_cpu_over_serving_graph_eager_b64_l200"] = round(
                 best.users_per_s / at["torch"].users_per_s, 2)
-    gpu = [r for name, r in at.items() if r.device == "cuda" and name != BASELINE]
+        if ref is not None and ref.device == "cpu":
+            out["reference_b64_l200"] = REFERENCE
+            out["reference_users_per_s_b64_l200"] = round(ref.users_per_s, 1)
+            out["best_cpu_over_reference_b64_l200"] = round(best.users_per_s / ref.users_per_s, 2)
+    gpu = [r for r in ours.values() if r.device == "cuda"]
     if gpu:
         best = max(gpu, key=lambda r: r.users_per_s)
         out["best_cuda_backend_b64_l200"] = best.backend
@@ -281,7 +317,8 @@ def run_bench(cfg: BenchConfig) -> Report:
     from inference.backends.select import weights_digest
 
     model = ml1m_shape_model(cfg.seed, cfg.age_bias_layers)
-    bench_model(model, "ml1m-shape", f"bench-{weights_digest(model)}", cfg, report)
+    bench_model(model, "ml1m-shape", f"bench-{weights_digest(model)}", cfg, report,
+                reference=cfg.reference)
     report.summary = summarize(report, "ml1m-shape")
     if cfg.model_dir is not None:
         from inference.model_dir import load_model_dir

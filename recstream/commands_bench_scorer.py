@@ -55,6 +55,8 @@ def bench_scorer(
     age_bias_layers: Annotated[
         str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: all, last")
     ] = "all",
+    reference: Annotated[bool, typer.Option(
+        help="also time RecBole's SASRec at the same shape (needs `make bench-deps`)")] = True,
 ) -> None:
     """Users/s and p50/p99 batch latency per backend, batch size and length; baseline = eager torch."""
     from bench.scorer import BenchConfig, format_table, run_bench
@@ -76,6 +78,7 @@ def bench_scorer(
         compile_shapes=compile_shapes,
         cache_dir=cache_dir,
         age_bias_layers=_age_bias_layers(age_bias_layers),
+        reference=reference,
     )
     try:
         report = run_bench(cfg)

@@ -14,7 +14,7 @@ def test_bench_scorer_cli_writes_rows_and_summary(tmp_path: Path):
     out = tmp_path / "scorer.json"
     result = CliRunner().invoke(build_app(), [
         "bench", "scorer", "--json", str(out), "--batches", "2,64", "--lengths", "8,200",
-        "--backends", "torch", "--budget", "0.01", "--threads", "1",
+        "--backends", "torch", "--budget", "0.01", "--threads", "1", "--no-reference",
     ])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -40,6 +40,7 @@ def test_bench_scorer_age_bias_layers_option_reaches_the_model(tmp_path: Path):
     result = CliRunner().invoke(build_app(), [
         "bench", "scorer", "--json", str(out), "--batches", "2", "--lengths", "8",
         "--backends", "torch", "--budget", "0.01", "--threads", "1", "--age-bias-layers", "last",
+        "--no-reference",
     ])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
