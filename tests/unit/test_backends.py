@@ -23,7 +23,7 @@ from inference.backends.base import (
 )
 from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_int8
 from inference.backends.parity import compare, probe_inputs, reference_topk
-from inference.backends.select import select_backend
+from inference.backends.select import INT8_ATOL, INT8_PROBE_ROWS, select_backend
 from inference.backends.torch_backend import TorchBackend
 from inference.export import ONNX_FP16, ONNX_FP32, ExportError, export_onnx_files
 from inference.features import SequenceBatch
@@ -134,9 +134,13 @@ def test_int8_is_served_only_with_parity(model, exported, tmp_path, capsys):
         chosen = select_backend("onnxruntime-int8", model, k=K, model_dir=exported,
                                 model_version="test-v1", cache_dir=tmp_path / "cache", device="cpu")
     except BackendUnavailable as exc:
-        assert "parity" in str(exc)
+        assert f"parity on {INT8_PROBE_ROWS} probe rows" in str(exc)
     else:
         assert chosen.name == "onnxruntime-int8"
+        # Served only where it holds on the whole 64-row probe, not just on 16 rows.
+        wide, wide_exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=INT8_PROBE_ROWS, seed=0)
+        assert compare(reference_topk(model, wide, wide_exclude, K),
+                       chosen.topk(wide, wide_exclude, K)).holds(INT8_ATOL)
 
 
 def test_select_auto_on_cpu_uses_the_model_dirs_export(model, exported, tmp_path):
