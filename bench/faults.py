@@ -62,6 +62,10 @@ class FaultLoad:
     pause_s: float = 30.0
     recover_timeout_s: float = 180.0
     startup_timeout_s: float = 180.0
+    #: Give the worker and the scorer a fixed RECSTREAM_GROUP_INSTANCE_ID, so a
+    #: restarted one is the same static group member (a supervisor restarting
+    #: a named pod); False: dynamic membership, the default deployment.
+    static_membership: bool = False
 
 
 @dataclass
@@ -258,6 +262,9 @@ def run_fault(kind: str, broker: EmbeddedBroker, run_dir: Path, load: FaultLoad)
         RECSTREAM_STATE_DIR=str(state_dir),
         RECSTREAM_MAX_SEQ_LEN=str(MAX_SEQ_LEN),
     )
+    if load.static_membership:
+        # One name serves both: the worker and the scorer are in different groups.
+        env["RECSTREAM_GROUP_INSTANCE_ID"] = "bench-faults-0"
     scorer = Child("scorer", recstream_command("scorer"), env, run_dir / "scorer-0.log").start()
     procs = _Procs(env, run_dir, WorkerProcess(env, run_dir / "worker-0.log").start(), scorer)
     started = time.monotonic()
@@ -305,5 +312,6 @@ def run_faults_bench(
         "double_applied": sum(r["double_applied"] for r in results.values()),
         "users_without_final_rec": sum(r["users_without_final_rec"] for r in results.values()),
         "load": {"rate": load.rate, "users": load.users, "before_s": load.before_s,
-                 "after_s": load.after_s, "pause_s": load.pause_s},
+                 "after_s": load.after_s, "pause_s": load.pause_s,
+                 "static_membership": load.static_membership},
     }  # fmt: skip

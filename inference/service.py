@@ -273,6 +273,7 @@ class Scorer:
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
+            group_instance_id=s.kafka.group_instance_id,
             **kafka,
         )
         consumer.subscribe([SCORE_REQUESTS], listener=_DropRevoked(self.batcher))

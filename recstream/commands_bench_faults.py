@@ -28,6 +28,9 @@ def bench_faults(
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
+    static_membership: Annotated[bool, typer.Option(
+        help="restarted processes keep their RECSTREAM_GROUP_INSTANCE_ID (static group members)"
+    )] = False,
 ) -> None:
     """SIGKILL the worker, SIGKILL the scorer, SIGSTOP/SIGCONT the broker, each under load."""
     import logging
@@ -48,7 +51,7 @@ def bench_faults(
         logging.getLogger(name).setLevel(logging.WARNING)
     load = FaultLoad(
         users=users, rate=rate, before_s=load_seconds, after_s=load_seconds,
-        pause_s=pause_seconds,
+        pause_s=pause_seconds, static_membership=static_membership,
     )  # fmt: skip
     folder = run_dir or Path(tempfile.mkdtemp(prefix="bench-faults-"))
     try:

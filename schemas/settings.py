@@ -31,6 +31,13 @@ class KafkaSettings:
     #: "auto" detects the embedded Tansu broker; "tansu" forces, "off" disables
     #: the end-offset compatibility layer.
     broker_compat: str = "auto"
+    #: Static group membership (KIP-345): a stable, per-process-unique name such
+    #: as a StatefulSet pod name. A restarted process with the same name takes
+    #: its partitions back at once, without a rebalance waiting for the killed
+    #: member's session to expire. Two live processes must never share one;
+    #: a static member that stops is only removed when its session times out.
+    #: Unset (the default): dynamic membership.
+    group_instance_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -56,6 +63,7 @@ class KafkaSettings:
             ssl_certfile=env.get("RECSTREAM_KAFKA_SSL_CERTFILE") or None,
             ssl_keyfile=env.get("RECSTREAM_KAFKA_SSL_KEYFILE") or None,
             broker_compat=env.get("RECSTREAM_BROKER_COMPAT", "auto"),
+            group_instance_id=env.get("RECSTREAM_GROUP_INSTANCE_ID") or None,
         )
 
     def _security(self) -> dict[str, Any]:

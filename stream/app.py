@@ -150,6 +150,7 @@ def create_app(
         # Faust's 60 s default means ~36 s to become ready; 6 s gives ~5 s.
         broker_session_timeout=6.0,
         broker_heartbeat_interval=2.0,
+        consumer_group_instance_id=settings.kafka.group_instance_id,
         topic_partitions=partitions,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,

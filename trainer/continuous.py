@@ -92,6 +92,7 @@ class ContinuousTrainer:
             session_timeout_ms=6000,  # BROKER.md: JoinGroup is held for half of it
             heartbeat_interval_ms=2000,
             fetch_max_wait_ms=200,
+            group_instance_id=s.kafka.group_instance_id,
             **s.kafka.kafka_python_kwargs(),
         )
         self._producer = kafka_producer(s)

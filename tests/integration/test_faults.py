@@ -1,6 +1,7 @@
 """Faults under load against the test broker: SIGKILL the scorer, pause the broker.
 
-The worker's SIGKILL is covered in test_worker.py. Both scenarios run through
+The worker's SIGKILL is covered in test_worker.py (and here with static group
+membership). The scenarios run through
 ``bench.faults.run_fault``, the code ``recstream bench faults`` runs: a real
 worker and scorer process, events produced before, during and after the fault.
 """
@@ -36,3 +37,25 @@ def test_fault_loses_nothing_and_applies_nothing_twice(
     if kind in ("scorer_kill", "broker_pause"):
         # Only the one kill; and a paused broker is retried through, not a crash.
         assert result["crashes"] == []
+
+
+@pytest.mark.parametrize("kind", ["worker_kill", "scorer_kill"])
+def test_a_killed_static_member_comes_back_as_itself_and_loses_nothing(
+    kind: str, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """RECSTREAM_GROUP_INSTANCE_ID reaches the broker: the restarted process joins
+    under that name (Tansu makes the member id from it), and the fault's
+    guarantees hold as with dynamic membership."""
+    from dataclasses import replace
+
+    result = run_fault(kind, broker, tmp_path / kind, replace(LOAD, static_membership=True))
+    log.warning("%s static: %s", kind, result)
+    assert result["restarts"] == 1
+    assert result["lost"] == 0
+    assert result["double_applied"] == 0
+    assert result["users_without_final_rec"] == 0
+    assert result["changelog_matches_table"]
+    assert result["recovered_s"] is not None
+    process = "worker" if kind == "worker_kill" else "scorer"
+    restarted = (tmp_path / kind / f"{process}-1.log").read_text()
+    assert "with member_id bench-faults-0-" in restarted, restarted[-3000:]

@@ -27,6 +27,7 @@ from schemas.settings import KafkaSettings
 
 CA_NAME = "recstream test CA"
 USER, PASSWORD, MECHANISM = "svc-recstream", "s3cret-pw", "SCRAM-SHA-512"
+INSTANCE = "recstream-worker-7"  # RECSTREAM_GROUP_INSTANCE_ID, e.g. a StatefulSet pod name
 
 
 class Stop(Exception):
@@ -69,6 +70,8 @@ def secure_env(tls_files: dict[str, Path], tmp_path: Path) -> dict[str, str]:
         "RECSTREAM_BROKER_COMPAT": "off",
         "RECSTREAM_STATE_DIR": str(tmp_path / "state"),
         "RECSTREAM_MODEL_REGISTRY": "",
+        # Not security, but a client setting that must reach every group consumer too.
+        "RECSTREAM_GROUP_INSTANCE_ID": INSTANCE,
     }
 
 
@@ -184,6 +187,8 @@ def test_worker_app_carries_sasl_credentials_and_tls_context(secure_env: dict[st
     auth = dict(credentials_to_aiokafka_auth(creds))
     _assert_sasl(auth)
     _assert_ssl_context(auth["ssl_context"])
+    # Faust's aiokafka driver hands this to its consumer as group_instance_id.
+    assert worker.app.conf.consumer_group_instance_id == INSTANCE
 
 
 def test_worker_tansu_detection_uses_the_security_settings(
@@ -223,6 +228,7 @@ def test_scorer_consumer_and_producer(
         asyncio.run(service.serve(settings, asyncio.Event()))
     by_name = dict(calls)
     assert set(by_name) == {"consumer", "producer"}
+    assert by_name["consumer"]["group_instance_id"] == INSTANCE
     for name, cls in (("consumer", AIOKafkaConsumer), ("producer", AIOKafkaProducer)):
         _assert_sasl(by_name[name])
         _assert_ssl_context(by_name[name]["ssl_context"])
@@ -275,6 +281,7 @@ def test_trainer_consumer_and_producer(
         ContinuousTrainer(settings, threading.Event()).run()
     by_name = dict(calls)
     assert set(by_name) == {"consumer", "producer"}
+    assert by_name["consumer"]["group_instance_id"] == INSTANCE
     for name, cls in real.items():
         kwargs = by_name[name]
         _assert_sasl(kwargs)
@@ -321,3 +328,13 @@ def test_demo_and_bench_children_talk_plain_text_to_the_embedded_broker(
         "bootstrap_servers": "127.0.0.1:9999",
         "security_protocol": "PLAINTEXT",
     }
+
+
+def test_group_membership_is_dynamic_unless_an_instance_id_is_set() -> None:
+    from stream.app import create_app
+    from stream.settings import WorkerSettings
+
+    assert KafkaSettings.from_env({}).group_instance_id is None
+    assert KafkaSettings.from_env({"RECSTREAM_GROUP_INSTANCE_ID": ""}).group_instance_id is None
+    worker = create_app(WorkerSettings.from_env({"RECSTREAM_WORKER_ID": "w-1"}))
+    assert worker.app.conf.consumer_group_instance_id is None
