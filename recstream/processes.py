@@ -121,17 +121,27 @@ SECURITY_ENV = (
 )
 
 
+#: Settings that name one process of a deployment: children started together
+#: (two workers of the demo, say) must not all inherit one from the shell.
+PER_PROCESS_ENV = ("RECSTREAM_GROUP_INSTANCE_ID",)
+
+
 def embedded_broker_env(
     bootstrap: str, base: Mapping[str, str] | None = None, **overrides: str
 ) -> dict[str, str]:
     """Environment for a child that talks to the embedded broker (demo, benchmarks).
 
     The embedded broker listens in plain text: a shell's TLS/SASL settings for
-    a real cluster must not leak into children pointed at it.
+    a real cluster must not leak into children pointed at it. Nor must a shell's
+    static group-membership name (``PER_PROCESS_ENV``), unless given as an override:
+    children sharing one would fence each other out of their groups.
     """
     env = child_env(base, **overrides)
     for name in SECURITY_ENV:
         env.pop(name, None)
+    for name in PER_PROCESS_ENV:
+        if name not in overrides:
+            env.pop(name, None)
     env["RECSTREAM_KAFKA_BOOTSTRAP"] = bootstrap
     env["RECSTREAM_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
     return env

@@ -328,6 +328,12 @@ def test_demo_and_bench_children_talk_plain_text_to_the_embedded_broker(
         "bootstrap_servers": "127.0.0.1:9999",
         "security_protocol": "PLAINTEXT",
     }
+    # Nor a static membership name (two children sharing it would fence each other),
+    assert kafka.group_instance_id is None
+    # unless the caller names the child.
+    named = embedded_broker_env("127.0.0.1:9999", base=secure_env,
+                                RECSTREAM_GROUP_INSTANCE_ID="worker-0")
+    assert KafkaSettings.from_env(named).group_instance_id == "worker-0"
 
 
 def test_group_membership_is_dynamic_unless_an_instance_id_is_set() -> None:
