@@ -94,8 +94,14 @@ def trim_padding(batch: SequenceBatch, multiple: int = 1) -> SequenceBatch:
     """
     items = batch.items
     n = items.shape[1]
-    used = (items != 0).any(dim=0)
-    first = int(used.to(torch.int8).argmax()) if bool(used.any()) else n - 1
+    if items.device.type == "cpu":
+        # numpy, not torch: right after an ONNX Runtime run its spinning threads
+        # made torch's parallel any() over a [256, 200] batch take ~3 ms (13 µs here).
+        cols = np.flatnonzero((items.numpy() != 0).any(axis=0))
+        first = int(cols[0]) if cols.size else n - 1
+    else:
+        used = (items != 0).any(dim=0)
+        first = int(used.to(torch.int8).argmax()) if bool(used.any()) else n - 1
     keep = n - first
     keep = min(n, -(-keep // multiple) * multiple)
     if keep == n:

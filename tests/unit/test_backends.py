@@ -180,6 +180,20 @@ def test_trim_padding_is_exact(model):
     assert compare(reference_topk(model, wide, exclude, K), a).holds(FP32_ATOL)
 
 
+def test_trim_padding_edges():
+    empty = SequenceBatch(*(torch.zeros(3, 8) for _ in range(4)))
+    empty = SequenceBatch(empty.items.long(), empty.event_types.long(), empty.times,
+                          empty.query_times)
+    assert trim_padding(empty).items.shape == (3, 1)  # all padding: one column stays
+    full = SequenceBatch(torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long),
+                         torch.zeros(2, 8), torch.zeros(2, 8))
+    assert trim_padding(full) is full
+    items = torch.tensor([[0, 0, 0, 0, 0, 4, 5, 6], [0, 0, 0, 0, 0, 0, 0, 9]])
+    part = SequenceBatch(items, items.clone(), torch.zeros(2, 8), torch.zeros(2, 8))
+    assert trim_padding(part).items.tolist() == [[4, 5, 6], [0, 0, 9]]
+    assert trim_padding(part, multiple=4).items.shape[1] == 4
+
+
 def test_pad_exclusions_and_buckets():
     out = pad_exclusions([[3, 4, 5], [], [7]])
     assert out.tolist() == [[3, 4, 5, 0], [0, 0, 0, 0], [7, 0, 0, 0]]
