@@ -261,10 +261,9 @@ def run_fault(kind: str, broker: EmbeddedBroker, run_dir: Path, load: FaultLoad)
         RECSTREAM_PARTITIONS=str(broker.partitions),
         RECSTREAM_STATE_DIR=str(state_dir),
         RECSTREAM_MAX_SEQ_LEN=str(MAX_SEQ_LEN),
-    )
-    if load.static_membership:
         # One name serves both: the worker and the scorer are in different groups.
-        env["RECSTREAM_GROUP_INSTANCE_ID"] = "bench-faults-0"
+        **({"RECSTREAM_GROUP_INSTANCE_ID": "bench-faults-0"} if load.static_membership else {}),
+    )
     scorer = Child("scorer", recstream_command("scorer"), env, run_dir / "scorer-0.log").start()
     procs = _Procs(env, run_dir, WorkerProcess(env, run_dir / "worker-0.log").start(), scorer)
     started = time.monotonic()

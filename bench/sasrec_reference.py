@@ -73,14 +73,6 @@ class _Dataset:
         return self.n_items
 
 
-def reference_config(n_items: int, max_len: int, d_model: int, n_layers: int,
-                     n_heads: int) -> dict[str, Any]:
-    """RecBole's SASRec defaults with the benchmark's shape (what the JSON records)."""
-    _, _, defaults = _load()
-    return {**defaults, "hidden_size": d_model, "n_layers": n_layers, "n_heads": n_heads,
-            "MAX_ITEM_LIST_LENGTH": max_len, "n_items": n_items}
-
-
 def left_aligned(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Our left-padded ``[B, L]`` item rows -> RecBole's (right-padded rows, lengths)."""
     n = items.shape[1]
@@ -91,29 +83,42 @@ def left_aligned(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lengths.clamp(min=1)  # RecBole reads position len - 1, even for an empty row
 
 
-def recbole_sasrec_fn(
-    n_items: int, max_len: int, d_model: int, n_layers: int, n_heads: int,
-    batch: SequenceBatch, exclude: torch.Tensor, k: int, device: str, seed: int = 0,
-) -> Callable[[], object]:
-    """A no-argument function that scores ``batch`` with a freshly initialised
-    RecBole SASRec (weights do not change its cost) and returns top-``k``."""
-    sasrec, interaction, _ = _load()
-    cfg = reference_config(n_items, max_len, d_model, n_layers, n_heads)
-    cfg.update(_FIELDS, device=torch.device(device))
-    torch.manual_seed(seed)
-    dev = torch.device(device)
-    model = sasrec(cfg, _Dataset(n_items + 1)).to(dev).eval()  # + 1: RecBole's item 0 is padding
-    seqs, lengths = left_aligned(batch.items)
-    inter = interaction({model.ITEM_SEQ: seqs, model.ITEM_SEQ_LEN: lengths}).to(dev)
-    mask = torch.zeros(batch.items.shape[0], n_items + 1, dtype=torch.bool)
-    mask.scatter_(1, exclude, True)
-    mask.scatter_(1, batch.items, True)  # history and padding (0), as our baseline masks
-    mask = mask.to(dev)
+class RecBoleSASRec:
+    """RecBole's SASRec classes and defaults, loaded once, at one benchmark shape.
 
-    def run() -> object:
-        with torch.inference_mode():
-            scores = model.full_sort_predict(inter).masked_fill(mask, -torch.inf)
-            out, idx = torch.topk(scores, k, dim=1)
-            return out.cpu(), idx.cpu()
+    Raises :class:`ReferenceUnavailable` where RecBole is not importable.
+    """
 
-    return run
+    def __init__(self, n_items: int, max_len: int, d_model: int, n_layers: int,
+                 n_heads: int) -> None:
+        self._sasrec, self._interaction, defaults = _load()
+        self.n_items = n_items
+        #: RecBole's SASRec defaults with the benchmark's shape (what the JSON records).
+        self.config: dict[str, Any] = {
+            **defaults, "hidden_size": d_model, "n_layers": n_layers, "n_heads": n_heads,
+            "MAX_ITEM_LIST_LENGTH": max_len, "n_items": n_items,
+        }
+
+    def scorer(self, batch: SequenceBatch, exclude: torch.Tensor, k: int, device: str,
+               seed: int = 0) -> Callable[[], object]:
+        """A no-argument function that scores ``batch`` with a freshly initialised
+        model (weights do not change its cost) and returns top-``k``."""
+        dev = torch.device(device)
+        torch.manual_seed(seed)
+        cfg = {**self.config, **_FIELDS, "device": dev}
+        # + 1: RecBole's item 0 is padding.
+        model = self._sasrec(cfg, _Dataset(self.n_items + 1)).to(dev).eval()
+        seqs, lengths = left_aligned(batch.items)
+        inter = self._interaction({model.ITEM_SEQ: seqs, model.ITEM_SEQ_LEN: lengths}).to(dev)
+        mask = torch.zeros(batch.items.shape[0], self.n_items + 1, dtype=torch.bool)
+        mask.scatter_(1, exclude, True)
+        mask.scatter_(1, batch.items, True)  # history and padding (0), as our baseline masks
+        mask = mask.to(dev)
+
+        def run() -> object:
+            with torch.inference_mode():
+                scores = model.full_sort_predict(inter).masked_fill(mask, -torch.inf)
+                out, idx = torch.topk(scores, k, dim=1)
+                return out.cpu(), idx.cpu()
+
+        return run

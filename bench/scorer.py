@@ -183,19 +183,18 @@ def _precision(name: str) -> str:
 def bench_reference(model: SeqRecModel, label: str, cfg: BenchConfig, report: Report,
                     inputs: dict[tuple[int, int], tuple[SequenceBatch, torch.Tensor]]) -> None:
     """RecBole's SASRec at ``model``'s shape, on the same inputs as the baseline."""
-    from bench.sasrec_reference import ReferenceUnavailable, recbole_sasrec_fn, reference_config
+    from bench.sasrec_reference import RecBoleSASRec, ReferenceUnavailable
 
     c = model.cfg
     try:
-        report.machine["reference_config"] = reference_config(
-            c.n_items, c.max_len, c.d_model, c.n_layers, c.n_heads)
+        ref = RecBoleSASRec(c.n_items, c.max_len, c.d_model, c.n_layers, c.n_heads)
     except ReferenceUnavailable as exc:
         report.skipped[f"{label}/{REFERENCE}"] = str(exc)
         log.warning("skipping %s/%s: %s", label, REFERENCE, exc)
         return
+    report.machine["reference_config"] = ref.config
     for (b, n), (batch, exclude) in inputs.items():
-        fn = recbole_sasrec_fn(c.n_items, c.max_len, c.d_model, c.n_layers, c.n_heads,
-                               batch, exclude, cfg.k, cfg.device, cfg.seed)
+        fn = ref.scorer(batch, exclude, cfg.k, cfg.device, cfg.seed)
         lat = _time(fn, cfg, cfg.device == "cuda")
         report.rows.append(_row(label, REFERENCE, cfg.device, b, n, lat))
         log.info("%s %s b=%d L=%d: %.0f users/s", label, REFERENCE, b, n,

@@ -181,9 +181,8 @@ def test_trim_padding_is_exact(model):
 
 
 def test_trim_padding_edges():
-    empty = SequenceBatch(*(torch.zeros(3, 8) for _ in range(4)))
-    empty = SequenceBatch(empty.items.long(), empty.event_types.long(), empty.times,
-                          empty.query_times)
+    empty = SequenceBatch(torch.zeros(3, 8, dtype=torch.long), torch.zeros(3, 8, dtype=torch.long),
+                          torch.zeros(3, 8), torch.zeros(3, 8))
     assert trim_padding(empty).items.shape == (3, 1)  # all padding: one column stays
     full = SequenceBatch(torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long),
                          torch.zeros(2, 8), torch.zeros(2, 8))
