@@ -66,6 +66,60 @@ def test_serving_graph_of_a_last_layer_age_model_equals_its_topk(
     assert not compare(reference_topk(model_without, probe, exclude, K), got).holds(FP32_ATOL)
 
 
+def _old_and_unordered(batch: int, seed: int):
+    """A probe whose events reach past the oldest age bucket (2**30 s) by up to
+    2**40 s, and whose rows hold events newer than later ones (negative ages)."""
+    probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=batch, length=MAX_LEN, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    times, query = probe.times.clone(), probe.query_times.clone()
+    old = -(2.0 ** torch.randint(28, 41, (batch, MAX_LEN // 3), generator=g).float())
+    times[:, : MAX_LEN // 3] += old
+    query[:, : MAX_LEN // 3] += old
+    times[:, MAX_LEN // 2] += 5e6  # later than the events after it
+    query[:, MAX_LEN // 2] += 5e6
+    return type(probe)(probe.items, probe.event_types, times, query), exclude
+
+
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_serving_graph_equals_model_topk_for_ancient_and_unordered_events(model, chunks,
+                                                                          tmp_path):
+    # The full layers' age lookup maps every age past the oldest bucket to it,
+    # and only masked pairs to the masked logit, in torch and through ONNX Runtime.
+    import onnxruntime as ort
+
+    from inference.export import export_onnx
+
+    probe, exclude = _old_and_unordered(16, seed=11)
+    inputs = (probe.items, probe.event_types, probe.times, probe.query_times, exclude)
+    want = reference_topk(model, probe, exclude, K)
+    for onnx_friendly in (False, True):
+        graph = ServingGraph(model, K, attn_chunks=chunks, onnx_friendly=onnx_friendly).eval()
+        with torch.inference_mode():
+            parity = compare(want, graph(*inputs))
+        assert parity.holds(FP32_ATOL), (onnx_friendly, parity)
+    path = tmp_path / "graph.onnx"
+    export_onnx(model, path, k=K, attn_chunks=chunks)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = dict(zip(("items", "event_types", "times", "query_times", "exclude"),
+                     (t.numpy() for t in inputs), strict=True))
+    scores, indices = session.run(None, feeds)
+    parity = compare(want, (torch.from_numpy(scores), torch.from_numpy(indices)))
+    assert parity.holds(FP32_ATOL), parity
+
+
+def test_full_layer_age_lookup_clamps_real_ages_and_masks_only_the_marker(model):
+    graph = ServingGraph(model, K)
+    nb = model.cfg.n_time_buckets
+    real = torch.tensor([0.0, -3.0, 1.0, 2.0**29, 2.0**30, 2.0**31, 2.0**45, 2.0**60])
+    age = graph._bucket0(real, top=100).to(torch.long)
+    clamped = graph._bucket0(real).to(torch.long)
+    assert int(age.max()) < 100 and int(clamped.max()) == nb - 2
+    assert torch.equal(graph.age_bias[..., age], graph.age_bias[..., clamped])
+    marked = graph._bucket0(torch.tensor([2.0**100, 2.0**101, 2.0**100 + 2.0**40]), top=100)
+    assert marked.tolist() == [100.0, 100.0, 100.0]
+    assert bool((graph.age_bias[..., 100] == graph.attn_masked).all())
+
+
 def test_history_exclusion_can_be_turned_off(model):
     graph = ServingGraph(model, K, exclude_history=False).eval()
     probe, exclude = probe_inputs(N_ITEMS, MAX_LEN, batch=7, seed=3)
