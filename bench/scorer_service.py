@@ -104,7 +104,7 @@ def _ml1m_model_dir(root: Path, age_bias_layers: str) -> Path:
 def run_service_bench(
     *, requests: int = 5000, seq_len: int = 200, batch: int = 256, backend: str = "auto",
     threads: int | None = None, root: Path | None = None, model_dir: Path | None = None,
-    age_bias_layers: str = "all",
+    age_bias_layers: str = "last",  # ModelConfig's default
 ) -> dict[str, Any]:
     """``model_dir``: a model version to serve; default a MovieLens-1M-shaped one
     (with ``age_bias_layers``)."""

@@ -53,8 +53,8 @@ def bench_scorer(
         Path | None, typer.Option(help="ONNX exports and TensorRT engines [default: temp dir]")
     ] = None,
     age_bias_layers: Annotated[
-        str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: all, last")
-    ] = "all",
+        str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: last, all")
+    ] = "last",
     reference: Annotated[bool, typer.Option(
         help="also time RecBole's SASRec at the same shape (needs `make bench-deps`)")] = True,
 ) -> None:
@@ -107,8 +107,8 @@ def bench_scorer_service(
     model: Annotated[Path | None, typer.Option(
         "--model", help="serve this model version dir [default: a MovieLens-1M-shaped one]")] = None,
     age_bias_layers: Annotated[
-        str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: all, last")
-    ] = "all",
+        str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: last, all")
+    ] = "last",
 ) -> None:
     """Scorer service end to end (Kafka in, Kafka out): users/s from a backlog."""
     from bench.scorer_service import format_table, run_service_bench, write_json

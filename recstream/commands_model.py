@@ -60,8 +60,8 @@ def train(
     text: Annotated[str, typer.Option(help="item text embeddings: auto, on, off")] = "auto",
     time: Annotated[bool, typer.Option("--time/--no-time", help="time-gap and age inputs")] = True,
     age_bias_layers: Annotated[str, typer.Option(
-        help="attention layers with the time-age bias: all, or last (a CPU scorer's "
-             "[B, L, L] work goes)")] = "all",
+        help="attention layers with the time-age bias: last, or all (adds a CPU "
+             "scorer's [B, L, L] work)")] = "last",
     event_type: Annotated[bool, typer.Option("--event-type/--no-event-type")] = True,
     fusion: Annotated[bool, typer.Option("--fusion/--no-fusion",
                                          help="gated long/short-term fusion")] = True,

@@ -151,4 +151,4 @@ def test_bench_scorer_service_measures_the_service_and_its_baseline(tmp_path: Pa
     assert all(r["requests"] == 200 and r["seq_len"] == 8 for r in report["rows"])
     assert report["ort_attention_budget"] == 1_500_000  # the default, recorded with the figures
     assert report["model"]["dir"] == str(model_dir)
-    assert report["model"]["config"]["age_bias_layers"] == "all"
+    assert report["model"]["config"]["age_bias_layers"] == "last"  # the default

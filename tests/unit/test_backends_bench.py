@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from recstream.cli import build_app
@@ -28,6 +30,24 @@ def test_bench_scorer_cli_writes_rows_and_summary(tmp_path: Path):
     assert report["best_cpu_over_eager_b64_l200"] > 0
     assert report["best_cpu_users_per_s_b64_l200"] > 0
     assert "torch-model" in result.output  # the table is printed
+
+
+@pytest.mark.parametrize("command", [("train",), ("bench", "scorer"), ("bench", "scorer-service")])
+def test_age_bias_layers_options_default_to_the_model_default(command):
+    # The CLI modules spell the default out (importing the model would load torch
+    # for `recstream --help`); this keeps them equal to ModelConfig's.
+    from typer.main import get_command
+
+    from bench.scorer_service import run_service_bench
+    from inference.model import ModelConfig
+
+    cmd = get_command(build_app())
+    for name in command:
+        cmd = cmd.commands[name]
+    (option,) = [p for p in cmd.params if p.name == "age_bias_layers"]
+    assert option.default == ModelConfig.age_bias_layers
+    default = inspect.signature(run_service_bench).parameters["age_bias_layers"].default
+    assert default == ModelConfig.age_bias_layers
 
 
 def test_bench_scorer_rejects_bad_options():

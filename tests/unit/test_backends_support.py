@@ -16,8 +16,12 @@ K = 10
 def small_model(seed: int = 0, steps: int = 8, **config: object) -> SeqRecModel:
     """All features on; random text table; some cold (text-only) items; time biases
     randomised (they start at zero) and a few Adam steps of next-item training.
-    ``config``: other ``ModelConfig`` fields."""
+    ``config``: other ``ModelConfig`` fields. The age bias is in every layer unless
+    ``config`` says otherwise: the serving graph's heaviest path, the full layers'
+    ``[B, L, L]`` ages, is the one parity must cover (the default, "last", has
+    tests of its own)."""
     torch.manual_seed(seed)
+    config.setdefault("age_bias_layers", "all")
     cfg = ModelConfig(n_items=N_ITEMS, max_len=MAX_LEN, d_model=32, n_heads=2, n_layers=2,
                       text_dim=16, dropout=0.0, **config)  # type: ignore[arg-type]
     model = SeqRecModel(cfg)

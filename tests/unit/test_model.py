@@ -252,7 +252,8 @@ def test_age_bias_in_the_last_layer_only() -> None:
     model = _model(age_bias_layers="last")
     assert model.age_bias.weight.shape == (model.cfg.n_time_buckets, model.cfg.n_heads)
     assert model.cfg.age_bias_layer_ids == (1,)
-    assert _model().cfg.age_bias_layer_ids == (0, 1)
+    assert _model(age_bias_layers="all").cfg.age_bias_layer_ids == (0, 1)
+    assert _model().cfg.age_bias_layer_ids == (1,)  # the default
     assert _model(use_time=False).cfg.age_bias_layer_ids == ()
     items, types, times, query = _batch([[3, 5, 7, 9, 11, 13, 2, 4]])
     for block in model.blocks:
@@ -270,10 +271,10 @@ def test_age_bias_in_the_last_layer_only() -> None:
 def test_a_model_dir_saved_before_age_bias_layers_loads_as_all(tmp_path: Path) -> None:
     """Version folders written before the field existed have no ``age_bias_layers``
     key: they load as "all" (their age_bias holds every layer's heads) and score
-    as they did."""
+    as they did, though today's default is "last"."""
     import json
 
-    model = _model()
+    model = _model(age_bias_layers="all")
     with torch.no_grad():
         torch.nn.init.normal_(model.age_bias.weight, std=0.5)
     save_model_dir(tmp_path / "v", model, [f"i{n}" for n in range(N_ITEMS)], {})
