@@ -94,15 +94,19 @@ class Report:
                 "parity": self.parity, "machine": self.machine}
 
 
-def ml1m_shape_model(seed: int = 0, age_bias_layers: str = ModelConfig.age_bias_layers
-                     ) -> SeqRecModel:
+#: MovieLens-1M's catalogue size, the issue's benchmark shape.
+ML1M_ITEMS = 3416
+
+
+def ml1m_shape_model(seed: int = 0, age_bias_layers: str = ModelConfig.age_bias_layers,
+                     n_items: int = ML1M_ITEMS) -> SeqRecModel:
     """MovieLens-1M's shape: 3,416 items, d=64, 2 layers, 2 heads, L=200, text (a
     random 384-d table) and time on; time biases randomised so they cost and count."""
     torch.manual_seed(seed)
-    model = SeqRecModel(ModelConfig(n_items=3416, max_len=200, d_model=64, n_heads=2, n_layers=2,
-                                    age_bias_layers=age_bias_layers).validate())
+    model = SeqRecModel(ModelConfig(n_items=n_items, max_len=200, d_model=64, n_heads=2,
+                                    n_layers=2, age_bias_layers=age_bias_layers).validate())
     with torch.no_grad():
-        model.set_item_text(torch.randn(3417, model.cfg.text_dim))
+        model.set_item_text(torch.randn(n_items + 1, model.cfg.text_dim))
         torch.nn.init.normal_(model.age_bias.weight, std=0.3)
         torch.nn.init.normal_(model.short_age.weight, std=0.3)
     return model.eval()

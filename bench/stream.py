@@ -70,6 +70,10 @@ class BenchError(RuntimeError):
     pass
 
 
+#: ``StreamBenchConfig.scorer_model`` keywords (anything else: a model folder).
+SCORER_MODELS = ("sequence", "cooccurrence")
+
+
 @dataclass(frozen=True)
 class StreamBenchConfig:
     events: int = 1_000_000
@@ -92,6 +96,13 @@ class StreamBenchConfig:
     #: fetch that finds new data there: fewer partitions, fewer and cheaper
     #: fetches. 4 is recstream's default (RECSTREAM_PARTITIONS).
     partitions: int = 4
+    #: What the latency phase's scorer serves: "sequence", a MovieLens-1M-shaped
+    #: sequence model (random weights, ModelConfig's default layers) whose
+    #: catalogue holds every replayed item (padded to 3,416), exported to ONNX
+    #: and served by the scorer's automatic backend choice (ONNX Runtime on a
+    #: CPU); "cooccurrence", the scorer's online fallback when it is given no
+    #: model; or a model version folder.
+    scorer_model: str = "sequence"
     seed: int = 7
     run_dir: Path | None = None
     startup_timeout_s: float = 180.0
@@ -107,6 +118,9 @@ class StreamBenchConfig:
             raise ValueError("--fetch-wait-ms must be >= 1")
         if self.partitions < 1:
             raise ValueError("--partitions must be >= 1")
+        if self.scorer_model not in SCORER_MODELS and not Path(self.scorer_model).is_dir():
+            raise ValueError(f"--scorer-model must be {' or '.join(SCORER_MODELS)} or a model "
+                             f"version folder; {self.scorer_model!r} is neither")
 
 
 #: Latency segments: bench producer -> the worker's batch starts (fetch and the
@@ -348,6 +362,25 @@ async def _replay(
     return lat, sent, last_event
 
 
+def _scorer_model_dir(cfg: StreamBenchConfig, records: list[tuple[bytes, bytes]],
+                      run_dir: Path) -> Path | None:
+    """The model folder the latency phase's scorer serves (None: co-occurrence)."""
+    if cfg.scorer_model == "cooccurrence":
+        return None
+    if cfg.scorer_model != "sequence":
+        return Path(cfg.scorer_model)
+    from bench.scorer import ML1M_ITEMS, ml1m_shape_model
+    from inference.export import export_model_dir
+    from inference.model_dir import save_model_dir
+
+    items = sorted({orjson.loads(value)["item_id"] for _, value in records})
+    items += [f"bench-unused-{n}" for n in range(ML1M_ITEMS - len(items))]
+    out = run_dir / "sequence-model"
+    save_model_dir(out, ml1m_shape_model(0, n_items=len(items)), items, {})
+    export_model_dir(out, fp16=False)  # the scorer reuses it instead of exporting at start
+    return out
+
+
 def _latency(
     cfg: StreamBenchConfig,
     records: list[tuple[bytes, bytes]],
@@ -355,6 +388,7 @@ def _latency(
     run_dir: Path,
     console: Console,
 ) -> dict[str, Any]:
+    model_dir = _scorer_model_dir(cfg, records, run_dir)
     with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-2.log") as broker:
         env = embedded_broker_env(
             broker.bootstrap,
@@ -362,6 +396,11 @@ def _latency(
             RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
             RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
             RECSTREAM_STATE_DIR=str(run_dir / "state-2"),
+            **({"RECSTREAM_MODEL_DIR": str(model_dir)} if model_dir else {}),
+            # Four processes on one box: ONNX Runtime's spinning threads would
+            # take the broker's and the worker's CPU (set it in the shell to
+            # measure otherwise).
+            RECSTREAM_ORT_SPIN=os.environ.get("RECSTREAM_ORT_SPIN", "0"),
         )
         scorer = Child("scorer", recstream_command("scorer"), env, run_dir / "scorer.log").start()
         try:
@@ -405,6 +444,8 @@ def _latency(
             stop_all([scorer])
     return {
         "latency_rate_events_per_s": round(rate, 1),
+        "scorer_model": cfg.scorer_model,
+        "scorer_ort_spin": env["RECSTREAM_ORT_SPIN"],
         "latency_producer_linger_ms": cfg.producer_linger_ms,
         "fetch_wait_ms": cfg.fetch_wait_ms,
         "stored_batches": batches,
@@ -501,6 +542,8 @@ def format_table(report: dict[str, Any]) -> Table:
         ("batches: mean events / mean process() ms",
          f"{report['batch_events_mean']} / {report['batch_ms_mean']}"),
         ("latency replay rate (events/s)", f"{report['latency_rate_events_per_s']:,}"),
+        ("latency phase's scorer serves", f"{report.get('scorer_model', 'cooccurrence')}"
+         f" (RECSTREAM_ORT_SPIN={report.get('scorer_ort_spin', 1)})"),
         ("event→recommendation p50 / p95 / p99 (ms)",
          f"{report['p50_ms']} / {report['p95_ms']} / {report['p99_ms']}"),
         *(

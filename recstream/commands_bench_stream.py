@@ -49,6 +49,14 @@ def bench_stream(
             "grows with the batches stored per partition",
         ),
     ] = 4,
+    scorer_model: Annotated[
+        str,
+        typer.Option(
+            help="what the latency phase's scorer serves: sequence (a MovieLens-1M-shaped "
+            "model over the replayed items, ONNX Runtime on a CPU), cooccurrence (the "
+            "scorer's fallback without a model) or a model version folder",
+        ),
+    ] = "sequence",
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and state [default: a temp dir]")
     ] = None,
@@ -80,7 +88,8 @@ def bench_stream(
         cfg = StreamBenchConfig(
             events=events, data=data, users=users, latency_seconds=latency_seconds,
             latency_rate=latency_rate, producer_linger_ms=producer_linger_ms,
-            fetch_wait_ms=fetch_wait_ms, partitions=partitions, run_dir=run_dir,
+            fetch_wait_ms=fetch_wait_ms, partitions=partitions, scorer_model=scorer_model,
+            run_dir=run_dir,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -4,7 +4,9 @@ plus the int8 dynamic quantization of an exported graph.
 CPU sessions run with every graph optimization (ORT_ENABLE_ALL: Gemm/bias,
 Gelu and LayerNorm fusions, constant folding) and ``threads`` intra-op threads
 (default: the cores this process may use), one inter-op thread (the graph is a
-chain; parallel branches would only fight over the same cores).
+chain; parallel branches would only fight over the same cores). Between runs
+the intra-op threads spin waiting for work, ONNX Runtime's default, unless
+``RECSTREAM_ORT_SPIN=0``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,24 @@ CPU_ATTENTION_BUDGET = 1_500_000
 BUDGET_FROM_ENV = -1
 #: Overrides it (0: whole batches): caches differ from CPU to CPU.
 ATTENTION_BUDGET_ENV = "RECSTREAM_ORT_ATTENTION_BUDGET"
+
+
+#: "0" stops ONNX Runtime's intra-op threads spinning between runs (default
+#: "1": they spin, ONNX Runtime's default). Spinning buys throughput on cores
+#: of its own: b64/L200 on this project's 2-core VM, 7,260/7,339 users/s
+#: spinning against 6,117/6,279 without. Where the scorer shares its cores
+#: with the broker and the worker, it burns what they need between
+#: micro-batches: in `recstream bench stream` at 1,000 events/s with the
+#: sequence model the scorer used 87.5% of a core spinning, 33-36% without.
+SPIN_ENV = "RECSTREAM_ORT_SPIN"
+
+
+def spin_from_env(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether ONNX Runtime's threads may spin: ``RECSTREAM_ORT_SPIN`` "1" or unset."""
+    raw = env.get(SPIN_ENV, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{SPIN_ENV} must be 0 or 1, got {raw!r}")
+    return raw != "0"
 
 
 def attention_budget_from_env(env: Mapping[str, str] = os.environ) -> int | None:
@@ -97,6 +117,8 @@ class OnnxRuntimeBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
+        if not spin_from_env():
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailable(

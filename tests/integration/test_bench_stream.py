@@ -64,7 +64,11 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert report["fetch_wait_ms"] == 35
     run = tmp_path / "run"
     assert "consumer fetch wait 35 ms" in (run / "worker-2.log").read_text()
-    assert "fetch wait 35 ms" in (run / "scorer.log").read_text()
+    scorer_log = (run / "scorer.log").read_text()
+    assert "fetch wait 35 ms" in scorer_log
+    # The latency is the sequence model's, through ONNX Runtime, not the fallback's.
+    assert report["scorer_model"] == "sequence" and report["scorer_ort_spin"] == "0"
+    assert "scored by the onnxruntime backend on cpu" in scorer_log
     stored = report["stored_batches"]
     assert set(stored) == {"events", "score-requests", "recommendations"}
     assert stored["events"]["records"] >= report["latency_events"]

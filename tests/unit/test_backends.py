@@ -206,6 +206,24 @@ def test_torch_compile_parity(model):
     _check(backend, model, 7, MAX_LEN, FP32_ATOL)
 
 
+def test_onnxruntime_threads_spin_unless_told_not_to(exported, monkeypatch) -> None:
+    from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, spin_from_env
+
+    def spinning(backend: OnnxRuntimeBackend) -> str:
+        opts = backend.session.get_session_options()
+        try:
+            return opts.get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # not set: ONNX Runtime's default, spinning
+            return "unset"
+
+    monkeypatch.delenv("RECSTREAM_ORT_SPIN", raising=False)
+    assert spinning(OnnxRuntimeBackend(exported / ONNX_FP32, threads=2)) == "unset"
+    monkeypatch.setenv("RECSTREAM_ORT_SPIN", "0")
+    assert spinning(OnnxRuntimeBackend(exported / ONNX_FP32, threads=2)) == "0"
+    with pytest.raises(ValueError, match="RECSTREAM_ORT_SPIN must be 0 or 1"):
+        spin_from_env({"RECSTREAM_ORT_SPIN": "yes"})
+
+
 def test_attention_budget_setting() -> None:
     from inference.backends.onnxruntime_backend import (
         CPU_ATTENTION_BUDGET,

@@ -43,3 +43,13 @@ def test_cpu_seconds_of_this_process() -> None:
     used = cpu_seconds(os.getpid())
     assert used is not None and used > 0
     assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_scorer_model_is_a_keyword_or_a_model_folder(tmp_path) -> None:
+    from bench.stream import StreamBenchConfig
+
+    assert StreamBenchConfig().scorer_model == "sequence"
+    assert StreamBenchConfig(scorer_model="cooccurrence").scorer_model == "cooccurrence"
+    assert StreamBenchConfig(scorer_model=str(tmp_path)).scorer_model == str(tmp_path)
+    with pytest.raises(ValueError, match="--scorer-model must be sequence or cooccurrence"):
+        StreamBenchConfig(scorer_model=str(tmp_path / "missing"))
