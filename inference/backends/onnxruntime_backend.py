@@ -48,7 +48,7 @@ ATTENTION_BUDGET_ENV = "RECSTREAM_ORT_ATTENTION_BUDGET"
 #: spinning against 6,117/6,279 without. Where the scorer shares its cores
 #: with the broker and the worker, it burns what they need between
 #: micro-batches: in `recstream bench stream` at 1,000 events/s with the
-#: sequence model the scorer used 87.5% of a core spinning, 33-36% without.
+#: sequence model the scorer used 87.5-88.5% of a core spinning, 33-36% without.
 SPIN_ENV = "RECSTREAM_ORT_SPIN"
 
 
