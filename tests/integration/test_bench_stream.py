@@ -55,6 +55,7 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     by_interval = report["latency_by_interval_ms"]
     assert by_interval and sum(i["samples"] for i in by_interval) == report["latency_samples"]
     assert [i["from_s"] for i in by_interval] == sorted(i["from_s"] for i in by_interval)
+    assert all(set(i["segments_p99"]) == set(seg) for i in by_interval)  # which hop, per interval
     assert set(report["cpu_pct_latency"]) == {"broker", "worker", "scorer", "bench"}
     assert all(pct is not None and pct > 0 for pct in report["cpu_pct_latency"].values())
     # The batches the broker stored in the topics read during the replay: events
