@@ -11,7 +11,9 @@ Two phases, each on a fresh embedded broker with real processes:
    sampled every 0.25 s, between 10% and 90% of the backlog (start-up and the
    last partial batches excluded). No scorer runs here: on two cores it would
    compete with the worker for CPU, and the table rate is the worker's.
-2. **Latency.** A fresh broker, worker and ``recstream scorer``; the same
+2. **Latency.** A fresh broker, worker and ``recstream scorer`` (serving what
+   ``--scorer-model`` names: by default a MovieLens-1M-shaped sequence model
+   through ONNX Runtime); the same
    events are replayed at half the rate phase 1 measured, and each
    recommendation whose trigger event this process sent is timed from the
    send to its receipt (wall clocks of one host, as in the demo).
@@ -395,6 +397,20 @@ def _latency(
     # reader for 400 ms mid-replay. Frozen, the collector leaves them alone.
     gc.collect()
     gc.freeze()
+    try:
+        return _timed_latency(cfg, records, rate, run_dir, console, model_dir)
+    finally:
+        gc.unfreeze()  # a caller in this process collects as before
+
+
+def _timed_latency(
+    cfg: StreamBenchConfig,
+    records: list[tuple[bytes, bytes]],
+    rate: float,
+    run_dir: Path,
+    console: Console,
+    model_dir: Path | None,
+) -> dict[str, Any]:
     with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-2.log") as broker:
         env = embedded_broker_env(
             broker.bootstrap,

@@ -88,7 +88,7 @@ class ModelConfig:
     #: With ``use_time``: the attention layers that add the age bias, only the
     #: "last" or "all" (``AGE_BIAS_LAYERS``). Serving runs the last layer for
     #: the last position only, so there the bias is [B, 1, L]; in any earlier
-    #: layer it is [B, L, L], about a third of a CPU scorer's time at L=200.
+    #: layer it is [B, L, L], about 40% of a CPU scorer's time at L=200.
     #: "last" by default: test quality on MovieLens-100K was level over eight
     #: seeds (README, "Training and serving a model"). Configs saved before the
     #: field existed load as "all" (``from_dict``), which is what they trained.

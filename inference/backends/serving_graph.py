@@ -69,6 +69,12 @@ def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
+def _causal(s: int, e: int, device: torch.device) -> torch.Tensor:
+    """``[e - s, e]`` bool: query ``s + r`` may see key ``c`` (``c <= s + r``)."""
+    qi = torch.arange(s, e, device=device).view(-1, 1)
+    return torch.arange(0, e, device=device).view(1, -1) <= qi
+
+
 def _log2_steps(n: int) -> torch.Tensor:
     """``steps[j]``: the least float32 ``x`` with ``torch.log2(x) >= j``, j < n.
 
@@ -256,7 +262,11 @@ class ServingGraph(nn.Module):
             zero = torch.zeros((), dtype=masked.dtype, device=masked.device)
             return torch.where(allowed, zero, masked).unsqueeze(0)
         idx = torch.where(allowed, age, float(_MASKED_AGE_LOG2))  # masked column
-        return _lookup(self.age_bias[self.age_row[layer]], idx.to(torch.long))
+        return self._age_lookup(layer, idx)
+
+    def _age_lookup(self, layer: int, age: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s age bias ``[H, *age.shape]`` for ages (column indices) ``age``."""
+        return _lookup(self.age_bias[self.age_row[layer]], age.to(torch.long))
 
     def _plain_bias(self, s: int, e: int, valid: torch.Tensor,
                     masked: torch.Tensor) -> torch.Tensor:
@@ -272,9 +282,7 @@ class ServingGraph(nn.Module):
         """
         half = masked * 0.5
         zero = torch.zeros((), dtype=masked.dtype, device=masked.device)
-        qi = torch.arange(s, e, device=valid.device).view(-1, 1)
-        ki = torch.arange(0, e, device=valid.device).view(1, -1)
-        causal = torch.where(ki <= qi, zero, half)  # [Lq, Lk]
+        causal = torch.where(_causal(s, e, valid.device), zero, half)  # [Lq, Lk]
         keys = torch.where(valid[:, :e], zero, half).unsqueeze(1)  # [B, 1, Lk]
         return (causal + keys).unsqueeze(0)
 
@@ -294,10 +302,7 @@ class ServingGraph(nn.Module):
         kt = self._k_t(blk, hx, b, n)
         ys = []
         for (s, e), plain, age in zip(_chunks(n, self.attn_chunks), plains, ages, strict=True):
-            if age is not None and i in self.age_row:
-                bias = _lookup(self.age_bias[self.age_row[i]], age.to(torch.long))
-            else:
-                bias = plain
+            bias = self._age_lookup(i, age) if age is not None and i in self.age_row else plain
             ys.append(self._attend(q[:, :, s:e], kt[..., :e], v[:, :, :e], bias))
         x = x + blk.out(self._merge(torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]))
         return self._ffn(blk, x)
@@ -357,7 +362,7 @@ class ServingGraph(nn.Module):
 
         if cfg.n_layers > 1:
             full = range(cfg.n_layers - 1)
-            full_ages = cfg.use_time and any(i in self.age_row for i in full)
+            full_ages = any(i in self.age_row for i in full)
             need_plain = not full_ages or any(i not in self.age_row for i in full)
             plains: list[torch.Tensor | None] = []
             ages: list[torch.Tensor | None] = []
@@ -369,9 +374,7 @@ class ServingGraph(nn.Module):
             for s, e in _chunks(n, self.attn_chunks):
                 plains.append(self._plain_bias(s, e, valid, masked) if need_plain else None)
                 if full_ages:
-                    qi = torch.arange(s, e, device=items.device).view(-1, 1)
-                    ki = torch.arange(0, e, device=items.device).view(1, -1)
-                    future = torch.where(ki <= qi, 0.0, far).to(times.dtype)  # [Lq, Lk]
+                    future = torch.where(_causal(s, e, items.device), 0.0, far).to(times.dtype)
                     seconds = (query_times[:, s:e].unsqueeze(2) + future) - key_t[:, :e].unsqueeze(1)
                     ages.append(self._bucket0(seconds, top=_MASKED_AGE_LOG2))
                 else:
