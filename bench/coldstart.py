@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.jsonio import write_json_atomic
-from bench.quality import DATASETS, MAX_LEN, BenchError, _machine
+from bench.quality import MAX_LEN, BenchError, _machine, dataset_path
 
 if TYPE_CHECKING:
     import torch
@@ -294,14 +294,7 @@ def run_coldstart(opts: ColdStartOptions) -> dict[str, Any]:
     from trainer.pipeline import item_text_table
     from trainer.split import leave_one_out
 
-    if opts.dataset not in DATASETS:
-        raise BenchError(f"unknown dataset {opts.dataset!r}; choose from {', '.join(DATASETS)}")
-    path = Path(opts.data_root) / DATASETS[opts.dataset]
-    if not path.is_file():
-        raise BenchError(
-            f"{path} not found. The benchmark data sets live outside the repository "
-            f"(see ../shared/data/README.md); pass --data-root pointing at the folder "
-            f"that holds {opts.dataset}/")
+    path = dataset_path(opts.dataset, opts.data_root)
     data = load_interactions(path)
     if not data.item_text:
         raise BenchError(f"{opts.dataset} has no item text: a cold-start comparison of text "

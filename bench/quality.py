@@ -70,15 +70,17 @@ class QualityOptions:
     progress: bool = True
 
 
-def data_path(opts: QualityOptions) -> Path:
-    if opts.dataset not in DATASETS:
-        raise BenchError(f"unknown dataset {opts.dataset!r}; choose from {', '.join(DATASETS)}")
-    path = Path(opts.data_root) / DATASETS[opts.dataset]
+def dataset_path(dataset: str, data_root: str | Path) -> Path:
+    """The interactions file of a named benchmark data set under ``data_root``, or a
+    :class:`BenchError` that says where the data sets come from."""
+    if dataset not in DATASETS:
+        raise BenchError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    path = Path(data_root) / DATASETS[dataset]
     if not path.is_file():
         raise BenchError(
             f"{path} not found. The benchmark data sets live outside the repository "
             f"(research data with their own terms, see ../shared/data/README.md); pass "
-            f"--data-root pointing at the folder that holds {opts.dataset}/"
+            f"--data-root pointing at the folder that holds {dataset}/"
         )
     return path
 
@@ -218,7 +220,7 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
     from trainer.pipeline import file_sha256
     from trainer.split import leave_one_out
 
-    path = data_path(opts)
+    path = dataset_path(opts.dataset, opts.data_root)
     if opts.peers:
         _peers_available()  # before our rows train, not an hour later
     data = load_interactions(path)
