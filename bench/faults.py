@@ -38,7 +38,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recstream.broker import EmbeddedBroker
-from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
+from recstream.processes import (
+    Child,
+    embedded_broker_env,
+    fresh_state_dir,
+    recstream_command,
+    stop_all,
+)
 from schemas.messages import Recommendation, now_ms
 from schemas.topics import EVENTS, RECOMMENDATIONS
 from stream.testing import WorkerProcess, latest_changelog_states, read_table
@@ -255,7 +261,8 @@ async def _drive(kind: str, broker: EmbeddedBroker, procs: _Procs, load: FaultLo
 def run_fault(kind: str, broker: EmbeddedBroker, run_dir: Path, load: FaultLoad) -> dict[str, Any]:
     """One fault scenario on ``broker``; the figures of the module docstring."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    state_dir = run_dir / "state"
+    # The fault's own restarts keep this folder; a reused --run-dir does not.
+    state_dir = fresh_state_dir(run_dir / "state")
     env = embedded_broker_env(
         broker.bootstrap,
         RECSTREAM_PARTITIONS=str(broker.partitions),

@@ -119,7 +119,7 @@ def _check_port_free(host: str, port: int) -> None:
 def worker() -> None:
     """Run a stream worker: events in, per-user sequences, DLQ, score requests out."""
     try:
-        from stream.worker import WorkerSettings, run_worker
+        from stream.worker import StaleStateError, WorkerSettings, run_worker
     except ModuleNotFoundError as exc:
         if exc.name not in ("stream.worker", "stream"):
             raise
@@ -129,7 +129,7 @@ def worker() -> None:
 
     try:
         run_worker(_settings("worker", WorkerSettings.from_env))
-    except PartitionCountError as exc:
+    except (PartitionCountError, StaleStateError) as exc:
         typer.echo(f"worker: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -6,13 +6,17 @@ Used by the demo and the integration tests, which both run the real commands
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class ChildFailed(RuntimeError):
@@ -145,3 +149,18 @@ def embedded_broker_env(
     env["RECSTREAM_KAFKA_BOOTSTRAP"] = bootstrap
     env["RECSTREAM_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
     return env
+
+
+def fresh_state_dir(path: Path) -> Path:
+    """``path`` as the worker state folder of a run against a new embedded broker.
+
+    The embedded broker keeps nothing across restarts. RocksDB state left in a
+    reused run folder records changelog offsets the new broker never had, and
+    Faust then refuses to start (``ConsistencyError: The persisted offset ... is
+    higher than the last offset in that topic``). So a run that starts its own
+    broker starts its worker from an empty folder: stale state goes first.
+    """
+    if path.exists():
+        log.info("removing worker state %s left by an earlier run (the broker is new)", path)
+        shutil.rmtree(path)
+    return path

@@ -7,6 +7,7 @@ import logging
 import sys
 
 import faust
+from faust.exceptions import ConsistencyError
 
 from schemas.probes import loop_responds
 from stream import faust_drain, tansu_compat, topic_check
@@ -17,11 +18,30 @@ from stream.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 
+class StaleStateError(RuntimeError):
+    """The worker's RocksDB state is ahead of the broker's changelog; the message says why."""
+
+
+def stale_state_message(state_dir: object, exc: ConsistencyError) -> str:
+    """What Faust's refusal means here, and what to do about it."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return (
+        f"the table state in {state_dir} is ahead of the broker's changelog "
+        f"(ConsistencyError: {first}). If the broker started empty after that state was "
+        "written (the embedded broker keeps nothing across restarts), remove the folder or "
+        "set RECSTREAM_STATE_DIR to a new one: the worker rebuilds its tables from the "
+        "changelog. Against a real cluster it means the changelog topics lost records: "
+        "find out why before removing the folder"
+    )
+
+
 def run_worker(settings: WorkerSettings) -> None:
     """Run until SIGTERM/SIGINT (then stop cleanly and return); raise if the worker crashed.
 
     Raises :class:`stream.topic_check.PartitionCountError` before starting when a
-    per-user topic's partition count is not ``settings.kafka.partitions``.
+    per-user topic's partition count is not ``settings.kafka.partitions``, and
+    :class:`StaleStateError` when the local state is ahead of the changelog.
     """
     logging.basicConfig(
         level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
@@ -64,6 +84,10 @@ def run_worker(settings: WorkerSettings) -> None:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
+        # mode turns a crash into SystemExit(1); its reason stays on the worker.
+        crash = worker.crash_reason
+        if isinstance(crash, ConsistencyError):
+            raise StaleStateError(stale_state_message(settings.state_dir, crash)) from crash
         if exc.code not in (0, None):
             raise
     finally:
@@ -79,7 +103,7 @@ def main() -> None:
         raise SystemExit(2) from None
     try:
         run_worker(settings)
-    except topic_check.PartitionCountError as exc:
+    except (topic_check.PartitionCountError, StaleStateError) as exc:
         print(f"recstream worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

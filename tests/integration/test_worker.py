@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from recstream.broker import EmbeddedBroker
-from recstream.processes import recstream_command
+from recstream.processes import fresh_state_dir, recstream_command
 from schemas import DeadLetter, ScoreRequest
 from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
 from stream.sequence import UserSequence
@@ -239,3 +239,38 @@ def test_worker_refuses_topics_of_another_partition_count(
     assert done.returncode == 2, text
     assert "RECSTREAM_PARTITIONS=8" in text and "events has 4" in text, text
     assert "score-requests has 4" in text and "user-deletions has 4" in text, text
+
+
+def test_worker_refuses_state_from_an_earlier_broker_and_starts_on_fresh_state(
+    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The embedded broker keeps nothing across restarts: RocksDB state written
+    against one is ahead of the next one's changelog. Both entry points refuse
+    with what to do (exit 2), and the folder the benches and the demo empty with
+    ``fresh_state_dir`` before a run starts the worker cleanly."""
+    state = tmp_path / "state"
+    with WorkerProcess(worker_env(recstream_env, state), tmp_path / "first.log") as first:
+        first.wait_ready()
+        sent = [(f"u{i % 7}".encode(), make_event(f"e{i}", f"u{i % 7}", T0 + i, f"i{i}"))
+                for i in range(60)]  # fmt: skip
+        wait_committed(broker.bootstrap, produce(broker.bootstrap, sent), worker=first)
+        first.terminate()
+    assert read_table(state, PARTITIONS), "the first worker wrote no state"
+    broker.stop()
+
+    with EmbeddedBroker(partitions=PARTITIONS, log_path=tmp_path / "broker-2.log") as fresh:
+        env = worker_env(recstream_env, state, RECSTREAM_KAFKA_BOOTSTRAP=fresh.bootstrap)
+        for argv in ([sys.executable, "-m", "stream.worker"], recstream_command("worker")):
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+            text = done.stdout + done.stderr
+            assert done.returncode == 2, text
+            assert f"the table state in {state} is ahead of the broker's changelog" in text, text
+            assert "ConsistencyError: The persisted offset" in text, text
+            assert "remove the folder" in text, text
+
+        assert fresh_state_dir(state) == state and not state.exists()
+        with WorkerProcess(env, tmp_path / "second.log") as second:
+            second.wait_ready()
+            wait_committed(fresh.bootstrap, produce(fresh.bootstrap, sent[:7]), worker=second)
+            second.terminate()
+    assert set(read_table(state, PARTITIONS)) == {f"u{i}" for i in range(7)}
