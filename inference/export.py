@@ -21,10 +21,12 @@ opset 18: LayerNormalization needs 17, and TensorRT 10's parser covers 18.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,28 @@ OPSET = 18
 #: Query chunks of the full attention layers (see ServingGraph): measured best
 #: on CPU at L=200 among 1, 2, 4, 8 (bench/scorer.py).
 DEFAULT_ATTN_CHUNKS = 4
+
+
+#: Loggers of the exporter's own passes and their levels while it runs: at INFO
+#: they write a line per folded constant and rewritten slice (150-odd lines per
+#: export into a scorer's or a benchmark's log), and torch.onnx warns about
+#: torchvision ops it cannot register, which the serving graph never uses.
+EXPORTER_LOG_LEVELS = {"onnxscript": logging.WARNING, "onnx_ir": logging.WARNING,
+                       "torch.onnx": logging.ERROR}
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Raise the exporter's loggers to :data:`EXPORTER_LOG_LEVELS`; restore them after."""
+    loggers = {name: logging.getLogger(name) for name in EXPORTER_LOG_LEVELS}
+    before = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(max(EXPORTER_LOG_LEVELS[name], logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(before[name])
 
 
 class ExportError(RuntimeError):
@@ -126,7 +150,7 @@ def export_onnx(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), quiet_exporter():
             warnings.simplefilter("ignore")  # exporter chatter about axis renames
             program = torch.onnx.export(
                 graph,

@@ -4,6 +4,7 @@ self-describing and fails loudly when damaged."""
 from __future__ import annotations
 
 import json
+import logging
 
 import onnx
 import pytest
@@ -18,6 +19,7 @@ from inference.export import (
     ONNX_FP32,
     ExportError,
     export_model_dir,
+    export_onnx,
     read_manifest,
     sha256_file,
     verified_onnx,
@@ -224,3 +226,15 @@ def test_export_model_dir_adds_export_to_a_published_version(tmp_path):
     path, _ = verified_onnx(out)
     assert path == out / ONNX_FP32
     assert not list(out.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_export_keeps_the_exporters_chatter_out_of_the_log(model, tmp_path, caplog):
+    # At INFO the exporter's passes log a line per folded constant (150-odd per
+    # export); a scorer's log at INFO should show the export, not its internals.
+    caplog.set_level(logging.INFO)
+    before = {name: logging.getLogger(name).level for name in ("onnxscript", "onnx_ir", "torch.onnx")}
+    export_onnx(model, tmp_path / "m.onnx", k=K)
+    chatter = [r for r in caplog.records
+               if r.name.split(".")[0] in ("onnxscript", "onnx_ir") or r.name.startswith("torch.onnx")]
+    assert not chatter, [r.getMessage() for r in chatter[:5]]
+    assert {name: logging.getLogger(name).level for name in before} == before  # restored
