@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import faust
 from faust.exceptions import ConsistencyError
@@ -22,7 +23,7 @@ class StaleStateError(RuntimeError):
     """The worker's RocksDB state is ahead of the broker's changelog; the message says why."""
 
 
-def stale_state_message(state_dir: object, exc: ConsistencyError) -> str:
+def stale_state_message(state_dir: Path, exc: ConsistencyError) -> str:
     """What Faust's refusal means here, and what to do about it."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
