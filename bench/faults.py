@@ -38,13 +38,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recstream.broker import EmbeddedBroker
-from recstream.processes import (
-    Child,
-    embedded_broker_env,
-    fresh_state_dir,
-    recstream_command,
-    stop_all,
-)
+from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
 from schemas.messages import Recommendation, now_ms
 from schemas.topics import EVENTS, RECOMMENDATIONS
 from stream.testing import WorkerProcess, latest_changelog_states, read_table
@@ -261,12 +255,12 @@ async def _drive(kind: str, broker: EmbeddedBroker, procs: _Procs, load: FaultLo
 def run_fault(kind: str, broker: EmbeddedBroker, run_dir: Path, load: FaultLoad) -> dict[str, Any]:
     """One fault scenario on ``broker``; the figures of the module docstring."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    # The fault's own restarts keep this folder; a reused --run-dir does not.
-    state_dir = fresh_state_dir(run_dir / "state")
+    state_dir = run_dir / "state"
     env = embedded_broker_env(
         broker.bootstrap,
         RECSTREAM_PARTITIONS=str(broker.partitions),
-        RECSTREAM_STATE_DIR=str(state_dir),
+        # The fault's own restarts keep this folder; a reused --run-dir does not.
+        fresh_state=state_dir,
         RECSTREAM_MAX_SEQ_LEN=str(MAX_SEQ_LEN),
         # One name serves both: the worker and the scorer are in different groups.
         **({"RECSTREAM_GROUP_INSTANCE_ID": "bench-faults-0"} if load.static_membership else {}),

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from bench.stream_io import synthetic_records
 from recstream.broker import EmbeddedBroker
-from recstream.processes import embedded_broker_env, fresh_state_dir
+from recstream.processes import embedded_broker_env
 from schemas.topics import EVENTS
 from stream.testing import WorkerProcess, wait_for
 
@@ -151,7 +151,7 @@ def run_soak(cfg: SoakConfig, console: Console | None = None) -> dict[str, Any]:
         env = embedded_broker_env(
             broker.bootstrap,
             RECSTREAM_PARTITIONS=str(cfg.partitions),
-            RECSTREAM_STATE_DIR=str(fresh_state_dir(run_dir / "state")),
+            fresh_state=run_dir / "state",
         )
         with WorkerProcess(env, run_dir / "worker.log") as worker:
             worker.wait_ready(cfg.startup_timeout_s)

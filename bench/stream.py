@@ -52,13 +52,7 @@ from bench.stream_io import (
     synthetic_records,
 )
 from recstream.broker import EmbeddedBroker
-from recstream.processes import (
-    Child,
-    embedded_broker_env,
-    fresh_state_dir,
-    recstream_command,
-    stop_all,
-)
+from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
 from schemas.messages import Recommendation
 from schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS
 from stream.testing import WorkerProcess, wait_for
@@ -217,7 +211,7 @@ def _throughput(
             RECSTREAM_PARTITIONS=str(cfg.partitions),
             RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
             RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
-            RECSTREAM_STATE_DIR=str(fresh_state_dir(run_dir / "state-1")),
+            fresh_state=run_dir / "state-1",
         )
         with WorkerProcess(env, run_dir / "worker-1.log") as worker:
             ready_s = worker.wait_ready(cfg.startup_timeout_s)
@@ -423,7 +417,7 @@ def _timed_latency(
             RECSTREAM_PARTITIONS=str(cfg.partitions),
             RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
             RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
-            RECSTREAM_STATE_DIR=str(fresh_state_dir(run_dir / "state-2")),
+            fresh_state=run_dir / "state-2",
             **({"RECSTREAM_MODEL_DIR": str(model_dir)} if model_dir else {}),
             # Four processes on one box: ONNX Runtime's spinning threads would
             # take the broker's and the worker's CPU (set it in the shell to

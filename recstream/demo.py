@@ -32,14 +32,7 @@ from rich.text import Text
 
 from recstream import dashboard_child
 from recstream.broker import EmbeddedBroker, free_port
-from recstream.processes import (
-    Child,
-    ChildFailed,
-    embedded_broker_env,
-    fresh_state_dir,
-    recstream_command,
-    stop_all,
-)
+from recstream.processes import Child, ChildFailed, embedded_broker_env, recstream_command, stop_all
 from recstream.synthetic import CatalogItem
 from schemas.messages import Event, Recommendation, now_ms
 from schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
@@ -141,7 +134,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         env = embedded_broker_env(
             broker.bootstrap,
             RECSTREAM_PARTITIONS=str(opts.partitions),
-            RECSTREAM_STATE_DIR=str(fresh_state_dir(run_dir / "state")),
+            fresh_state=run_dir / "state",
         )
         ports = {"worker": free_port(), "scorer": free_port()}
         for name in ("worker", "scorer"):

@@ -131,7 +131,11 @@ PER_PROCESS_ENV = ("RECSTREAM_GROUP_INSTANCE_ID",)
 
 
 def embedded_broker_env(
-    bootstrap: str, base: Mapping[str, str] | None = None, **overrides: str
+    bootstrap: str,
+    base: Mapping[str, str] | None = None,
+    *,
+    fresh_state: Path | None = None,
+    **overrides: str,
 ) -> dict[str, str]:
     """Environment for a child that talks to the embedded broker (demo, benchmarks).
 
@@ -139,7 +143,14 @@ def embedded_broker_env(
     a real cluster must not leak into children pointed at it. Nor must a shell's
     static group-membership name (``PER_PROCESS_ENV``), unless given as an override:
     children sharing one would fence each other out of their groups.
+
+    ``fresh_state`` becomes ``RECSTREAM_STATE_DIR``, emptied now
+    (:func:`fresh_state_dir`): the broker is new, so state from an earlier run
+    in the same folder cannot be used. Build the environment once per broker;
+    children restarted on it reuse that environment and keep their state.
     """
+    if fresh_state is not None:
+        overrides["RECSTREAM_STATE_DIR"] = str(fresh_state_dir(fresh_state))
     env = child_env(base, **overrides)
     for name in SECURITY_ENV:
         env.pop(name, None)

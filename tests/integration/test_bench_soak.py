@@ -15,6 +15,9 @@ pytestmark = pytest.mark.integration
 
 def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
+    # A reused --run-dir: the new broker's worker must not start on old state.
+    stale = tmp_path / "run" / "state" / "left-by-an-earlier-run"
+    stale.mkdir(parents=True)
     cmd = recstream_command(
         "bench", "stream", "--soak-s", "20", "--soak-rate", "200", "--soak-sample-s", "2",
         "--partitions", "1",
@@ -33,3 +36,4 @@ def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     assert report["soak_done_events_per_s"] > 0
     assert report["partitions"] == 1
     assert "RSS slope after warm-up" in done.stdout
+    assert not stale.exists()

@@ -28,6 +28,10 @@ KEYS = (
 
 def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
+    # A reused --run-dir: each phase's new broker gets a worker on empty state.
+    stale = [tmp_path / "run" / name / "left-by-an-earlier-run" for name in ("state-1", "state-2")]
+    for path in stale:
+        path.mkdir(parents=True)
     cmd = recstream_command(
         "bench", "stream", "--events", "2000", "--latency-seconds", "3", "--latency-rate", "200",
         "--producer-linger-ms", "3", "--fetch-wait-ms", "35",
@@ -78,3 +82,4 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert report["partitions"] == 2
     assert all(s["partitions"] == 2 for s in stored.values())
     assert "events/s into the table" in done.stdout
+    assert not any(path.exists() for path in stale)

@@ -43,6 +43,8 @@ def logs(run_dir: Path) -> str:
 
 def test_demo_quick_start(tmp_path: Path) -> None:
     out, run_dir = tmp_path / "out.json", tmp_path / "run"
+    stale = run_dir / "state" / "left-by-an-earlier-run"  # a reused --run-dir
+    stale.mkdir(parents=True)
     argv = demo_argv("--duration", "20", "--json", str(out), "--run-dir", str(run_dir), *SMALL)
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=500, cwd=tmp_path, env=child_env()
@@ -64,6 +66,7 @@ def test_demo_quick_start(tmp_path: Path) -> None:
     assert summary["p50_ms"] is not None and summary["p50_ms"] <= summary["p99_ms"]
     assert "recstream demo summary" in proc.stdout
     assert "scorer stopped" in (run_dir / "scorer.log").read_text()
+    assert not stale.exists()  # the new broker's worker started on empty state
 
 
 def _children_of(pid: int) -> set[int]:

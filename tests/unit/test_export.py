@@ -14,6 +14,7 @@ from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
 from inference.backends.parity import compare, probe_inputs, reference_topk
 from inference.backends.serving_graph import ServingGraph
 from inference.export import (
+    EXPORTER_LOG_LEVELS,
     MANIFEST,
     ONNX_FP16,
     ONNX_FP32,
@@ -232,7 +233,7 @@ def test_export_keeps_the_exporters_chatter_out_of_the_log(model, tmp_path, capl
     # At INFO the exporter's passes log a line per folded constant (150-odd per
     # export); a scorer's log at INFO should show the export, not its internals.
     caplog.set_level(logging.INFO)
-    before = {name: logging.getLogger(name).level for name in ("onnxscript", "onnx_ir", "torch.onnx")}
+    before = {name: logging.getLogger(name).level for name in EXPORTER_LOG_LEVELS}
     export_onnx(model, tmp_path / "m.onnx", k=K)
     chatter = [r for r in caplog.records
                if r.name.split(".")[0] in ("onnxscript", "onnx_ir") or r.name.startswith("torch.onnx")]
