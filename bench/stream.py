@@ -379,7 +379,8 @@ def _scorer_model_dir(cfg: StreamBenchConfig, records: list[tuple[bytes, bytes]]
     items = sorted({orjson.loads(value)["item_id"] for _, value in records})
     items += [f"bench-unused-{n}" for n in range(ML1M_ITEMS - len(items))]
     out = run_dir / "sequence-model"
-    save_model_dir(out, ml1m_shape_model(0, n_items=len(items)), items, {})
+    # Replaced whole: a reused --run-dir holds the last run's (and its ONNX export).
+    save_model_dir(out, ml1m_shape_model(0, n_items=len(items)), items, {}, overwrite=True)
     export_model_dir(out, fp16=False)  # the scorer reuses it instead of exporting at start
     return out
 

@@ -32,6 +32,10 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     stale = [tmp_path / "run" / name / "left-by-an-earlier-run" for name in ("state-1", "state-2")]
     for path in stale:
         path.mkdir(parents=True)
+    # ... and the served model an earlier run built there, which this run replaces.
+    old_model = tmp_path / "run" / "sequence-model"
+    old_model.mkdir()
+    (old_model / "left-by-an-earlier-run").write_text("")
     cmd = recstream_command(
         "bench", "stream", "--events", "2000", "--latency-seconds", "3", "--latency-rate", "200",
         "--producer-linger-ms", "3", "--fetch-wait-ms", "35",
@@ -83,3 +87,5 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert all(s["partitions"] == 2 for s in stored.values())
     assert "events/s into the table" in done.stdout
     assert not any(path.exists() for path in stale)
+    assert not (old_model / "left-by-an-earlier-run").exists()
+    assert (old_model / "config.json").is_file()
