@@ -14,7 +14,6 @@ the worker and the scorer share it without breaking the import contracts.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
@@ -43,13 +42,15 @@ def loop_responds(loop: asyncio.AbstractEventLoop, timeout_s: float = 5.0) -> Ch
             return False
         if not loop.is_running():
             return True
-        future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
+        # A callback, not a coroutine: one the loop never gets to run leaves nothing
+        # behind (a coroutine would be logged as "never awaited" / a pending task
+        # destroyed, at every probe of a blocked loop).
+        ran = threading.Event()
         try:
-            future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
+            loop.call_soon_threadsafe(ran.set)
+        except RuntimeError:  # closed meanwhile
             return False
-        return True
+        return ran.wait(timeout_s)
 
     return check
 
