@@ -42,6 +42,7 @@ from rich.table import Table
 from bench import stored_batches
 from bench.stream_io import (
     EVENTS_PER_USER,
+    CpuSampler,
     cpu_pct,
     cpu_seconds,
     movielens_records,
@@ -438,12 +439,14 @@ def _timed_latency(
                         "scorer": scorer.proc.pid, "bench": os.getpid()}
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 replay_started = time.monotonic()
-                lat, sent, last_event = asyncio.run(
-                    _replay(
-                        broker.bootstrap, records, rate, cfg.latency_seconds, [scorer], worker,
-                        cfg.startup_timeout_s, cfg.producer_linger_ms, cfg.fetch_wait_ms,
-                    )
-                )  # fmt: skip
+                with CpuSampler(pids) as sampler:
+                    lat, sent, last_event = asyncio.run(
+                        _replay(
+                            broker.bootstrap, records, rate, cfg.latency_seconds, [scorer],
+                            worker, cfg.startup_timeout_s, cfg.producer_linger_ms,
+                            cfg.fetch_wait_ms,
+                        )
+                    )  # fmt: skip
                 # Each process's CPU during the replay, in % of one core: on two
                 # cores the broker's share is what limits latency (its fetch cost
                 # grows with the stored batches: bench/broker_fetch_cost.py).
@@ -474,7 +477,7 @@ def _timed_latency(
         "stored_batches": batches,
         "latency_events": sent,
         "latency_samples": len(lat.samples_ms),
-        "latency_by_interval_ms": _by_interval(lat, LATENCY_INTERVAL_S),
+        "latency_by_interval_ms": _by_interval(lat, LATENCY_INTERVAL_S, sampler),
         "p50_ms": _round(percentile(lat.samples_ms, 0.50)),
         "p95_ms": _round(percentile(lat.samples_ms, 0.95)),
         "p99_ms": _round(percentile(lat.samples_ms, 0.99)),
@@ -499,9 +502,11 @@ def _timed_latency(
 LATENCY_INTERVAL_S = 5.0
 
 
-def _by_interval(lat: _Latency, seconds: float) -> list[dict[str, float | None]]:
+def _by_interval(lat: _Latency, seconds: float,
+                 cpu: CpuSampler | None = None) -> list[dict[str, Any]]:
     """p50/p99 per ``seconds`` of send time, from the first timed send, with each
-    segment's p99 in that interval (which hop a slow interval's time went to)."""
+    segment's p99 in that interval (which hop a slow interval's time went to) and,
+    from ``cpu``, each process's CPU over the interval (which one grew)."""
     if not lat.sample_sent_ms:
         return []
     start = min(lat.sample_sent_ms)
@@ -517,6 +522,9 @@ def _by_interval(lat: _Latency, seconds: float) -> list[dict[str, float | None]]
             "segments_p99": {name: _round(percentile([seg[j] for j in rows], 0.99))
                              for name, seg in lat.segments_ms.items()},
         })  # fmt: skip
+        if cpu is not None:
+            t0 = (start + i * seconds * 1000) / 1000
+            out[-1]["cpu_pct"] = cpu.pct_between(t0, t0 + seconds)
     return out
 
 

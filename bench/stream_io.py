@@ -4,8 +4,11 @@ produce, the raw aiokafka read (the ceiling) and per-process peak memory."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -141,6 +144,55 @@ def cpu_pct(before: float | None, after: float | None, seconds: float) -> float 
     if before is None or after is None or seconds <= 0:
         return None
     return round(100 * (after - before) / seconds, 1)
+
+
+class CpuSampler:
+    """Reads each process's CPU time every ``every_s`` seconds, in a thread, so that
+    a replay's CPU can be cut into intervals afterwards (:meth:`pct_between`).
+
+    A latency that rises over a fixed-rate replay is a cost that grows somewhere;
+    these samples say in which process (on the embedded broker: the broker's,
+    whose fetch cost grows with the batches it stores).
+    """
+
+    def __init__(self, pids: Mapping[str, int], every_s: float = 1.0) -> None:
+        self._pids = dict(pids)
+        self._every_s = every_s
+        #: (wall-clock seconds, {name: cpu seconds or None}), in time order.
+        self.samples: list[tuple[float, dict[str, float | None]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        self.samples.append(
+            (time.time(), {name: cpu_seconds(pid) for name, pid in self._pids.items()})
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def pct_between(self, start_s: float, end_s: float) -> dict[str, float | None]:
+        """Each process's CPU in % of one core from the last sample at or before
+        ``start_s`` to the first at or after ``end_s`` (wall clock; clipped to the
+        samples taken)."""
+        times = [t for t, _ in self.samples]
+        if len(times) < 2:
+            return dict.fromkeys(self._pids)
+        i = max(0, bisect.bisect_right(times, start_s) - 1)
+        j = min(len(times) - 1, max(i + 1, bisect.bisect_left(times, end_s)))
+        (t0, before), (t1, after) = self.samples[i], self.samples[j]
+        return {name: cpu_pct(before[name], after[name], t1 - t0) for name in self._pids}
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -64,6 +64,9 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     assert by_interval and sum(i["samples"] for i in by_interval) == report["latency_samples"]
     assert [i["from_s"] for i in by_interval] == sorted(i["from_s"] for i in by_interval)
     assert all(set(i["segments_p99"]) == set(seg) for i in by_interval)  # which hop, per interval
+    # ... and which process's CPU, per interval (the first one is a full one).
+    assert all(set(i["cpu_pct"]) == set(report["cpu_pct_latency"]) for i in by_interval)
+    assert all(pct is not None and pct > 0 for pct in by_interval[0]["cpu_pct"].values())
     assert set(report["cpu_pct_latency"]) == {"broker", "worker", "scorer", "bench"}
     assert all(pct is not None and pct > 0 for pct in report["cpu_pct_latency"].values())
     # The batches the broker stored in the topics read during the replay: events

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from bench.stream import _batch_figures, sustained_rate
-from bench.stream_io import cpu_seconds
+from bench.stream_io import CpuSampler, cpu_seconds
 
 
 def test_sustained_rate_excludes_start_up_and_tail() -> None:
@@ -43,6 +44,34 @@ def test_cpu_seconds_of_this_process() -> None:
     used = cpu_seconds(os.getpid())
     assert used is not None and used > 0
     assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_cpu_sampler_cuts_cpu_into_intervals() -> None:
+    sampler = CpuSampler({"a": 1, "b": 2})
+    # a: one core busy from 1 s on; b: idle, then unreadable (exited) at 3 s
+    sampler.samples = [
+        (0.0, {"a": 0.0, "b": 5.0}),
+        (1.0, {"a": 0.0, "b": 5.0}),
+        (2.0, {"a": 1.0, "b": 5.0}),
+        (3.0, {"a": 2.0, "b": None}),
+    ]
+    assert sampler.pct_between(0.0, 1.0) == {"a": 0.0, "b": 0.0}
+    assert sampler.pct_between(1.0, 3.0) == {"a": 100.0, "b": None}
+    # between samples: from the one before the start to the one after the end
+    assert sampler.pct_between(0.5, 1.5) == {"a": 50.0, "b": 0.0}
+    # past the last sample: nothing to measure
+    assert sampler.pct_between(3.5, 4.0) == {"a": None, "b": None}
+
+
+def test_cpu_sampler_samples_a_live_process() -> None:
+    with CpuSampler({"me": os.getpid()}, every_s=0.05) as sampler:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # busy: this process uses CPU meanwhile
+            pass
+    assert len(sampler.samples) >= 3  # the first, some in the thread, the last
+    first, last = sampler.samples[0][0], sampler.samples[-1][0]
+    pct = sampler.pct_between(first, last)["me"]
+    assert pct is not None and pct > 0
 
 
 def test_scorer_model_is_a_keyword_or_a_model_folder(tmp_path) -> None:
