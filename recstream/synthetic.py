@@ -224,6 +224,7 @@ class _Catalogue:
         items: dict[str, CatalogItem] = {}
         weight: dict[str, float] = {}
         by_category: dict[str, list[str]] = {c: [] for c in CATEGORIES}
+        titles = _TitleBook()
         for i in range(n_items):
             # Every category gets at least one item, the rest by share.
             cat = (
@@ -233,6 +234,7 @@ class _Catalogue:
             )
             first, second, third = _TITLE_WORDS[cat]
             title = f"{rng.choice(first)} {rng.choice(second)}{_joiner(third)}{rng.choice(third)}"
+            title = titles.unique(title, cat, i)
             item_id = f"i{i:06d}"
             items[item_id] = CatalogItem(item_id, title, cat)
             weight[item_id] = 1.0 / (ranks[i] + 1) ** zipf
@@ -248,6 +250,47 @@ class _Catalogue:
     def popular_in(self, rng: random.Random, category: str) -> str:
         cum = self.cum_weights[category]
         return self.by_category[category][bisect.bisect_left(cum, rng.random() * cum[-1])]
+
+
+class _TitleBook:
+    """Keeps every item's title its own.
+
+    Drawn at random, a quarter of 1,000 titles repeated another item's: the
+    demo then showed one title twice in a list of recommendations, and the
+    item text encoder saw two items as one. A repeat is replaced by the
+    category's next unused combination of words, found without the stream's
+    random generator (so every other draw, and so the events, stay as they
+    were for a seed); once those run out, by the title and a number.
+    """
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+        self._combinations: dict[str, list[str]] = {}
+        self._numbered: dict[str, int] = {}
+
+    def unique(self, title: str, category: str, start: int) -> str:
+        if title in self._used:
+            title = self._unused(title, category, start)
+        self._used.add(title)
+        return title
+
+    def _unused(self, title: str, category: str, start: int) -> str:
+        combos = self._combinations.get(category)
+        if combos is None:
+            first, second, third = _TITLE_WORDS[category]
+            combos = [
+                f"{a} {b}{_joiner(third)}{c}" for a, b, c in itertools.product(first, second, third)
+            ]
+            self._combinations[category] = combos
+        for k in range(len(combos)):
+            candidate = combos[(start + k) % len(combos)]
+            if candidate not in self._used:
+                return candidate
+        n = self._numbered.get(title, 1)
+        while f"{title} ({n + 1})" in self._used:
+            n += 1
+        self._numbered[title] = n + 1
+        return f"{title} ({n + 1})"
 
 
 def _joiner(third: tuple[str, ...]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections import Counter, defaultdict
@@ -46,7 +47,26 @@ def test_catalogue_covers_events_with_titles_and_categories(data: SyntheticData)
     assert {i.category for i in data.items.values()} == set(CATEGORIES)
     titles = [i.title for i in data.items.values()]
     assert all(len(t.split()) >= 2 for t in titles)
-    assert len(set(titles)) > 0.8 * len(titles)
+    assert len(set(titles)) == len(titles)  # no two items share a title
+
+
+def test_titles_stay_unique_past_the_word_combinations() -> None:
+    # More items than a category has combinations of title words: numbered then.
+    items = generate(10, n_users=5, n_items=5000, seed=3).items
+    titles = [i.title for i in items.values()]
+    assert len(set(titles)) == len(titles) == 5000
+    assert any(t.endswith(" (2)") for t in titles)
+
+
+def test_a_seed_gives_the_stream_it_gave_before() -> None:
+    # Pinned: the events of this seed as generated before titles were made
+    # unique (the repeats are replaced without the stream's random generator).
+    # Seeded streams feed tests and benchmarks; a change here changes them all.
+    data = generate(2000, n_users=100, n_items=800, seed=11, start_ms=START)
+    digest = hashlib.sha256()
+    for e in data.events:
+        digest.update(e.model_dump_json().encode())
+    assert digest.hexdigest()[:16] == "b90882f75b5ca280"
 
 
 def test_item_popularity_follows_a_power_law(data: SyntheticData) -> None:
