@@ -43,7 +43,6 @@ from bench import stored_batches
 from bench.stream_io import (
     EVENTS_PER_USER,
     CpuSampler,
-    cpu_pct,
     cpu_seconds,
     movielens_records,
     peak_rss_mb,
@@ -437,8 +436,6 @@ def _timed_latency(
                 # two cores, whether the four together saturate the machine.
                 pids = {"broker": broker.proc.pid, "worker": worker.proc.pid,
                         "scorer": scorer.proc.pid, "bench": os.getpid()}
-                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                replay_started = time.monotonic()
                 with CpuSampler(pids) as sampler:
                     lat, sent, last_event = asyncio.run(
                         _replay(
@@ -450,9 +447,7 @@ def _timed_latency(
                 # Each process's CPU during the replay, in % of one core: on two
                 # cores the broker's share is what limits latency (its fetch cost
                 # grows with the stored batches: bench/broker_fetch_cost.py).
-                seconds = time.monotonic() - replay_started
-                cpu = {name: cpu_pct(cpu_before[name], cpu_seconds(pid), seconds)
-                       for name, pid in pids.items()}
+                cpu = sampler.pct_overall()
                 try:
                     wait_for(lambda: _done(worker) >= sent, 60, "latency phase events done")
                 except TimeoutError:
@@ -502,11 +497,10 @@ def _timed_latency(
 LATENCY_INTERVAL_S = 5.0
 
 
-def _by_interval(lat: _Latency, seconds: float,
-                 cpu: CpuSampler | None = None) -> list[dict[str, Any]]:
+def _by_interval(lat: _Latency, seconds: float, cpu: CpuSampler) -> list[dict[str, Any]]:
     """p50/p99 per ``seconds`` of send time, from the first timed send, with each
-    segment's p99 in that interval (which hop a slow interval's time went to) and,
-    from ``cpu``, each process's CPU over the interval (which one grew)."""
+    segment's p99 in that interval (which hop a slow interval's time went to) and
+    each process's CPU over the interval (which one grew)."""
     if not lat.sample_sent_ms:
         return []
     start = min(lat.sample_sent_ms)
@@ -521,10 +515,9 @@ def _by_interval(lat: _Latency, seconds: float,
             "p99": _round(percentile(v, 0.99)),
             "segments_p99": {name: _round(percentile([seg[j] for j in rows], 0.99))
                              for name, seg in lat.segments_ms.items()},
+            "cpu_pct": cpu.pct_between((start / 1000) + i * seconds,
+                                       (start / 1000) + (i + 1) * seconds),
         })  # fmt: skip
-        if cpu is not None:
-            t0 = (start + i * seconds * 1000) / 1000
-            out[-1]["cpu_pct"] = cpu.pct_between(t0, t0 + seconds)
     return out
 
 

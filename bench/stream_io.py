@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import os
 import threading
 import time
@@ -181,6 +182,10 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+    def pct_overall(self) -> dict[str, float | None]:
+        """Each process's CPU in % of one core from the first sample to the last."""
+        return self.pct_between(-math.inf, math.inf)
 
     def pct_between(self, start_s: float, end_s: float) -> dict[str, float | None]:
         """Each process's CPU in % of one core from the last sample at or before

@@ -53,6 +53,12 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def _raise_if_exited(exit_code: Callable[[], int | None] | None, bootstrap: str) -> None:
+    code = exit_code() if exit_code is not None else None
+    if code is not None:
+        raise BrokerError(f"the broker exited with {code} before serving (port {bootstrap} taken?)")
+
+
 def wait_until_serving(
     bootstrap: str,
     timeout_s: float = 20.0,
@@ -76,11 +82,7 @@ def wait_until_serving(
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
-        code = exit_code() if exit_code is not None else None
-        if code is not None:
-            raise BrokerError(
-                f"the broker exited with {code} before serving (port {bootstrap} taken?)"
-            )
+        _raise_if_exited(exit_code, bootstrap)
         if not _port_open(host, int(port)):
             last = ConnectionRefusedError(f"nothing listens on {bootstrap}")
             time.sleep(0.05)
@@ -166,11 +168,8 @@ class EmbeddedBroker:
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             wait_until_serving(self.bootstrap, timeout_s, exit_code=self.proc.poll)
-            if self.proc.poll() is not None:  # another broker answered on that port
-                raise BrokerError(
-                    f"the broker exited with {self.proc.returncode} before serving "
-                    f"(port {self.bootstrap} taken?)"
-                )
+            # Served, but perhaps by another broker on that port while ours exited.
+            _raise_if_exited(self.proc.poll, self.bootstrap)
             create_topics(self.bootstrap, self.partitions, self.topics)
         except BaseException:
             self.stop()

@@ -286,11 +286,11 @@ class _TitleBook:
             candidate = combos[(start + k) % len(combos)]
             if candidate not in self._used:
                 return candidate
-        n = self._numbered.get(title, 1)
-        while f"{title} ({n + 1})" in self._used:
+        n = self._numbered.get(title, 1) + 1
+        while f"{title} ({n})" in self._used:
             n += 1
-        self._numbered[title] = n + 1
-        return f"{title} ({n + 1})"
+        self._numbered[title] = n
+        return f"{title} ({n})"
 
 
 def _joiner(third: tuple[str, ...]) -> str:

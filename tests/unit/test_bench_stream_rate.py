@@ -61,6 +61,8 @@ def test_cpu_sampler_cuts_cpu_into_intervals() -> None:
     assert sampler.pct_between(0.5, 1.5) == {"a": 50.0, "b": 0.0}
     # past the last sample: nothing to measure
     assert sampler.pct_between(3.5, 4.0) == {"a": None, "b": None}
+    # the whole replay: first sample to last
+    assert sampler.pct_overall() == {"a": pytest.approx(66.7), "b": None}
 
 
 def test_cpu_sampler_samples_a_live_process() -> None:
