@@ -27,6 +27,7 @@ from inference.item_text import default_cache_dir
 from inference.model import ModelConfig
 from inference.registry import Registry
 from schemas.messages import InvalidEvent, UserDeletion, parse_event
+from schemas.probes import ProbeServer
 from schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
 from trainer.finetune import RoundCancelled
 from trainer.item_catalogue import load_item_texts
@@ -42,6 +43,10 @@ _MAX_POLL_RECORDS = 5000
 _LAG_EVERY_S = 5.0
 _RETRY_AFTER_ERROR_S = 30.0
 _KEEP_REJECTIONS = 20
+#: ``/healthz`` fails when the main loop has not come round for this long. A turn
+#: is a poll (at most 0.5 s), a synced window write and, after a round, a publish
+#: announcement bounded by its 30 s send timeout; training runs in its own thread.
+STALLED_AFTER_S = 120.0
 
 
 def kafka_producer(settings: TrainerSettings) -> Any:
@@ -72,6 +77,19 @@ class ContinuousTrainer:
         self._not_before = 0.0
         self._consumer: Any = None
         self._producer: Any = None
+        self._last_turn = time.monotonic()
+        self._polled = False
+
+    # ---- probes (called from the metrics server's thread) -----------------
+
+    def alive(self) -> bool:
+        """Liveness: the main loop came round within :data:`STALLED_AFTER_S`
+        (start-up, before the loop, counts as alive)."""
+        return time.monotonic() - self._last_turn < STALLED_AFTER_S
+
+    def ready(self) -> bool:
+        """Readiness: consuming (a first poll has returned) and not stopping."""
+        return self._polled and not self.stop.is_set()
 
     # ---- the loop --------------------------------------------------------
 
@@ -101,7 +119,9 @@ class ContinuousTrainer:
         last_lag = 0.0
         try:
             while not self.stop.is_set():
+                self._last_turn = time.monotonic()
                 batch = self._consumer.poll(timeout_ms=500, max_records=_MAX_POLL_RECORDS)
+                self._polled = True
                 if batch:
                     self._ingest(batch)
                     self._commit()
@@ -317,9 +337,14 @@ def run_trainer(settings: TrainerSettings, stop: threading.Event | None = None) 
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = stop or threading.Event()
     metrics = TrainerMetrics()
-    server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
+    trainer = ContinuousTrainer(settings, stop, metrics)
+    server = (
+        ProbeServer(metrics.registry, settings.metrics_port, live=trainer.alive,
+                    ready=trainer.ready)
+        if settings.metrics_port else None
+    )
     try:
-        ContinuousTrainer(settings, stop, metrics).run()
+        trainer.run()
     finally:
         if server is not None:
             server.close()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 @dataclass
@@ -63,18 +61,3 @@ class TrainerMetrics:
     def mark_published(self) -> None:
         self.published.inc()
         self._last_publish = time.time()
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> MetricsServer:
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-        return MetricsServer(server, thread)
-
-
-@dataclass
-class MetricsServer:
-    server: Any
-    thread: threading.Thread
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)

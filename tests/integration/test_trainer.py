@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,14 @@ def metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 class Streamer(threading.Thread):
@@ -171,6 +180,9 @@ def test_trainer_publishes_while_streaming_and_resumes(
                  60, trainer)
         m = metrics(port)
         assert m["recstream_trainer_versions_published_total"] >= 3
+        # The probe server's own checks (prometheus_client's server, used before,
+        # answered every path with the metrics page and 200).
+        assert [status(port, p) for p in ("/healthz", "/readyz", "/nope")] == [200, 200, 404]
         trainer.terminate()
         assert trainer.wait(60) == 0, trainer.describe_log()
 
