@@ -67,7 +67,7 @@ async def produce_all(
         bootstrap_servers=bootstrap,
         linger_ms=20,
         max_batch_size=512 * 1024,
-        enable_idempotence=False,  # BROKER.md defect 3
+        enable_idempotence=False,  # docs/embedded-broker.md defect 3
         acks=1,
     )
     await producer.start()

@@ -251,7 +251,7 @@ class ModelSwapper:
             found.extend(self._parse(fetched))
             positions = {tp: await consumer.position(tp) for tp in tps}
             # The embedded broker may answer an end offset short by the tail of the
-            # last batch (BROKER.md, defect 1): stop only on an empty fetch past it.
+            # last batch (docs/embedded-broker.md, defect 1): stop only on an empty fetch past it.
             if not fetched and all(positions[tp] >= ends[tp] for tp in tps):
                 break
         else:

@@ -146,7 +146,7 @@ def create_app(
         broker_client_id=f"{settings.app_id}-{settings.worker_id}",
         store=settings.store_url,
         datadir=str(settings.state_dir),
-        # BROKER.md defect 2: Tansu holds JoinGroup for session_timeout/2, so
+        # docs/embedded-broker.md defect 2: Tansu holds JoinGroup for session_timeout/2, so
         # Faust's 60 s default means ~36 s to become ready; 6 s gives ~5 s.
         broker_session_timeout=6.0,
         broker_heartbeat_interval=2.0,

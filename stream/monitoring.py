@@ -1,7 +1,7 @@
 """Consumer lag per partition (each second) and table sizes (every 10 s), as gauges.
 
 Lag is the fetch high watermark (right on Tansu too, unlike ListOffsets; see
-BROKER.md defect 1) minus the next offset this worker will read, for the
+docs/embedded-broker.md defect 1) minus the next offset this worker will read, for the
 topics the agents consume. Table sizes: see :func:`table_size`.
 """
 

@@ -203,7 +203,7 @@ def read_table(state_dir: Path, partitions: int) -> dict[str, UserSequence]:
 def consume_all(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> list[Any]:
     """Every record of ``topics``, read from the beginning up to the fetch high watermark.
 
-    Not ``end_offsets()``: Tansu answers ListOffsets(latest) wrongly (BROKER.md
+    Not ``end_offsets()``: Tansu answers ListOffsets(latest) wrongly (docs/embedded-broker.md
     defect 1); the high watermark in fetch responses is right.
     """
     from kafka import KafkaConsumer, TopicPartition

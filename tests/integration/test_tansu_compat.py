@@ -1,4 +1,4 @@
-"""The Tansu end-offset compatibility layer (BROKER.md defect 1), proven necessary.
+"""The Tansu end-offset compatibility layer (docs/embedded-broker.md defect 1), proven necessary.
 
 ``test_restart_and_restore`` runs the same scenario with the layer on (auto
 detection) and off: on, a worker restarted on its local RocksDB state and a
