@@ -125,6 +125,7 @@ def worker() -> None:
             raise
         typer.echo("worker: stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
+    from stream.tansu_compat import BrokerDetectionError
     from stream.topic_check import PartitionCountError
 
     try:
@@ -132,6 +133,9 @@ def worker() -> None:
     except (PartitionCountError, StaleStateError) as exc:
         typer.echo(f"worker: {exc}", err=True)
         raise typer.Exit(2) from None
+    except BrokerDetectionError as exc:  # no broker answered: not a usage error
+        typer.echo(f"worker: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def scorer() -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from schemas.settings import KafkaSettings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class BrokerUnreachable(RuntimeError):
@@ -19,20 +22,54 @@ class BrokerUnreachable(RuntimeError):
         self.last = last
 
 
+#: Seconds between the "still waiting" lines while the brokers do not answer.
+WAITING_EVERY_S = 5.0
+
+
+@contextmanager
+def _quiet_kafka_python() -> Iterator[None]:
+    """kafka-python logs every refused connection at ERROR, ten times a second
+    while it retries: noise while we wait for a broker that is still starting."""
+    logger = logging.getLogger("kafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def admin_call(kafka: KafkaSettings, call: Callable[[Any], T], timeout_s: float = 30.0) -> T:
     """``call(admin)`` on a fresh kafka-python admin client (with the security
-    settings), retried every 0.5 s until it succeeds or ``timeout_s`` passed."""
+    settings), retried every 0.5 s until it succeeds or ``timeout_s`` passed.
+    While it waits it logs one WARNING every :data:`WAITING_EVERY_S` with the
+    last failure, instead of kafka-python's line per connection attempt."""
     from kafka import KafkaAdminClient
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), request_timeout_ms=5000)
+    start = time.monotonic()
+    deadline, next_note = start + timeout_s, start + WAITING_EVERY_S
+    # kafka-python 3 waits 30 s to bootstrap a client by default, which alone would
+    # overrun a shorter wait and hide every attempt after the first (2.x has no such
+    # setting and gives up at once).
+    bounded = "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG
+    with _quiet_kafka_python():
+        while True:
+            attempt: dict[str, int] = {"request_timeout_ms": 5000}
+            if bounded:
+                left_ms = int(1000 * (deadline - time.monotonic()))
+                attempt["bootstrap_timeout_ms"] = max(500, min(5000, left_ms))
             try:
-                return call(admin)
-            finally:
-                admin.close()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable yet"
-            if time.monotonic() >= deadline:
-                raise BrokerUnreachable(kafka.bootstrap, timeout_s, exc) from exc
-            time.sleep(0.5)
+                admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), **attempt)
+                try:
+                    return call(admin)
+                finally:
+                    admin.close()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable yet"
+                now = time.monotonic()
+                if now >= deadline:
+                    raise BrokerUnreachable(kafka.bootstrap, timeout_s, exc) from exc
+                if now >= next_note:
+                    log.warning("waiting for the brokers at %s (%.0fs of %.0fs): %r",
+                                kafka.bootstrap, now - start, timeout_s, exc)
+                    next_note = now + WAITING_EVERY_S
+                time.sleep(0.5)

@@ -51,6 +51,9 @@ class WorkerSettings:
     store_url: str = "rocksdb://"
     app_id: str = APP_ID
     log_level: str = "INFO"
+    #: How long a starting worker waits for the brokers to answer (broker
+    #: detection, partition-count check) before it gives up and exits 1.
+    broker_wait_s: int = 30
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 1:
@@ -71,6 +74,8 @@ class WorkerSettings:
             raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if not self.worker_id:
             raise ValueError("RECSTREAM_WORKER_ID must not be empty")
+        if self.broker_wait_s < 1:
+            raise ValueError(f"RECSTREAM_BROKER_WAIT_S must be >= 1, got {self.broker_wait_s}")
 
     @property
     def batch_window_s(self) -> float:
@@ -96,4 +101,5 @@ class WorkerSettings:
             worker_id=worker_id,
             metrics_port=_int(env, "RECSTREAM_METRICS_PORT", 0),
             log_level=env.get("RECSTREAM_LOG_LEVEL") or "INFO",
+            broker_wait_s=_int(env, "RECSTREAM_BROKER_WAIT_S", defaults["broker_wait_s"].default),
         )

@@ -1,4 +1,4 @@
-"""Work around Tansu's wrong ``ListOffsets(latest)`` answer (BROKER.md, defect 1).
+"""Work around Tansu's wrong ``ListOffsets(latest)`` answer (docs/embedded-broker.md, defect 1).
 
 Tansu 0.6 answers ListOffsets(latest) with *the first offset of the last record
 batch + 1* instead of *the last offset + 1*. When the last batch of a changelog
@@ -58,9 +58,10 @@ def detect_cluster_id(kafka: KafkaSettings, timeout_s: float = 30.0) -> str | No
         cluster_id = admin_call(kafka, lambda a: a.describe_cluster().get("cluster_id"), timeout_s)
     except BrokerUnreachable as exc:
         raise BrokerDetectionError(
-            f"could not read the cluster id from {kafka.bootstrap} within {timeout_s:.0f}s "
-            f"({exc.last!r}); set RECSTREAM_BROKER_COMPAT=off (real Kafka) or =tansu to skip "
-            "detection"
+            f"no broker at {kafka.bootstrap} answered within {timeout_s:.0f}s (last error: "
+            f"{exc.last!r}). Check RECSTREAM_KAFKA_BOOTSTRAP and that the brokers are up "
+            "(RECSTREAM_BROKER_WAIT_S sets this wait). Brokers that are up but refuse "
+            "DescribeCluster: RECSTREAM_BROKER_COMPAT=off (real Kafka) or =tansu skips it"
         ) from exc
     return None if cluster_id is None else str(cluster_id)
 
@@ -182,5 +183,5 @@ def install(app: Any, kafka: KafkaSettings, fetch_wait_ms: int = TANSU_FETCH_MAX
     log.warning(
         "tansu compat ACTIVE: changelog end offsets are taken from a fetch, not "
         "ListOffsets(latest), because Tansu answers that with the first offset of the "
-        "last batch (BROKER.md defect 1). Not for a real Kafka cluster."
+        "last batch (docs/embedded-broker.md defect 1). Not for a real Kafka cluster."
     )

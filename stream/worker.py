@@ -44,15 +44,22 @@ def run_worker(settings: WorkerSettings) -> None:
     per-user topic's partition count is not ``settings.kafka.partitions``, and
     :class:`StaleStateError` when the local state is ahead of the changelog.
     """
-    logging.basicConfig(
-        level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level)  # a no-op where the CLI set logging up
+    # The worker id on every line (the CLI's handler too): the logs of several
+    # workers are read side by side.
+    worker = settings.worker_id.replace("%", "%%")
+    line = logging.Formatter(f"[%(asctime)s] %(levelname)s {worker} %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(line)
     # kafka-python (broker detection) logs every connection at INFO.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
-    active, why = tansu_compat.compat_wanted(settings.kafka)
+    wait_s = settings.broker_wait_s
+    active, why = tansu_compat.compat_wanted(
+        settings.kafka, detect=lambda kafka: tansu_compat.detect_cluster_id(kafka, wait_s)
+    )
     log.info("broker compat %s (%s)", "ON" if active else "off", why)
     # Before anything is read: a topic of another partition count misplaces users.
-    topic_check.check_partition_counts(settings.kafka)
+    topic_check.check_partition_counts(settings.kafka, timeout_s=wait_s)
 
     metrics = WorkerMetrics()
     metrics.broker_compat.set(1 if active else 0)
@@ -107,6 +114,9 @@ def main() -> None:
     except (topic_check.PartitionCountError, StaleStateError) as exc:
         print(f"recstream worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except tansu_compat.BrokerDetectionError as exc:
+        print(f"recstream worker: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class ContinuousTrainer:
             group_id=s.group,
             enable_auto_commit=False,  # commit only after the window write is durable
             auto_offset_reset="earliest",
-            session_timeout_ms=6000,  # BROKER.md: JoinGroup is held for half of it
+            session_timeout_ms=6000,  # docs/embedded-broker.md: JoinGroup is held for half of it
             heartbeat_interval_ms=2000,
             fetch_max_wait_ms=200,
             group_instance_id=s.kafka.group_instance_id,

@@ -537,6 +537,7 @@ def test_settings_from_env() -> None:
         ("RECSTREAM_METRICS_PORT", "70000", "RECSTREAM_METRICS_PORT"),
         ("RECSTREAM_BROKER_COMPAT", "maybe", "RECSTREAM_BROKER_COMPAT"),
         ("RECSTREAM_FETCH_WAIT_MS", "0", "RECSTREAM_FETCH_WAIT_MS"),
+        ("RECSTREAM_BROKER_WAIT_S", "0", "RECSTREAM_BROKER_WAIT_S"),
     ],
 )
 def test_settings_reject_bad_values(name: str, value: str, message: str) -> None:

@@ -55,6 +55,18 @@ def test_schemas_export_writes_every_schema(tmp_path: Path) -> None:
     assert all((tmp_path / name).read_text() == text for name, text in expected.items())
 
 
+def test_a_worker_without_a_broker_says_so_and_exits_1() -> None:
+    """No broker at the bootstrap address: one clear message, no traceback, and
+    none of kafka-python's ERROR line per refused connection (ten a second)."""
+    out = run("worker", timeout=60, RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+              RECSTREAM_BROKER_WAIT_S="6", RECSTREAM_WORKER_ID="w-probe")
+    assert out.returncode == 1, out.stderr
+    assert "no broker at 127.0.0.1:" in out.stderr and "RECSTREAM_BROKER_WAIT_S" in out.stderr
+    assert "Traceback" not in out.stderr and "ECONNREFUSED (" not in out.stderr, out.stderr
+    # What it said while it waited, on a line that names the worker.
+    assert "WARNING w-probe stream.kafka_admin: waiting for the brokers at" in out.stderr
+
+
 def wait_for_line(child: Child, text: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while text not in child.log_tail(200):
