@@ -9,7 +9,7 @@ the next batch is scored; its offsets are committed only once the broker has
 acknowledged all of them, and the next batch's sends start only then, so a
 partition's recommendations keep their order: at-least-once. Exactly-once is
 not attempted because the embedded broker has no working idempotent producer
-(BROKER.md, defect 3); consumers of ``recommendations`` treat the newest list
+(docs/embedded-broker.md, defect 3); consumers of ``recommendations`` treat the newest list
 per user as the truth.
 """
 
@@ -100,7 +100,7 @@ class ScorerSettings:
     threads: int | None = None
     metrics_port: int | None = None
     group_id: str = GROUP_ID
-    #: Fast group joins on the embedded broker (BROKER.md, defect 2).
+    #: Fast group joins on the embedded broker (docs/embedded-broker.md, defect 2).
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 2000
     #: How long the broker may hold a fetch with no data. Kafka answers as soon as
@@ -115,6 +115,8 @@ class ScorerSettings:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"RECSTREAM_TOP_K must be >= 1, got {self.top_k}")
+        if self.metrics_port is not None and not 0 < self.metrics_port <= 65535:
+            raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if self.batch_size < 1 or self.batch_ms < 0:
             raise ValueError(
                 "RECSTREAM_SCORER_BATCH must be >= 1 and RECSTREAM_SCORER_BATCH_MS >= 0"
@@ -135,7 +137,8 @@ class ScorerSettings:
             model_name=env.get("RECSTREAM_MODEL_NAME", "").strip() or None,
             backend=env.get("RECSTREAM_SCORER_BACKEND", "auto").strip() or "auto",
             threads=_env_int(env, "RECSTREAM_TORCH_THREADS") or None,
-            metrics_port=_env_int(env, "RECSTREAM_METRICS_PORT"),
+            # 0, like unset, serves nothing (as in the worker and the trainer).
+            metrics_port=_env_int(env, "RECSTREAM_METRICS_PORT") or None,
             group_id=env.get("RECSTREAM_SCORER_GROUP", GROUP_ID),
             fetch_max_wait_ms=_or(
                 _env_int(env, "RECSTREAM_SCORER_FETCH_WAIT_MS"), cls.fetch_max_wait_ms

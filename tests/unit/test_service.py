@@ -59,6 +59,12 @@ def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
         ScorerSettings.from_env(env)
 
 
+def test_metrics_port_zero_serves_nothing_as_in_the_other_processes() -> None:
+    assert ScorerSettings.from_env({"RECSTREAM_METRICS_PORT": "0"}).metrics_port is None
+    with pytest.raises(ValueError, match="RECSTREAM_METRICS_PORT must be 0..65535"):
+        ScorerSettings.from_env({"RECSTREAM_METRICS_PORT": "70000"})
+
+
 def test_valid_request_parses() -> None:
     req = parse_request(orjson.dumps(GOOD))
     assert req.items == ["a", "b"] and req.exclude == []
