@@ -56,9 +56,11 @@ def test_compose_creates_every_topic_with_one_partition_count() -> None:
     script = COMPOSE["services"]["topics"]["command"][0]
     listed = re.search(r"for t in ([^;]+);", script).group(1).split()
     assert sorted(listed) == sorted(ALL_TOPIC_NAMES)
-    partitions = re.search(r"--partitions (\d+)", script).group(1)
-    env = COMPOSE["services"]["worker"]["environment"]
-    assert env["RECSTREAM_PARTITIONS"] == partitions
+    # One setting: the job creates the topics with the count the worker checks.
+    assert '--partitions "$$RECSTREAM_PARTITIONS"' in script
+    services = COMPOSE["services"]
+    count = services["worker"]["environment"]["RECSTREAM_PARTITIONS"]
+    assert services["topics"]["environment"]["RECSTREAM_PARTITIONS"] == count
     assert COMPOSE["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
 
