@@ -54,6 +54,11 @@ IDLE_POLL_MS = 500
 REPORT_EVERY_S = 30.0
 #: Invalid requests logged one by one before the log switches to one line per 1000.
 LOUD_INVALID = 20
+#: RECSTREAM_SCORER_BACKEND's values: ``inference.backends.select.KINDS``, named
+#: here so that a bad value is refused at start without importing torch (a unit
+#: test keeps the two equal).
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch", "torch-compile",
+            "torch-cuda-graphs")
 
 
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
@@ -115,6 +120,10 @@ class ScorerSettings:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"RECSTREAM_TOP_K must be >= 1, got {self.top_k}")
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"RECSTREAM_SCORER_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
         if self.metrics_port is not None and not 0 < self.metrics_port <= 65535:
             raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if self.batch_size < 1 or self.batch_ms < 0:

@@ -43,6 +43,11 @@ def _configure_logging(
     ] = "INFO",
 ) -> None:
     """Streaming real-time recommender: Kafka in, fresh top-K out."""
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise typer.BadParameter(
+            f"{level!r} is no log level; use DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            param_hint="--log-level / RECSTREAM_LOG_LEVEL",
+        )
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

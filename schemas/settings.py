@@ -15,6 +15,19 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_PARTITIONS = 4
 
 
+def env_number(env: Mapping[str, str], name: str, default: float, kind: type = int) -> Any:
+    """``kind(env[name])``, ``default`` when unset or blank; a bad value is a
+    ``ValueError`` that names the variable (``int('x')`` alone names nothing)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Where the brokers are and how to talk to them (TLS/SASL pass through)."""
@@ -41,7 +54,7 @@ class KafkaSettings:
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
-            raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+            raise ValueError(f"RECSTREAM_PARTITIONS must be >= 1, got {self.partitions}")
         if self.broker_compat not in ("auto", "tansu", "off"):
             raise ValueError(
                 f"RECSTREAM_BROKER_COMPAT must be auto, tansu or off, got {self.broker_compat!r}"
@@ -54,7 +67,7 @@ class KafkaSettings:
         env = os.environ if env is None else env
         return cls(
             bootstrap=env.get("RECSTREAM_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP),
-            partitions=int(env.get("RECSTREAM_PARTITIONS", DEFAULT_PARTITIONS)),
+            partitions=env_number(env, "RECSTREAM_PARTITIONS", DEFAULT_PARTITIONS),
             security_protocol=env.get("RECSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
             sasl_mechanism=env.get("RECSTREAM_KAFKA_SASL_MECHANISM") or None,
             sasl_username=env.get("RECSTREAM_KAFKA_SASL_USERNAME") or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -74,6 +75,8 @@ class WorkerSettings:
             raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if not self.worker_id:
             raise ValueError("RECSTREAM_WORKER_ID must not be empty")
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"RECSTREAM_LOG_LEVEL must be a log level name, got {self.log_level!r}")
         if self.broker_wait_s < 1:
             raise ValueError(f"RECSTREAM_BROKER_WAIT_S must be >= 1, got {self.broker_wait_s}")
 
@@ -100,6 +103,6 @@ class WorkerSettings:
             fetch_wait_ms=_int(env, "RECSTREAM_FETCH_WAIT_MS", defaults["fetch_wait_ms"].default),
             worker_id=worker_id,
             metrics_port=_int(env, "RECSTREAM_METRICS_PORT", 0),
-            log_level=env.get("RECSTREAM_LOG_LEVEL") or "INFO",
+            log_level=(env.get("RECSTREAM_LOG_LEVEL") or "INFO").upper(),
             broker_wait_s=_int(env, "RECSTREAM_BROKER_WAIT_S", defaults["broker_wait_s"].default),
         )

@@ -10,8 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from schemas.settings import KafkaSettings
+from schemas.settings import KafkaSettings, env_number
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,14 @@ class TrainerSettings:
             (self.budget_s > 0 and self.epochs >= 1 and self.lr > 0, "bad fine-tuning bounds"),
             (self.tolerance >= 0 and self.min_holdout >= 1, "bad gate settings"),
             (self.keep >= 1, "keep must be >= 1"),
-            (self.max_len >= 1 and self.d_model % self.heads == 0, "bad model shape"),
+            (self.batch_size >= 1, "RECSTREAM_TRAINER_BATCH_SIZE must be >= 1"),
+            (self.max_len >= 1 and self.d_model >= 1 and self.layers >= 1 and self.heads >= 1
+             and self.d_model % self.heads == 0,
+             "bad model shape: RECSTREAM_TRAINER_MAX_LEN, _D_MODEL, _LAYERS and _HEADS must be "
+             ">= 1 and D_MODEL a multiple of HEADS"),
+            (self.torch_threads >= 0, "RECSTREAM_TORCH_THREADS must be >= 0"),
+            (self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+             "RECSTREAM_METRICS_PORT must be 0..65535"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -77,8 +85,10 @@ class TrainerSettings:
         def get(name: str, default: str) -> str:
             return env.get(p + name) or default
 
+        def num(name: str, default: float, kind: type = int) -> Any:
+            return env_number(env, p + name, default, kind)
+
         state_root = env.get("RECSTREAM_STATE_DIR") or "state"
-        port = env.get("RECSTREAM_METRICS_PORT")
         items = get("ITEMS", "")
         return cls(
             kafka=KafkaSettings.from_env(env),
@@ -87,22 +97,22 @@ class TrainerSettings:
             registry=Path(env.get("RECSTREAM_MODEL_REGISTRY") or "models"),
             state_dir=Path(get("DIR", str(Path(state_root) / "trainer"))),
             items=Path(items) if items else None,
-            window_events=int(get("WINDOW_EVENTS", str(cls.window_events))),
-            window_days=float(get("WINDOW_DAYS", str(cls.window_days))),
-            every_minutes=float(get("EVERY_MINUTES", str(cls.every_minutes))),
-            every_events=int(get("EVERY_EVENTS", str(cls.every_events))),
-            budget_s=float(get("BUDGET_S", str(cls.budget_s))),
-            epochs=int(get("EPOCHS", str(cls.epochs))),
-            lr=float(get("LR", str(cls.lr))),
-            batch_size=int(get("BATCH_SIZE", str(cls.batch_size))),
-            tolerance=float(get("TOLERANCE", str(cls.tolerance))),
-            min_holdout=int(get("MIN_HOLDOUT", str(cls.min_holdout))),
-            keep=int(get("KEEP", str(cls.keep))),
+            window_events=num("WINDOW_EVENTS", cls.window_events),
+            window_days=num("WINDOW_DAYS", cls.window_days, float),
+            every_minutes=num("EVERY_MINUTES", cls.every_minutes, float),
+            every_events=num("EVERY_EVENTS", cls.every_events),
+            budget_s=num("BUDGET_S", cls.budget_s, float),
+            epochs=num("EPOCHS", cls.epochs),
+            lr=num("LR", cls.lr, float),
+            batch_size=num("BATCH_SIZE", cls.batch_size),
+            tolerance=num("TOLERANCE", cls.tolerance, float),
+            min_holdout=num("MIN_HOLDOUT", cls.min_holdout),
+            keep=num("KEEP", cls.keep),
             fp16=get("FP16", "0").lower() in ("1", "true", "yes", "on"),
-            max_len=int(get("MAX_LEN", str(cls.max_len))),
-            d_model=int(get("D_MODEL", str(cls.d_model))),
-            layers=int(get("LAYERS", str(cls.layers))),
-            heads=int(get("HEADS", str(cls.heads))),
-            torch_threads=int(env.get("RECSTREAM_TORCH_THREADS") or 0),
-            metrics_port=int(port) if port else None,
+            max_len=num("MAX_LEN", cls.max_len),
+            d_model=num("D_MODEL", cls.d_model),
+            layers=num("LAYERS", cls.layers),
+            heads=num("HEADS", cls.heads),
+            torch_threads=env_number(env, "RECSTREAM_TORCH_THREADS", 0),
+            metrics_port=env_number(env, "RECSTREAM_METRICS_PORT", 0) or None,
         )

@@ -538,6 +538,8 @@ def test_settings_from_env() -> None:
         ("RECSTREAM_BROKER_COMPAT", "maybe", "RECSTREAM_BROKER_COMPAT"),
         ("RECSTREAM_FETCH_WAIT_MS", "0", "RECSTREAM_FETCH_WAIT_MS"),
         ("RECSTREAM_BROKER_WAIT_S", "0", "RECSTREAM_BROKER_WAIT_S"),
+        ("RECSTREAM_LOG_LEVEL", "chatty", "RECSTREAM_LOG_LEVEL"),
+        ("RECSTREAM_PARTITIONS", "four", "RECSTREAM_PARTITIONS must be an integer"),
     ],
 )
 def test_settings_reject_bad_values(name: str, value: str, message: str) -> None:

@@ -55,6 +55,12 @@ def test_schemas_export_writes_every_schema(tmp_path: Path) -> None:
     assert all((tmp_path / name).read_text() == text for name, text in expected.items())
 
 
+def test_a_bad_log_level_is_a_usage_error() -> None:
+    out = run("--log-level", "chatty", "worker", timeout=60)
+    assert out.returncode == 2 and "no log level" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_a_worker_without_a_broker_says_so_and_exits_1() -> None:
     """No broker at the bootstrap address: one clear message, no traceback, and
     none of kafka-python's ERROR line per refused connection (ten a second)."""

@@ -52,11 +52,20 @@ def test_settings_defaults_and_environment() -> None:
         ({"RECSTREAM_TOP_K": "ten"}, "RECSTREAM_TOP_K must be an integer"),
         ({"RECSTREAM_TOP_K": "0"}, "RECSTREAM_TOP_K must be >= 1"),
         ({"RECSTREAM_SCORER_BATCH": "0"}, "RECSTREAM_SCORER_BATCH"),
+        ({"RECSTREAM_SCORER_BACKEND": "tpu"}, "RECSTREAM_SCORER_BACKEND must be one of auto, "),
+        ({"RECSTREAM_PARTITIONS": "four"}, "RECSTREAM_PARTITIONS must be an integer"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ScorerSettings.from_env(env)
+
+
+def test_the_backend_names_are_the_selectors() -> None:
+    from inference.backends.select import KINDS
+    from inference.service import BACKENDS
+
+    assert BACKENDS == KINDS
 
 
 def test_metrics_port_zero_serves_nothing_as_in_the_other_processes() -> None:

@@ -27,7 +27,21 @@ def test_defaults_and_overrides() -> None:
 
 
 @pytest.mark.parametrize("name, value", [("EVERY_EVENTS", "0"), ("KEEP", "0"),
-                                         ("TOLERANCE", "-0.1"), ("WINDOW_DAYS", "0")])
+                                         ("TOLERANCE", "-0.1"), ("WINDOW_DAYS", "0"),
+                                         ("HEADS", "0"), ("LAYERS", "-1"), ("BATCH_SIZE", "0")])
 def test_bad_values_are_refused(name: str, value: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="trainer settings"):  # not ZeroDivisionError
         TrainerSettings.from_env({f"RECSTREAM_TRAINER_{name}": value})
+
+
+@pytest.mark.parametrize("name", ["RECSTREAM_TRAINER_WINDOW_EVENTS", "RECSTREAM_TRAINER_LR",
+                                  "RECSTREAM_TORCH_THREADS", "RECSTREAM_PARTITIONS",
+                                  "RECSTREAM_METRICS_PORT"])
+def test_a_value_that_is_no_number_is_named(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        TrainerSettings.from_env({name: "x"})
+
+
+def test_metrics_port_out_of_range() -> None:
+    with pytest.raises(ValueError, match="RECSTREAM_METRICS_PORT must be 0..65535"):
+        TrainerSettings.from_env({"RECSTREAM_METRICS_PORT": "99999"})
