@@ -95,18 +95,53 @@ def save_model_dir(
     return version
 
 
+class ModelDirError(ValueError):
+    """A version directory whose files do not make a model (damaged, edited, or
+    from another model); the message names the file."""
+
+
+def _json(path: Path, kind: type) -> Any:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path}: cannot be read as JSON ({exc})") from exc
+    if not isinstance(value, kind):
+        raise ModelDirError(f"{path}: a JSON {kind.__name__} was expected, "
+                            f"found {type(value).__name__}")
+    return value
+
+
 def load_model_dir(path: Path) -> LoadedModel:
-    """Load a version directory written by :func:`save_model_dir` (eval mode, CPU)."""
+    """Load a version directory written by :func:`save_model_dir` (eval mode, CPU).
+
+    Raises ``FileNotFoundError`` when a file is missing and :class:`ModelDirError`
+    (a ``ValueError``) when one is damaged or does not fit the others."""
     path = Path(path)
     missing = [f for f in (CONFIG, WEIGHTS, ITEM_IDS) if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} is not a model directory: missing {', '.join(missing)}")
-    raw = json.loads((path / CONFIG).read_text())
+    raw = _json(path / CONFIG, dict)
     if raw.get("format") != FORMAT:
-        raise ValueError(f"{path / CONFIG}: unsupported format {raw.get('format')!r}")
-    model = SeqRecModel(ModelConfig.from_dict(raw))
-    model.load_state_dict(load_file(str(path / WEIGHTS)), strict=True)
+        raise ModelDirError(f"{path / CONFIG}: unsupported format {raw.get('format')!r}")
+    try:
+        model = SeqRecModel(ModelConfig.from_dict(raw))
+        version = str(raw["version"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path / CONFIG}: not a model configuration ({exc!r})") from exc
+    try:
+        weights = load_file(str(path / WEIGHTS))
+    except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
+        raise ModelDirError(f"{path / WEIGHTS}: cannot be read ({exc})") from exc
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ModelDirError(f"{path / WEIGHTS} does not fit {CONFIG}: {exc}") from exc
     model.eval()
-    item_ids = json.loads((path / ITEM_IDS).read_text())
-    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
-    return LoadedModel(model, [str(i) for i in item_ids], str(raw["version"]), metrics)
+    item_ids = _json(path / ITEM_IDS, list)
+    if len(item_ids) != model.cfg.n_items:
+        # Each id names the item of one output row: a list of another length maps
+        # every recommendation to the wrong item, or to none.
+        raise ModelDirError(f"{path / ITEM_IDS}: {len(item_ids)} item ids for a model of "
+                            f"{model.cfg.n_items} items")
+    metrics = _json(path / METRICS, dict) if (path / METRICS).is_file() else {}
+    return LoadedModel(model, [str(i) for i in item_ids], version, metrics)

@@ -72,7 +72,12 @@ def load_recommender(
             "available in this build; unset RECSTREAM_MODEL_DIR to serve the co-occurrence model"
         ) from exc
     extra = {"previous": previous} if previous is not None else {}
-    model = loader.load(model_dir, backend=backend, k=k, threads=threads, **extra)
+    try:
+        model = loader.load(model_dir, backend=backend, k=k, threads=threads, **extra)
+    except Exception as exc:  # damaged files, a backend that cannot be built, ...: one type
+        raise ModelLoadError(
+            f"cannot serve the model in {model_dir}: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(model, Recommender):
         raise ModelLoadError(
             f"{SEQUENCE_LOADER_MODULE}.load({model_dir}) returned {type(model).__name__}, "

@@ -256,6 +256,16 @@ class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
+async def _started(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """``client.start()``; on failure (no broker, say) stop it before raising, or
+    aiokafka warns of an unclosed client at exit on top of the real error."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
 class Scorer:
     def __init__(
         self, settings: ScorerSettings, model: Recommender, metrics: ScorerMetrics,
@@ -278,6 +288,10 @@ class Scorer:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         kafka = s.kafka.aiokafka_kwargs()
+        # The producer first: a consumer built before a failed start would be
+        # reported unclosed at exit.
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=2, **kafka)
+        await _started(producer)
         consumer = AIOKafkaConsumer(
             group_id=s.group_id,
             enable_auto_commit=False,
@@ -290,10 +304,8 @@ class Scorer:
             **kafka,
         )
         consumer.subscribe([SCORE_REQUESTS], listener=_DropRevoked(self.batcher))
-        producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=2, **kafka)
-        await producer.start()
         try:
-            await consumer.start()
+            await _started(consumer)
             try:
                 log.info("scorer started: model %s, group %s, fetch wait %d ms",
                          self.model.version, s.group_id, s.fetch_max_wait_ms)

@@ -130,12 +130,13 @@ def worker() -> None:
             raise
         typer.echo("worker: stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
+    from schemas.probes import ProbePortError
     from stream.tansu_compat import BrokerDetectionError
     from stream.topic_check import PartitionCountError
 
     try:
         run_worker(_settings("worker", WorkerSettings.from_env))
-    except (PartitionCountError, StaleStateError) as exc:
+    except (PartitionCountError, StaleStateError, ProbePortError) as exc:
         typer.echo(f"worker: {exc}", err=True)
         raise typer.Exit(2) from None
     except BrokerDetectionError as exc:  # no broker answered: not a usage error
@@ -145,9 +146,25 @@ def worker() -> None:
 
 def scorer() -> None:
     """Run a scorer: score requests in, top-K recommendations out."""
-    from inference.service import ScorerSettings, run_scorer
+    from aiokafka.errors import KafkaConnectionError
 
-    run_scorer(_settings("scorer", ScorerSettings.from_env))
+    from inference.recommender import ModelLoadError
+    from inference.service import ScorerSettings, run_scorer
+    from schemas.probes import ProbePortError
+
+    settings = _settings("scorer", ScorerSettings.from_env)
+    try:
+        run_scorer(settings)
+    except ModelLoadError as exc:
+        typer.echo(f"scorer: RECSTREAM_MODEL_DIR: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ProbePortError as exc:
+        typer.echo(f"scorer: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KafkaConnectionError as exc:  # no broker answered: not a usage error
+        typer.echo(f"scorer: no broker at {settings.kafka.bootstrap} answered ({exc}); check "
+                   "RECSTREAM_KAFKA_BOOTSTRAP and that the brokers are up", err=True)
+        raise typer.Exit(1) from None
 
 
 def _settings(process: str, from_env: Callable[[], T]) -> T:

@@ -55,6 +55,10 @@ def loop_responds(loop: asyncio.AbstractEventLoop, timeout_s: float = 5.0) -> Ch
     return check
 
 
+class ProbePortError(OSError):
+    """The probe server cannot listen on its port (taken, or not allowed)."""
+
+
 class ProbeServer:
     """Serves the three endpoints from a daemon thread; ``port=0`` picks a free port."""
 
@@ -68,7 +72,14 @@ class ProbeServer:
         ready: Check = _always,
     ) -> None:
         handler = _handler(registry, live, ready)
-        self._server = ThreadingHTTPServer((addr, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((addr, port), handler)
+        except (OSError, OverflowError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ProbePortError(
+                f"cannot serve /metrics, /healthz and /readyz on {addr}:{port}: {why} "
+                "(RECSTREAM_METRICS_PORT)"
+            ) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="probes", daemon=True

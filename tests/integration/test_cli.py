@@ -125,3 +125,56 @@ def test_bad_settings_are_a_usage_error_not_a_traceback() -> None:
     assert out.returncode == 2, out.stderr
     assert "bad settings: RECSTREAM_TOP_K must be an integer" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_scorer_without_a_broker_says_so_and_exits_1() -> None:
+    out = run("scorer", timeout=90, RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    assert out.returncode == 1, out.stderr
+    assert "scorer: no broker at 127.0.0.1:" in out.stderr
+    # No traceback, and no "Unclosed AIOKafkaProducer" on top of the real error.
+    assert "Traceback" not in out.stderr and "Unclosed" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("process", ["worker", "scorer", "trainer"])
+def test_a_taken_metrics_port_is_named(process: str, tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("0.0.0.0", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        out = run(process, timeout=90, RECSTREAM_METRICS_PORT=str(port),
+                  RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+                  RECSTREAM_BROKER_COMPAT="off", RECSTREAM_BROKER_WAIT_S="1",
+                  RECSTREAM_STATE_DIR=str(tmp_path / "state"),
+                  **({"RECSTREAM_MODEL_REGISTRY": str(tmp_path / "models")}
+                     if process == "trainer" else {}))
+    assert out.returncode == 2, out.stderr
+    assert f"cannot serve /metrics, /healthz and /readyz on 0.0.0.0:{port}" in out.stderr
+    assert "RECSTREAM_METRICS_PORT" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "config not an object",
+                                    "wrong item count"])
+def test_a_scorer_refuses_a_damaged_model_dir_by_name(damage: str, tmp_path: Path) -> None:
+    import json
+
+    from bench.scorer import ml1m_shape_model
+    from inference.model_dir import save_model_dir
+
+    model = ml1m_shape_model(n_items=50)
+    folder = tmp_path / "v1"
+    save_model_dir(folder, model, [f"i{n}" for n in range(50)], {})
+    if damage == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:7])
+        named = "model.safetensors: cannot be read"
+    elif damage == "config not an object":
+        (folder / "config.json").write_text("[]")
+        named = "config.json: a JSON dict was expected"
+    else:
+        (folder / "item_ids.json").write_text(json.dumps(["a", "b", "c"]))
+        named = "item_ids.json: 3 item ids for a model of 50 items"
+    out = run("scorer", timeout=120, RECSTREAM_MODEL_DIR=str(folder),
+              RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    assert out.returncode == 2, out.stderr
+    assert "scorer: RECSTREAM_MODEL_DIR: cannot serve the model in" in out.stderr
+    assert named in out.stderr and "Traceback" not in out.stderr, out.stderr

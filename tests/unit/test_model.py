@@ -10,7 +10,7 @@ import torch
 
 from inference.features import build_batch, log_time_bucket
 from inference.model import ModelConfig, SeqRecModel
-from inference.model_dir import load_model_dir, save_model_dir
+from inference.model_dir import ModelDirError, load_model_dir, save_model_dir
 
 N_ITEMS = 30
 DAY_MS = 86_400_000
@@ -138,6 +138,31 @@ def test_model_dir_round_trip_gives_identical_scores(tmp_path: Path) -> None:
         save_model_dir(tmp_path / "v1", model, ids, {})
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         load_model_dir(tmp_path)
+
+
+@pytest.mark.parametrize("file, text, named", [
+    ("config.json", "{not json", "config.json: cannot be read as JSON"),
+    ("config.json", "[]", "config.json: a JSON dict was expected"),
+    ("item_ids.json", '["a"]', "item_ids.json: 1 item ids for a model of"),
+    ("metrics.json", "[1]", "metrics.json: a JSON dict was expected"),
+    ("model.safetensors", "garbage", "model.safetensors: cannot be read"),
+])
+def test_a_damaged_model_dir_names_the_file(tmp_path: Path, file: str, text: str,
+                                            named: str) -> None:
+    save_model_dir(tmp_path / "v", _model(), [f"i{i}" for i in range(N_ITEMS)], {})
+    (tmp_path / "v" / file).write_text(text)
+    with pytest.raises(ModelDirError, match=named):  # a ValueError: the CLIs report it
+        load_model_dir(tmp_path / "v")
+
+
+def test_weights_of_another_shape_are_named(tmp_path: Path) -> None:
+    import json
+
+    save_model_dir(tmp_path / "v", _model(), [f"i{i}" for i in range(N_ITEMS)], {})
+    cfg = json.loads((tmp_path / "v" / "config.json").read_text())
+    (tmp_path / "v" / "config.json").write_text(json.dumps({**cfg, "d_model": cfg["d_model"] * 2}))
+    with pytest.raises(ModelDirError, match="model.safetensors does not fit config.json"):
+        load_model_dir(tmp_path / "v")
 
 
 def test_same_seed_same_weights() -> None:
