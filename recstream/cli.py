@@ -56,16 +56,19 @@ def _configure_logging(
 
 
 def broker(
-    port: Annotated[int, typer.Option(help="listen port on the loopback interface")] = 9092,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="listen port on the loopback interface")
+    ] = 9092,
     host: Annotated[str, typer.Option(help="address to listen on and advertise")] = "127.0.0.1",
     partitions: Annotated[
-        int | None, typer.Option(help="partitions per topic [default: RECSTREAM_PARTITIONS or 4]")
+        int | None,
+        typer.Option(min=1, help="partitions per topic [default: RECSTREAM_PARTITIONS or 4]"),
     ] = None,
     log_file: Annotated[Path | None, typer.Option("--log", help="broker log file")] = None,
     metrics_port: Annotated[
         int,
         typer.Option(
-            envvar="RECSTREAM_METRICS_PORT",
+            envvar="RECSTREAM_METRICS_PORT", min=0, max=65535,
             help="serve /metrics, /healthz, /readyz on this port (0: none)",
         ),
     ] = 0,
@@ -74,11 +77,11 @@ def broker(
     from prometheus_client import CollectorRegistry, Gauge
 
     from recstream.broker import EmbeddedBroker
-    from schemas.probes import ProbeServer
+    from schemas.probes import ProbePortError, ProbeServer
     from schemas.settings import KafkaSettings
 
     if partitions is None:
-        partitions = KafkaSettings.from_env().partitions
+        partitions = _settings("broker", KafkaSettings.from_env).partitions
     _check_port_free(host, port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,9 +93,14 @@ def broker(
     def running() -> bool:
         return b.proc is not None and b.proc.poll() is None
 
-    probes = (
-        ProbeServer(registry, metrics_port, live=running, ready=running) if metrics_port else None
-    )
+    try:
+        probes = (
+            ProbeServer(registry, metrics_port, live=running, ready=running)
+            if metrics_port else None
+        )
+    except ProbePortError as exc:
+        typer.echo(f"broker: {exc}", err=True)
+        raise typer.Exit(2) from None
     b.start()
     up.set(1)
     try:
@@ -131,12 +139,13 @@ def worker() -> None:
         typer.echo("worker: stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
     from schemas.probes import ProbePortError
+    from schemas.state_lock import StateInUseError
     from stream.tansu_compat import BrokerDetectionError
     from stream.topic_check import PartitionCountError
 
     try:
         run_worker(_settings("worker", WorkerSettings.from_env))
-    except (PartitionCountError, StaleStateError, ProbePortError) as exc:
+    except (PartitionCountError, StaleStateError, ProbePortError, StateInUseError) as exc:
         typer.echo(f"worker: {exc}", err=True)
         raise typer.Exit(2) from None
     except BrokerDetectionError as exc:  # no broker answered: not a usage error
@@ -197,7 +206,8 @@ def demo(
         float, typer.Option(help="seconds to wait for the first recommendation")
     ] = 180.0,
     dashboard_port: Annotated[
-        int, typer.Option(help="port of the live page (taken if free, else any; 0: any)")
+        int, typer.Option(min=0, max=65535,
+                          help="port of the live page (taken if free, else any; 0: any)")
     ] = 8050,
 ) -> None:
     """Start broker, worker and scorer; replay a stream; show live figures and a summary."""
@@ -208,19 +218,22 @@ def demo(
         for name in ("kafka", "aiokafka", "recstream.broker"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
-    opts = DemoOptions(
-        duration_s=duration,
-        rate=rate,
-        data=data,
-        json_out=json_out,
-        users=users,
-        items=items,
-        seed=seed,
-        malformed=malformed,
-        run_dir=run_dir,
-        startup_timeout_s=startup_timeout,
-        dashboard_port=dashboard_port,
-    )
+    try:
+        opts = DemoOptions(
+            duration_s=duration,
+            rate=rate,
+            data=data,
+            json_out=json_out,
+            users=users,
+            items=items,
+            seed=seed,
+            malformed=malformed,
+            run_dir=run_dir,
+            startup_timeout_s=startup_timeout,
+            dashboard_port=dashboard_port,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         run_demo(opts)
     except DemoError as exc:

@@ -30,6 +30,16 @@ def _registry_dir(registry: Path | None) -> Path:
     return registry or Path(os.environ.get("RECSTREAM_MODEL_REGISTRY") or "models")
 
 
+def _existing_registry(registry: Path | None, command: str) -> Path:
+    """The registry folder, which must exist: a mistyped path is not an empty registry."""
+    root = _registry_dir(registry)
+    if not root.is_dir():
+        typer.echo(f"{command}: no model registry at {root} (--registry or "
+                   "RECSTREAM_MODEL_REGISTRY)", err=True)
+        raise typer.Exit(2)
+    return root
+
+
 def trainer(
     registry: RegistryOpt = None,
     items: Annotated[Path | None, typer.Option(
@@ -67,6 +77,7 @@ def trainer(
     from kafka import errors as kafka_errors
 
     from schemas.probes import ProbePortError
+    from schemas.state_lock import StateInUseError
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,7 +87,7 @@ def trainer(
                          getattr(kafka_errors, "NoBrokersAvailable", kafka_errors.KafkaTimeoutError)})
     try:
         run_trainer(settings, stop)
-    except ProbePortError as exc:
+    except (ProbePortError, StateInUseError) as exc:
         typer.echo(f"trainer: {exc}", err=True)
         raise typer.Exit(2) from None
     except unreachable as exc:  # not a usage error
@@ -92,7 +103,7 @@ def models_list(registry: RegistryOpt = None) -> None:
 
     from inference.registry import Registry
 
-    reg = Registry(_registry_dir(registry))
+    reg = Registry(_existing_registry(registry, "models list"))
     versions = reg.versions()
     current = reg.current()
     table = Table(title=f"model versions in {reg.root}")
@@ -131,23 +142,41 @@ def models_rollback(
     from trainer.continuous import kafka_producer, send_update
     from trainer.settings import TrainerSettings
 
-    reg = Registry(_registry_dir(registry))
+    reg = Registry(_existing_registry(registry, "rollback"))
     try:
         info = reg.get(version)
         verify_version_dir(info.path, info.sha256)
-    except (KeyError, ArtifactError) as exc:
+    except KeyError as exc:
+        typer.echo(f"rollback: {exc.args[0]}", err=True)  # str(KeyError) adds quotes
+        raise typer.Exit(2) from None
+    except ArtifactError as exc:
         typer.echo(f"rollback: {exc}", err=True)
         raise typer.Exit(2) from None
     reg.set_current(version)
     typer.echo(f"CURRENT -> {version}")
     if announce:
-        settings = TrainerSettings.from_env()
-        name = model_name or settings.model_name
-        producer = kafka_producer(settings)
+        from kafka.errors import KafkaError
+
         try:
-            send_update(producer, info, name)
-        finally:
-            producer.close(timeout=10)
+            settings = TrainerSettings.from_env()
+        except ValueError as exc:
+            typer.echo(f"rollback: CURRENT moved, but not announced: bad settings: {exc}",
+                       err=True)
+            raise typer.Exit(1) from None
+        name = model_name or settings.model_name
+        try:
+            producer = kafka_producer(settings)
+            try:
+                send_update(producer, info, name)
+            finally:
+                producer.close(timeout=10)
+        except KafkaError as exc:
+            typer.echo(
+                f"rollback: CURRENT now names {version}, but announcing it on model-updates "
+                f"failed ({exc!r}): running scorers keep their version until it is announced "
+                "(rerun this with the brokers up) and a restarted scorer loads CURRENT",
+                err=True)
+            raise typer.Exit(1) from None
         typer.echo(f"announced {version} on model-updates (key {name})")
 
 

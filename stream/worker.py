@@ -11,6 +11,7 @@ import faust
 from faust.exceptions import ConsistencyError
 
 from schemas.probes import loop_responds
+from schemas.state_lock import StateInUseError, lock_state_dir
 from stream import faust_drain, tansu_compat, topic_check
 from stream.app import create_app, widen_producer_buffer
 from stream.metrics import MetricsServer, WorkerMetrics
@@ -41,8 +42,10 @@ def run_worker(settings: WorkerSettings) -> None:
     """Run until SIGTERM/SIGINT (then stop cleanly and return); raise if the worker crashed.
 
     Raises :class:`stream.topic_check.PartitionCountError` before starting when a
-    per-user topic's partition count is not ``settings.kafka.partitions``, and
-    :class:`StaleStateError` when the local state is ahead of the changelog.
+    per-user topic's partition count is not ``settings.kafka.partitions``,
+    :class:`schemas.state_lock.StateInUseError` when another process holds the
+    state folder, and :class:`StaleStateError` when the local state is ahead of
+    the changelog.
     """
     logging.basicConfig(level=settings.log_level)  # a no-op where the CLI set logging up
     # The worker id on every line (the CLI's handler too): the logs of several
@@ -53,6 +56,14 @@ def run_worker(settings: WorkerSettings) -> None:
         handler.setFormatter(line)
     # kafka-python (broker detection) logs every connection at INFO.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    held = lock_state_dir(settings.state_dir, "worker")  # before RocksDB opens anything
+    try:
+        _run(settings)
+    finally:
+        held.close()
+
+
+def _run(settings: WorkerSettings) -> None:
     wait_s = settings.broker_wait_s
     active, why = tansu_compat.compat_wanted(
         settings.kafka, detect=lambda kafka: tansu_compat.detect_cluster_id(kafka, wait_s)
@@ -111,7 +122,7 @@ def main() -> None:
         raise SystemExit(2) from None
     try:
         run_worker(settings)
-    except (topic_check.PartitionCountError, StaleStateError) as exc:
+    except (topic_check.PartitionCountError, StaleStateError, StateInUseError) as exc:
         print(f"recstream worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except tansu_compat.BrokerDetectionError as exc:

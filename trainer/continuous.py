@@ -28,6 +28,7 @@ from inference.model import ModelConfig
 from inference.registry import Registry
 from schemas.messages import InvalidEvent, UserDeletion, parse_event
 from schemas.probes import ProbeServer
+from schemas.state_lock import lock_state_dir
 from schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
 from trainer.finetune import RoundCancelled
 from trainer.item_catalogue import load_item_texts
@@ -337,14 +338,15 @@ def run_trainer(settings: TrainerSettings, stop: threading.Event | None = None) 
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = stop or threading.Event()
     metrics = TrainerMetrics()
-    trainer = ContinuousTrainer(settings, stop, metrics)
-    server = (
-        ProbeServer(metrics.registry, settings.metrics_port, live=trainer.alive,
-                    ready=trainer.ready)
-        if settings.metrics_port else None
-    )
+    held = lock_state_dir(settings.state_dir, "trainer")  # before the window opens
+    server = None
     try:
+        trainer = ContinuousTrainer(settings, stop, metrics)
+        if settings.metrics_port:
+            server = ProbeServer(metrics.registry, settings.metrics_port, live=trainer.alive,
+                                 ready=trainer.ready)
         trainer.run()
     finally:
         if server is not None:
             server.close()
+        held.close()
