@@ -13,7 +13,9 @@ def dashboard(
         typer.Option(help="Kafka bootstrap servers [default: RECSTREAM_KAFKA_BOOTSTRAP]"),
     ] = None,
     host: Annotated[str, typer.Option(help="address to serve the page on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port of the page (0: any free port)")] = 8050,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="port of the page (0: any free port)")
+    ] = 8050,
     worker_metrics: Annotated[
         list[str] | None,
         typer.Option(help="a worker's metrics URL, e.g. http://127.0.0.1:9101 (repeatable)"),
@@ -49,7 +51,7 @@ def top(
     url: Annotated[
         str, typer.Option(help="the dashboard's URL (recstream demo prints it)")
     ] = "http://127.0.0.1:8050",
-    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
+    interval: Annotated[float, typer.Option(min=0.05, help="seconds between refreshes")] = 1.0,
     iterations: Annotated[
         int | None, typer.Option(help="stop after this many refreshes [default: until Ctrl-C]")
     ] = None,

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -74,6 +74,10 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train the sequence model (early stopping on validation), test once, publish a version dir."""
+    if out.exists() and not overwrite:  # before the training run, not after it
+        typer.echo(f"train: {out} exists; choose a new version directory or pass --overwrite",
+                   err=True)
+        raise typer.Exit(2)
     _threads(threads)
     from inference.item_text import default_cache_dir
     from trainer.pipeline import run_train
@@ -102,7 +106,7 @@ def eval_(
     model: Annotated[Path, typer.Option(help="model version directory")],
     data: Annotated[Path, typer.Option(help="data to split and evaluate on (same protocol)")],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics here")] = None,
-    split: Annotated[str, typer.Option(help="test or valid targets")] = "test",
+    split: Annotated[Literal["test", "valid"], typer.Option(help="test or valid targets")] = "test",
     seed: Annotated[int, typer.Option(help="tie-break seed")] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
 ) -> None:

@@ -33,7 +33,7 @@ from rich.text import Text
 from recstream import dashboard_child
 from recstream.broker import EmbeddedBroker, free_port
 from recstream.processes import Child, ChildFailed, embedded_broker_env, recstream_command, stop_all
-from recstream.synthetic import CatalogItem
+from recstream.synthetic import CATEGORIES, CatalogItem
 from schemas.messages import Event, Recommendation, now_ms
 from schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
 
@@ -80,6 +80,9 @@ class DemoOptions:
             raise ValueError("--duration and --rate must be positive")
         if self.malformed < 0:
             raise ValueError("--malformed must be >= 0")
+        if self.data is None and (self.users < 1 or self.items < len(CATEGORIES)):
+            raise ValueError(f"--users must be >= 1 and --items >= {len(CATEGORIES)} "
+                             "(one item per category at least)")
 
 
 @dataclass

@@ -135,13 +135,14 @@ def test_a_scorer_without_a_broker_says_so_and_exits_1() -> None:
     assert "Traceback" not in out.stderr and "Unclosed" not in out.stderr, out.stderr
 
 
-@pytest.mark.parametrize("process", ["worker", "scorer", "trainer"])
+@pytest.mark.parametrize("process", ["worker", "scorer", "trainer", "broker"])
 def test_a_taken_metrics_port_is_named(process: str, tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("0.0.0.0", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        out = run(process, timeout=90, RECSTREAM_METRICS_PORT=str(port),
+        own = ["--port", str(free_port())] if process == "broker" else []
+        out = run(process, *own, timeout=90, RECSTREAM_METRICS_PORT=str(port),
                   RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
                   RECSTREAM_BROKER_COMPAT="off", RECSTREAM_BROKER_WAIT_S="1",
                   RECSTREAM_STATE_DIR=str(tmp_path / "state"),
@@ -178,3 +179,40 @@ def test_a_scorer_refuses_a_damaged_model_dir_by_name(damage: str, tmp_path: Pat
     assert out.returncode == 2, out.stderr
     assert "scorer: RECSTREAM_MODEL_DIR: cannot serve the model in" in out.stderr
     assert named in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("process", ["worker", "trainer"])
+def test_a_state_folder_in_use_is_refused_at_once(process: str, tmp_path: Path) -> None:
+    """A second worker on one state folder retried "DB for partition 0 is locked"
+    every second and ignored SIGTERM; a second trainer died of a RocksDB traceback."""
+    from schemas.state_lock import lock_state_dir
+
+    state = tmp_path / "state"
+    folder = state / "trainer" if process == "trainer" else state
+    held = lock_state_dir(folder, process)  # what the first process holds
+    try:
+        out = run(process, timeout=60, RECSTREAM_STATE_DIR=str(state),
+                  RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+                  RECSTREAM_MODEL_REGISTRY=str(tmp_path / "models"))
+    finally:
+        held.close()
+    assert out.returncode == 2, out.stderr
+    assert f"{folder} is in use by another {process} (pid " in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("args", [["--rate", "0"], ["--items", "3"], ["--port", "70000"]])
+def test_bad_demo_and_broker_flags_are_usage_errors(args: list[str]) -> None:
+    command = "broker" if args[0] == "--port" else "demo"
+    out = run(command, *args, timeout=60)
+    assert out.returncode == 2 and "Invalid value" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_train_refuses_an_existing_out_before_training(tmp_path: Path) -> None:
+    """It used to train first and refuse to write afterwards: a wasted run."""
+    (tmp_path / "v1").mkdir()
+    # No data at --data: a check made after loading it would fail on that instead.
+    out = run("train", "--data", str(tmp_path / "no-data-here"), "--out", str(tmp_path / "v1"),
+              timeout=60)
+    assert out.returncode == 2 and "exists; choose a new version directory" in out.stderr

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from inference.model import ModelConfig, SeqRecModel
 from inference.model_dir import save_model_dir
 from inference.registry import Registry, verify_version_dir
-from recstream.broker import EmbeddedBroker
+from recstream.broker import EmbeddedBroker, free_port
 from recstream.cli import app
 from schemas.messages import ModelUpdate
 from schemas.topics import MODEL_UPDATES
@@ -62,3 +62,25 @@ def test_list_and_rollback(broker: EmbeddedBroker, tmp_path: Path,
 
     unknown = runner.invoke(app, ["models", "rollback", "v000009-abc"])
     assert unknown.exit_code == 2 and "no version" in unknown.output
+
+
+def test_a_registry_that_is_not_there_is_an_error(tmp_path: Path) -> None:
+    """Before, a mistyped --registry listed 'no versions published', like an empty one."""
+    runner = CliRunner()
+    for args in (["models", "list"], ["models", "rollback", "v000001-abc"]):
+        out = runner.invoke(app, [*args, "--registry", str(tmp_path / "typo")])
+        assert out.exit_code == 2 and "no model registry at" in out.output, out.output
+
+
+def test_a_rollback_that_cannot_be_announced_says_what_happened(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                ) -> None:
+    """No broker: CURRENT has moved but nobody was told; before, a traceback after it."""
+    reg = Registry(tmp_path / "models")
+    v1, _ = publish_tiny(reg, 0.25), publish_tiny(reg, 0.5)
+    monkeypatch.setenv("RECSTREAM_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    out = CliRunner().invoke(app, ["models", "rollback", v1, "--registry", str(reg.root)])
+    assert out.exit_code == 1, out.output
+    assert reg.current().version == v1
+    assert f"CURRENT now names {v1}, but announcing it on model-updates failed" in out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)
