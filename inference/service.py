@@ -42,7 +42,7 @@ from inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
 from inference.recommender import Recommender, load_recommender
 from schemas.messages import Explanation, RankedItem, Recommendation, ScoreRequest, now_ms
 from schemas.probes import ProbeServer, loop_responds
-from schemas.settings import KafkaSettings
+from schemas.settings import KafkaSettings, env_number
 from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -59,20 +59,6 @@ LOUD_INVALID = 20
 #: test keeps the two equal).
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch", "torch-compile",
             "torch-cuda-graphs")
-
-
-def _env_int(env: Mapping[str, str], name: str) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _or(value: int | None, default: int) -> int:
-    return default if value is None else value
 
 
 @dataclass
@@ -138,21 +124,19 @@ class ScorerSettings:
         registry = env.get("RECSTREAM_MODEL_REGISTRY", "").strip()
         return cls(
             kafka=KafkaSettings.from_env(env),
-            top_k=_or(_env_int(env, "RECSTREAM_TOP_K"), cls.top_k),
-            batch_size=_or(_env_int(env, "RECSTREAM_SCORER_BATCH"), cls.batch_size),
-            batch_ms=_or(_env_int(env, "RECSTREAM_SCORER_BATCH_MS"), cls.batch_ms),
+            top_k=env_number(env, "RECSTREAM_TOP_K", cls.top_k),
+            batch_size=env_number(env, "RECSTREAM_SCORER_BATCH", cls.batch_size),
+            batch_ms=env_number(env, "RECSTREAM_SCORER_BATCH_MS", cls.batch_ms),
             model_dir=Path(model_dir) if model_dir else None,
             model_registry=Path(registry) if registry else None,
             model_name=env.get("RECSTREAM_MODEL_NAME", "").strip() or None,
             backend=env.get("RECSTREAM_SCORER_BACKEND", "auto").strip() or "auto",
-            threads=_env_int(env, "RECSTREAM_TORCH_THREADS") or None,
+            threads=env_number(env, "RECSTREAM_TORCH_THREADS", 0) or None,
             # 0, like unset, serves nothing (as in the worker and the trainer).
-            metrics_port=_env_int(env, "RECSTREAM_METRICS_PORT") or None,
+            metrics_port=env_number(env, "RECSTREAM_METRICS_PORT", 0) or None,
             group_id=env.get("RECSTREAM_SCORER_GROUP", GROUP_ID),
-            fetch_max_wait_ms=_or(
-                _env_int(env, "RECSTREAM_SCORER_FETCH_WAIT_MS"), cls.fetch_max_wait_ms
-            ),
-            explain_top=_or(_env_int(env, "RECSTREAM_SCORER_EXPLAIN"), cls.explain_top),
+            fetch_max_wait_ms=env_number(env, "RECSTREAM_SCORER_FETCH_WAIT_MS", cls.fetch_max_wait_ms),
+            explain_top=env_number(env, "RECSTREAM_SCORER_EXPLAIN", cls.explain_top),
         )
 
 

@@ -10,18 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas import KafkaSettings
+from schemas.settings import env_number
 
 APP_ID = "recstream-worker"
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -92,17 +83,17 @@ class WorkerSettings:
         return cls(
             kafka=KafkaSettings.from_env(env),
             state_dir=Path(env.get("RECSTREAM_STATE_DIR") or "./state"),
-            max_seq_len=_int(env, "RECSTREAM_MAX_SEQ_LEN", defaults["max_seq_len"].default),
-            batch_size=_int(env, "RECSTREAM_WORKER_BATCH", defaults["batch_size"].default),
-            batch_window_ms=_int(
+            max_seq_len=env_number(env, "RECSTREAM_MAX_SEQ_LEN", defaults["max_seq_len"].default),
+            batch_size=env_number(env, "RECSTREAM_WORKER_BATCH", defaults["batch_size"].default),
+            batch_window_ms=env_number(
                 env, "RECSTREAM_WORKER_BATCH_WINDOW_MS", defaults["batch_window_ms"].default
             ),
-            producer_linger_ms=_int(
+            producer_linger_ms=env_number(
                 env, "RECSTREAM_PRODUCER_LINGER_MS", defaults["producer_linger_ms"].default
             ),
-            fetch_wait_ms=_int(env, "RECSTREAM_FETCH_WAIT_MS", defaults["fetch_wait_ms"].default),
+            fetch_wait_ms=env_number(env, "RECSTREAM_FETCH_WAIT_MS", defaults["fetch_wait_ms"].default),
             worker_id=worker_id,
-            metrics_port=_int(env, "RECSTREAM_METRICS_PORT", 0),
+            metrics_port=env_number(env, "RECSTREAM_METRICS_PORT", 0),
             log_level=(env.get("RECSTREAM_LOG_LEVEL") or "INFO").upper(),
-            broker_wait_s=_int(env, "RECSTREAM_BROKER_WAIT_S", defaults["broker_wait_s"].default),
+            broker_wait_s=env_number(env, "RECSTREAM_BROKER_WAIT_S", defaults["broker_wait_s"].default),
         )
