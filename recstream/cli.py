@@ -254,6 +254,16 @@ def schemas_export(
         typer.echo(str(path))
 
 
+def _benchmarks_stop_children_on_sigterm() -> None:
+    # A benchmark stops its broker and children in `finally` blocks, which Ctrl-C
+    # (KeyboardInterrupt) runs but SIGTERM's default action skips: `timeout` or a
+    # CI job's cancel left the broker, worker, scorer and trainer running.
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _register_plugins(app: typer.Typer, groups: Mapping[str, typer.Typer]) -> None:
     for info in sorted(pkgutil.iter_modules(recstream.__path__), key=lambda m: m.name):
         if not info.name.startswith(PLUGIN_PREFIX):
@@ -282,6 +292,7 @@ def build_app() -> typer.Typer:
         name: typer.Typer(no_args_is_help=True, help=text) for name, text in GROUP_HELP.items()
     }
     groups["schemas"].command("export")(schemas_export)
+    groups["bench"].callback()(_benchmarks_stop_children_on_sigterm)
     _register_plugins(app, groups)
     for name, group in groups.items():
         if group.registered_commands or group.registered_groups:
