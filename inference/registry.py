@@ -250,6 +250,9 @@ class Registry:
             metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
         except (OSError, ValueError):
             manifest, metrics = {}, {}
+        # Read by hand-edited or damaged files too: anything but an object counts as empty.
+        manifest = manifest if isinstance(manifest, dict) else {}
+        metrics = metrics if isinstance(metrics, dict) else {}
         return VersionInfo(
             version=path.name,
             path=path,

@@ -105,7 +105,11 @@ def models_list(registry: RegistryOpt = None) -> None:
 
     reg = Registry(_existing_registry(registry, "models list"))
     versions = reg.versions()
-    current = reg.current()
+    try:
+        current = reg.current()
+    except KeyError as exc:  # CURRENT names a version that is not (or no longer) there
+        typer.echo(f"models list: CURRENT is broken: {exc.args[0]}", err=True)
+        current = None
     table = Table(title=f"model versions in {reg.root}")
     for col in ("", "version", "published (UTC)", "ndcg@10", "hr@10", "current's ndcg@10",
                 "parent"):

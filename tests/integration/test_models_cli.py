@@ -84,3 +84,13 @@ def test_a_rollback_that_cannot_be_announced_says_what_happened(tmp_path: Path,
     assert reg.current().version == v1
     assert f"CURRENT now names {v1}, but announcing it on model-updates failed" in out.output
     assert out.exception is None or isinstance(out.exception, SystemExit)
+
+
+def test_list_survives_a_damaged_registry(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "models")
+    v1 = publish_tiny(reg, 0.25)
+    (reg.root / v1 / "metrics.json").write_text("[1, 2]")  # a list, not an object
+    (reg.root / "CURRENT").write_text("v000009-gone\n")
+    out = CliRunner().invoke(app, ["models", "list", "--registry", str(reg.root)])
+    assert out.exit_code == 0, out.output
+    assert v1 in out.output and "CURRENT is broken: no version 'v000009-gone'" in out.output
