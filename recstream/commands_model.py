@@ -87,6 +87,11 @@ def train(
                       max_epochs=max_epochs, patience=patience, time_budget_s=time_budget,
                       seed=seed, progress=progress, device=device,
                       pretrain_epochs=pretrain_epochs, mask_prob=mask_prob)
+    try:
+        cfg.validate()  # before the data is read, not after
+    except ValueError as exc:
+        typer.echo(f"train: {exc}", err=True)
+        raise typer.Exit(2) from None
     overrides = dict(max_len=max_len, d_model=d_model, n_layers=layers, n_heads=heads,
                      ffn_mult=ffn_mult, dropout=dropout, id_dropout=id_dropout, loss=loss,
                      n_negatives=negatives, masked_pretraining=pretrain_epochs > 0,

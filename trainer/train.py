@@ -50,12 +50,24 @@ class TrainConfig:
     mask_prob: float = 0.2  # share of events hidden per row in pre-training
 
     def validate(self) -> TrainConfig:
-        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1:
-            raise ValueError(f"invalid TrainConfig: {self}")
-        if self.patience < 1 or self.eval_every < 1:
-            raise ValueError(f"patience and eval_every must be >= 1: {self}")
-        if self.pretrain_epochs < 0 or not 0.0 < self.mask_prob < 1.0:
-            raise ValueError(f"pretrain_epochs must be >= 0 and mask_prob in (0, 1): {self}")
+        """Raise ``ValueError`` naming the first bad field (as its ``recstream
+        train`` flag); return self for chaining."""
+        checks = [
+            (self.lr > 0, "lr (--lr) must be > 0"),
+            (self.batch_size >= 1, "batch_size (--batch-size) must be >= 1"),
+            (self.max_epochs >= 1, "max_epochs (--max-epochs) must be >= 1"),
+            (self.patience >= 1, "patience (--patience) must be >= 1"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.pretrain_epochs >= 0, "pretrain_epochs (--pretrain-epochs) must be >= 0"),
+            (0.0 < self.mask_prob < 1.0, "mask_prob (--mask-prob) must be in (0, 1)"),
+            (self.time_budget_s is None or self.time_budget_s > 0,
+             "time_budget_s (--time-budget) must be > 0"),
+            (self.device == "cpu" or self.device.startswith("cuda"),
+             f"device (--device) must be cpu or cuda[:N], got {self.device!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"invalid training setting: {msg}")
         return self
 
 

@@ -216,3 +216,14 @@ def test_train_refuses_an_existing_out_before_training(tmp_path: Path) -> None:
     out = run("train", "--data", str(tmp_path / "no-data-here"), "--out", str(tmp_path / "v1"),
               timeout=60)
     assert out.returncode == 2 and "exists; choose a new version directory" in out.stderr
+
+
+@pytest.mark.parametrize("flag, value, named", [("--lr", "-1", "lr (--lr) must be > 0"),
+                                                ("--device", "tpu", "device (--device)"),
+                                                ("--batch-size", "0", "batch_size (--batch-size)")])
+def test_a_bad_training_flag_is_named_before_the_data_is_read(
+        flag: str, value: str, named: str, tmp_path: Path) -> None:
+    out = run("train", "--data", str(tmp_path / "no-data-here"), "--out", str(tmp_path / "v1"),
+              flag, value, timeout=60)
+    assert out.returncode == 2 and f"train: invalid training setting: {named}" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
