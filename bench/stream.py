@@ -121,6 +121,10 @@ class StreamBenchConfig:
             raise ValueError("--fetch-wait-ms must be >= 1")
         if self.partitions < 1:
             raise ValueError("--partitions must be >= 1")
+        if self.users is not None and self.users < 1:
+            raise ValueError("--users must be >= 1")
+        if self.data is not None and not self.data.exists():
+            raise ValueError(f"--data {self.data}: no such file or folder")
         if self.scorer_model not in SCORER_MODELS and not Path(self.scorer_model).is_dir():
             raise ValueError(f"--scorer-model must be {' or '.join(SCORER_MODELS)} or a model "
                              f"version folder; {self.scorer_model!r} is neither")

@@ -19,9 +19,11 @@ def bench_faults(
     faults: Annotated[
         str, typer.Option(help="comma-separated: worker_kill, scorer_kill, broker_pause")
     ] = "worker_kill,scorer_kill,broker_pause",
-    rate: Annotated[float, typer.Option(help="events/s produced throughout")] = 300.0,
-    users: Annotated[int, typer.Option(help="users the events are spread over")] = 200,
-    pause_seconds: Annotated[float, typer.Option(help="how long the broker is paused")] = 30.0,
+    rate: Annotated[float, typer.Option(min=1, help="events/s produced throughout")] = 300.0,
+    users: Annotated[int, typer.Option(min=1, help="users the events are spread over")] = 200,
+    pause_seconds: Annotated[
+        float, typer.Option(min=1, help="how long the broker is paused")
+    ] = 30.0,
     load_seconds: Annotated[
         float, typer.Option(help="seconds of load before and after each fault")
     ] = 5.0,

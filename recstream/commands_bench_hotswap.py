@@ -35,13 +35,27 @@ def bench_hotswap(
 
     from bench.hotswap import HotswapConfig, TinyModel, add_drift, format_table, run_hotswap_bench
     from bench.jsonio import write_json_atomic
+    from inference.service import BACKENDS
+    from recstream.processes import ChildFailed
 
     if swaps < 1 or rate <= 0 or steady <= 0:
         raise typer.BadParameter("--swaps must be >= 1, --rate and --steady > 0")
+    if seq_len < 1 or batch < 1 or threads < 1 or n_items < 1 or d_model < 1:
+        raise typer.BadParameter("--seq-len, --batch, --threads, --n-items and --d-model "
+                                 "must be >= 1")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
     cfg = HotswapConfig(swaps=swaps, rate=rate, steady_s=steady, seq_len=seq_len,
                         backend=backend, threads=threads, batch=batch,
                         shape=TinyModel(n_items=n_items, d_model=d_model), trainer=trainer)
-    report = run_hotswap_bench(cfg, root)
+    try:
+        report = run_hotswap_bench(cfg, root)
+    except ValueError as exc:  # e.g. a model shape the versions cannot have
+        typer.echo(f"bench hotswap: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ChildFailed as exc:
+        typer.echo(f"bench hotswap: {exc}", err=True)
+        raise typer.Exit(1) from None
     if drift:
         add_drift(report)
     Console().print(format_table(report))

@@ -81,6 +81,7 @@ def bench_stream(
 
     from bench.jsonio import write_json_atomic
     from bench.stream import BenchError, StreamBenchConfig, format_table, run_stream_bench
+    from recstream.movielens import DataFormatError
     from recstream.processes import ChildFailed
     from stream.testing import WorkerFailed
 
@@ -99,6 +100,9 @@ def bench_stream(
     console = Console()
     try:
         report = run_stream_bench(cfg, console)
+    except DataFormatError as exc:
+        typer.echo(f"bench stream: --data: {exc}", err=True)
+        raise typer.Exit(2) from None
     except (BenchError, ChildFailed, WorkerFailed, TimeoutError) as exc:
         typer.echo(f"bench stream: {exc}", err=True)
         raise typer.Exit(1) from None

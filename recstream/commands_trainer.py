@@ -186,9 +186,10 @@ def models_rollback(
 
 def bench_drift(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results here")] = None,
-    events: Annotated[int | None, typer.Option(help="synthetic events (default: 20000)")] = None,
-    chunks: Annotated[int | None, typer.Option(help="chunks scored then trained on "
-                                               "(default: 6)")] = None,
+    events: Annotated[int | None, typer.Option(
+        min=100, help="synthetic events (default: 20000)")] = None,
+    chunks: Annotated[int | None, typer.Option(
+        min=2, help="chunks scored then trained on (default: 6)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Online HR@10 on a drifting stream: continuously fine-tuned vs frozen model."""

@@ -227,3 +227,17 @@ def test_a_bad_training_flag_is_named_before_the_data_is_read(
               flag, value, timeout=60)
     assert out.returncode == 2 and f"train: invalid training setting: {named}" in out.stderr
     assert "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["stream", "--users", "0"],  # silently replaced by the default before
+    ["stream", "--data", "/nonexistent"],
+    ["hotswap", "--backend", "bogus"],  # waited on a scorer that had exited, then a traceback
+    ["hotswap", "--seq-len", "0"],
+    ["drift", "--chunks", "0"],  # ZeroDivisionError
+    ["faults", "--users", "0"],
+])
+def test_bad_benchmark_flags_are_usage_errors(args: list[str]) -> None:
+    out = run("bench", *args, timeout=120)
+    assert out.returncode == 2 and "Invalid value" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
