@@ -80,6 +80,8 @@ class DemoOptions:
             raise ValueError("--duration and --rate must be positive")
         if self.malformed < 0:
             raise ValueError("--malformed must be >= 0")
+        if self.data is not None and not self.data.exists():
+            raise ValueError(f"--data {self.data}: no such file or folder")
         if self.data is None and (self.users < 1 or self.items < len(CATEGORIES)):
             raise ValueError(f"--users must be >= 1 and --items >= {len(CATEGORIES)} "
                              "(one item per category at least)")

@@ -201,7 +201,8 @@ def test_a_state_folder_in_use_is_refused_at_once(process: str, tmp_path: Path) 
     assert "Traceback" not in out.stderr, out.stderr
 
 
-@pytest.mark.parametrize("args", [["--rate", "0"], ["--items", "3"], ["--port", "70000"]])
+@pytest.mark.parametrize("args", [["--rate", "0"], ["--items", "3"], ["--data", "/nonexistent"],
+                                  ["--port", "70000"]])
 def test_bad_demo_and_broker_flags_are_usage_errors(args: list[str]) -> None:
     command = "broker" if args[0] == "--port" else "demo"
     out = run(command, *args, timeout=60)
