@@ -171,7 +171,7 @@ def load_version(
     try:
         model = load_recommender(folder, backend=backend, k=k, threads=threads, previous=previous)
     except Exception as exc:  # any failure to load: refuse it, keep serving the old one
-        raise Refused("load", f"{folder}: {type(exc).__name__}: {exc}") from exc
+        raise Refused(_load_reason(exc), f"{folder}: {type(exc).__name__}: {exc}") from exc
     timings["load_s"] = time.perf_counter() - t
     check_servable(model, k)
     t = time.perf_counter()
@@ -185,6 +185,18 @@ def load_version(
         raise Refused("warmup", f"{folder}: warm-up failed: {type(exc).__name__}: {exc}") from exc
     timings["warm_s"] = time.perf_counter() - t
     return Loaded(a, model, int(manifest.get("published_ms") or u.published_ms), timings)
+
+
+def _load_reason(exc: BaseException) -> str:
+    """The refusal label a load failure carries (``ModelDirError.reason``, found
+    through the wrapping ``ModelLoadError``), else "load"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, str):
+            return reason
+        seen = seen.__cause__
+    return "load"
 
 
 def check_servable(model: Recommender, k: int) -> None:

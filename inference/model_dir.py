@@ -97,7 +97,12 @@ def save_model_dir(
 
 class ModelDirError(ValueError):
     """A version directory whose files do not make a model (damaged, edited, or
-    from another model); the message names the file."""
+    from another model); the message names the file. ``reason``: "catalogue" when
+    the item ids do not match the model, else None (the hot-swap's refusal labels)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _json(path: Path, kind: type) -> Any:
@@ -142,6 +147,6 @@ def load_model_dir(path: Path) -> LoadedModel:
         # Each id names the item of one output row: a list of another length maps
         # every recommendation to the wrong item, or to none.
         raise ModelDirError(f"{path / ITEM_IDS}: {len(item_ids)} item ids for a model of "
-                            f"{model.cfg.n_items} items")
+                            f"{model.cfg.n_items} items", reason="catalogue")
     metrics = _json(path / METRICS, dict) if (path / METRICS).is_file() else {}
     return LoadedModel(model, [str(i) for i in item_ids], version, metrics)

@@ -272,10 +272,6 @@ class Scorer:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         kafka = s.kafka.aiokafka_kwargs()
-        # The producer first: a consumer built before a failed start would be
-        # reported unclosed at exit.
-        producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=2, **kafka)
-        await _started(producer)
         consumer = AIOKafkaConsumer(
             group_id=s.group_id,
             enable_auto_commit=False,
@@ -288,6 +284,12 @@ class Scorer:
             **kafka,
         )
         consumer.subscribe([SCORE_REQUESTS], listener=_DropRevoked(self.batcher))
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=2, **kafka)
+        try:
+            await _started(producer)
+        except BaseException:
+            await consumer.stop()  # built, never started: else reported unclosed at exit
+            raise
         try:
             await _started(consumer)
             try:

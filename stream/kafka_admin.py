@@ -51,7 +51,7 @@ def admin_call(kafka: KafkaSettings, call: Callable[[Any], T], timeout_s: float 
     # kafka-python 3 waits 30 s to bootstrap a client by default, which alone would
     # overrun a shorter wait and hide every attempt after the first (2.x has no such
     # setting and gives up at once).
-    bounded = "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG
+    bounded = "bootstrap_timeout_ms" in getattr(KafkaAdminClient, "DEFAULT_CONFIG", {})
     with _quiet_kafka_python():
         while True:
             attempt: dict[str, int] = {"request_timeout_ms": 5000}
