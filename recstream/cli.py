@@ -139,13 +139,13 @@ def worker() -> None:
         typer.echo("worker: stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
     from schemas.probes import ProbePortError
-    from schemas.state_lock import StateInUseError
+    from schemas.state_lock import StateDirError
     from stream.tansu_compat import BrokerDetectionError
     from stream.topic_check import PartitionCountError
 
     try:
         run_worker(_settings("worker", WorkerSettings.from_env))
-    except (PartitionCountError, StaleStateError, ProbePortError, StateInUseError) as exc:
+    except (PartitionCountError, StaleStateError, ProbePortError, StateDirError) as exc:
         typer.echo(f"worker: {exc}", err=True)
         raise typer.Exit(2) from None
     except BrokerDetectionError as exc:  # no broker answered: not a usage error

@@ -77,7 +77,7 @@ def trainer(
     from kafka import errors as kafka_errors
 
     from schemas.probes import ProbePortError
-    from schemas.state_lock import StateInUseError
+    from schemas.state_lock import StateDirError
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,7 +87,7 @@ def trainer(
                          getattr(kafka_errors, "NoBrokersAvailable", kafka_errors.KafkaTimeoutError)})
     try:
         run_trainer(settings, stop)
-    except (ProbePortError, StateInUseError) as exc:
+    except (ProbePortError, StateDirError) as exc:
         typer.echo(f"trainer: {exc}", err=True)
         raise typer.Exit(2) from None
     except unreachable as exc:  # not a usage error

@@ -19,7 +19,11 @@ from typing import TextIO
 LOCK_FILE = ".recstream.lock"
 
 
-class StateInUseError(RuntimeError):
+class StateDirError(RuntimeError):
+    """The state folder cannot be used: not a folder, not writable, or held."""
+
+
+class StateInUseError(StateDirError):
     """Another live process holds the state folder."""
 
 
@@ -27,8 +31,14 @@ def lock_state_dir(path: Path, owner: str) -> TextIO:
     """Lock ``path`` (created if missing) for this process, or raise
     :class:`StateInUseError`. Keep the returned file open while the state is in
     use: the lock goes with it (and with the process, however it ends)."""
-    path.mkdir(parents=True, exist_ok=True)
-    handle = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held for the process's life
+    except OSError as exc:  # a file in the way, no permission, a read-only volume
+        raise StateDirError(
+            f"cannot use {path} as the {owner}'s state folder (RECSTREAM_STATE_DIR): "
+            f"{exc.strerror or exc}"
+        ) from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -11,7 +11,7 @@ import faust
 from faust.exceptions import ConsistencyError
 
 from schemas.probes import loop_responds
-from schemas.state_lock import StateInUseError, lock_state_dir
+from schemas.state_lock import StateDirError, lock_state_dir
 from stream import faust_drain, tansu_compat, topic_check
 from stream.app import create_app, widen_producer_buffer
 from stream.metrics import MetricsServer, WorkerMetrics
@@ -43,8 +43,8 @@ def run_worker(settings: WorkerSettings) -> None:
 
     Raises :class:`stream.topic_check.PartitionCountError` before starting when a
     per-user topic's partition count is not ``settings.kafka.partitions``,
-    :class:`schemas.state_lock.StateInUseError` when another process holds the
-    state folder, and :class:`StaleStateError` when the local state is ahead of
+    :class:`schemas.state_lock.StateDirError` when the state folder is unusable or
+    another process holds it, and :class:`StaleStateError` when the local state is ahead of
     the changelog.
     """
     logging.basicConfig(level=settings.log_level)  # a no-op where the CLI set logging up
@@ -122,7 +122,7 @@ def main() -> None:
         raise SystemExit(2) from None
     try:
         run_worker(settings)
-    except (topic_check.PartitionCountError, StaleStateError, StateInUseError) as exc:
+    except (topic_check.PartitionCountError, StaleStateError, StateDirError) as exc:
         print(f"recstream worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except tansu_compat.BrokerDetectionError as exc:

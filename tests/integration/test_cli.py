@@ -242,3 +242,13 @@ def test_bad_benchmark_flags_are_usage_errors(args: list[str]) -> None:
     out = run("bench", *args, timeout=120)
     assert out.returncode == 2 and "Invalid value" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("process", ["worker", "trainer"])
+def test_a_state_folder_that_is_a_file_is_named(process: str, tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")  # was a FileExistsError traceback
+    out = run(process, timeout=60, RECSTREAM_STATE_DIR=str(tmp_path / "state"),
+              RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+              RECSTREAM_MODEL_REGISTRY=str(tmp_path / "models"))
+    assert out.returncode == 2 and "state folder (RECSTREAM_STATE_DIR)" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.state_lock import LOCK_FILE, StateInUseError, lock_state_dir
+from schemas.state_lock import LOCK_FILE, StateDirError, StateInUseError, lock_state_dir
 
 
 def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> None:
@@ -18,3 +18,9 @@ def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> N
         lock_state_dir(state, "worker")
     first.close()
     lock_state_dir(state, "worker").close()
+
+
+def test_a_file_in_the_way_is_named(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")
+    with pytest.raises(StateDirError, match=r"cannot use .*state as the trainer's state folder"):
+        lock_state_dir(tmp_path / "state", "trainer")
