@@ -61,11 +61,12 @@ def test_a_bad_log_level_is_a_usage_error() -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_a_worker_without_a_broker_says_so_and_exits_1() -> None:
+def test_a_worker_without_a_broker_says_so_and_exits_1(tmp_path: Path) -> None:
     """No broker at the bootstrap address: one clear message, no traceback, and
     none of kafka-python's ERROR line per refused connection (ten a second)."""
     out = run("worker", timeout=60, RECSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
-              RECSTREAM_BROKER_WAIT_S="6", RECSTREAM_WORKER_ID="w-probe")
+              RECSTREAM_BROKER_WAIT_S="6", RECSTREAM_WORKER_ID="w-probe",
+              RECSTREAM_STATE_DIR=str(tmp_path / "state"))  # not ./state in the checkout
     assert out.returncode == 1, out.stderr
     assert "no broker at 127.0.0.1:" in out.stderr and "RECSTREAM_BROKER_WAIT_S" in out.stderr
     assert "Traceback" not in out.stderr and "ECONNREFUSED (" not in out.stderr, out.stderr
