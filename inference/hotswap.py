@@ -200,12 +200,10 @@ def _load_reason(exc: BaseException) -> str:
 
 
 def check_servable(model: Recommender, k: int) -> None:
-    """Refuse a model whose catalogue or compiled top-K cannot serve ``k`` items."""
-    item_ids = getattr(model, "item_ids", None)
+    """Refuse a model whose compiled top-K cannot serve ``k`` items (an item list
+    that does not fit the model is refused at load: ``ModelDirError``, "catalogue")."""
     inner = getattr(model, "model", None)
     n_items = getattr(getattr(inner, "cfg", None), "n_items", None)
-    if item_ids is not None and n_items is not None and len(item_ids) != n_items:
-        raise Refused("catalogue", f"{len(item_ids)} item ids for a model of {n_items} items")
     backend = getattr(model, "backend", None)
     max_k = getattr(backend, "max_k", None)
     if max_k is not None and n_items is not None and max_k < min(k, n_items):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
+from schemas.settings import bounded_bootstrap
 from schemas.topics import ALL_TOPIC_NAMES
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,8 @@ def wait_until_serving(
     from kafka import KafkaAdminClient
 
     host, port = bootstrap.rsplit(":", 1)
-    # Short timeouts: on a taken port the listener may be no broker at all
-    # (kafka-python 3 waits 30 s to bootstrap; 2.x has no such setting).
-    quick = {"request_timeout_ms": 2000}
-    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
-        quick["bootstrap_timeout_ms"] = 2000
+    # Short timeouts: on a taken port the listener may be no broker at all.
+    quick = {"request_timeout_ms": 2000, **bounded_bootstrap(2000)}
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:

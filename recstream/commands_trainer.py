@@ -74,7 +74,7 @@ def trainer(
     if settings.items is not None and not settings.items.is_file():
         typer.echo(f"trainer: no item catalogue at {settings.items}", err=True)
         raise typer.Exit(2)
-    from kafka import errors as kafka_errors
+    from kafka.errors import KafkaError
 
     from schemas.probes import ProbePortError
     from schemas.state_lock import StateDirError
@@ -82,17 +82,16 @@ def trainer(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # kafka-python 3 times out bootstrapping; 2.x raised NoBrokersAvailable.
-    unreachable = tuple({kafka_errors.KafkaTimeoutError,
-                         getattr(kafka_errors, "NoBrokersAvailable", kafka_errors.KafkaTimeoutError)})
     try:
         run_trainer(settings, stop)
     except (ProbePortError, StateDirError) as exc:
         typer.echo(f"trainer: {exc}", err=True)
         raise typer.Exit(2) from None
-    except unreachable as exc:  # not a usage error
-        typer.echo(f"trainer: no answer from the brokers at {settings.kafka.bootstrap} ({exc!r});"
-                   " check RECSTREAM_KAFKA_BOOTSTRAP and that the brokers are up", err=True)
+    # No broker answering: kafka-python 3 times out bootstrapping (KafkaTimeoutError),
+    # 2.x raised NoBrokersAvailable; both are KafkaErrors. Not a usage error.
+    except KafkaError as exc:
+        typer.echo(f"trainer: Kafka at {settings.kafka.bootstrap} failed ({exc!r}); check "
+                   "RECSTREAM_KAFKA_BOOTSTRAP and that the brokers are up", err=True)
         raise typer.Exit(1) from None
 
 

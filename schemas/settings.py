@@ -28,6 +28,17 @@ def env_number(env: Mapping[str, str], name: str, default: float, kind: type = i
         raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
 
+def bounded_bootstrap(timeout_ms: int) -> dict[str, int]:
+    """kafka-python client keyword arguments that bound its wait for a first broker:
+    kafka-python 3 waits 30 s by default; 2.x has no such setting (and gives up at once)."""
+    from kafka import KafkaAdminClient
+
+    # getattr: tests stand functions in for the client class.
+    if "bootstrap_timeout_ms" in getattr(KafkaAdminClient, "DEFAULT_CONFIG", {}):
+        return {"bootstrap_timeout_ms": timeout_ms}
+    return {}
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Where the brokers are and how to talk to them (TLS/SASL pass through)."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from schemas.settings import KafkaSettings
+from schemas.settings import KafkaSettings, bounded_bootstrap
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -48,16 +48,13 @@ def admin_call(kafka: KafkaSettings, call: Callable[[Any], T], timeout_s: float 
 
     start = time.monotonic()
     deadline, next_note = start + timeout_s, start + WAITING_EVERY_S
-    # kafka-python 3 waits 30 s to bootstrap a client by default, which alone would
-    # overrun a shorter wait and hide every attempt after the first (2.x has no such
-    # setting and gives up at once).
-    bounded = "bootstrap_timeout_ms" in getattr(KafkaAdminClient, "DEFAULT_CONFIG", {})
     with _quiet_kafka_python():
         while True:
-            attempt: dict[str, int] = {"request_timeout_ms": 5000}
-            if bounded:
-                left_ms = int(1000 * (deadline - time.monotonic()))
-                attempt["bootstrap_timeout_ms"] = max(500, min(5000, left_ms))
+            # Each attempt's bootstrap bounded: kafka-python 3's 30 s default alone
+            # would overrun a shorter wait and hide every attempt after the first.
+            left_ms = int(1000 * (deadline - time.monotonic()))
+            attempt = {"request_timeout_ms": 5000,
+                       **bounded_bootstrap(max(500, min(5000, left_ms)))}
             try:
                 admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), **attempt)
                 try:

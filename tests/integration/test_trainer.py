@@ -24,6 +24,7 @@ from recstream.processes import Child, recstream_command
 from recstream.synthetic import generate
 from schemas.messages import Event, ModelUpdate, UserDeletion, now_ms
 from schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
+from stream.testing import http_status
 from trainer.window import TrainingWindow, WindowBounds
 
 pytestmark = pytest.mark.integration
@@ -55,14 +56,6 @@ def metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
-
-
-def status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 class Streamer(threading.Thread):
@@ -182,7 +175,7 @@ def test_trainer_publishes_while_streaming_and_resumes(
         assert m["recstream_trainer_versions_published_total"] >= 3
         # The probe server's own checks (prometheus_client's server, used before,
         # answered every path with the metrics page and 200).
-        assert [status(port, p) for p in ("/healthz", "/readyz", "/nope")] == [200, 200, 404]
+        assert [http_status(port, p) for p in ("/healthz", "/readyz", "/nope")] == [200, 200, 404]
         trainer.terminate()
         assert trainer.wait(60) == 0, trainer.describe_log()
 

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from schemas.probes import ProbeServer
+from stream.testing import http_status
 from trainer.continuous import STALLED_AFTER_S, ContinuousTrainer
 from trainer.process_metrics import TrainerMetrics
 from trainer.settings import TrainerSettings
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 @pytest.fixture
@@ -60,13 +51,13 @@ def test_the_probe_server_answers_with_the_trainers_checks(trainer: ContinuousTr
     server = ProbeServer(trainer.metrics.registry, 0, addr="127.0.0.1",
                          live=trainer.alive, ready=trainer.ready)
     try:
-        assert _status(server.port, "/readyz") == 503
-        assert _status(server.port, "/healthz") == 200
-        assert _status(server.port, "/nope") == 404
+        assert http_status(server.port, "/readyz") == 503
+        assert http_status(server.port, "/healthz") == 200
+        assert http_status(server.port, "/nope") == 404
         trainer._polled = True
-        assert _status(server.port, "/readyz") == 200
+        assert http_status(server.port, "/readyz") == 200
         trainer._last_turn = time.monotonic() - STALLED_AFTER_S - 1
-        assert _status(server.port, "/healthz") == 503
-        assert _status(server.port, "/metrics") == 200
+        assert http_status(server.port, "/healthz") == 503
+        assert http_status(server.port, "/metrics") == 200
     finally:
         server.close()
