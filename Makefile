@@ -33,7 +33,6 @@ browser:
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
 
 # Peers for `recstream bench quality`: RecBole without its conflicting pins.
 bench-deps: venv

@@ -35,11 +35,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from recstream.bench.jsonio import write_json_atomic
+from recstream.bench.stream_io import cpu_pct, cpu_seconds, percentile
+from recstream.stream.tansu_compat import TANSU_FETCH_MAX_WAIT_MS
 
-from bench.jsonio import write_json_atomic
-from bench.stream_io import cpu_pct, cpu_seconds, percentile
 from recstream.broker import EmbeddedBroker
-from stream.tansu_compat import TANSU_FETCH_MAX_WAIT_MS
 
 BIG, SMALL = "fetch-cost-big", "fetch-cost-small"
 PAYLOAD = b"x" * 300

@@ -34,15 +34,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.jsonio import write_json_atomic
-from bench.quality import MAX_LEN, BenchError, _machine, dataset_path
+from recstream.bench.jsonio import write_json_atomic
+from recstream.bench.quality import MAX_LEN, BenchError, _machine, dataset_path
 
 if TYPE_CHECKING:
     import torch
-
-    from inference.model import ModelConfig, SeqRecModel
-    from trainer.data import Interactions
-    from trainer.split import EvalCase, Split
+    from recstream.inference.model import ModelConfig, SeqRecModel
+    from recstream.trainer.data import Interactions
+    from recstream.trainer.split import EvalCase, Split
 
 #: Our rows: name -> model flags (everything else identical).
 #: "ours" is the model as ``recstream train`` builds it; "ours+id-dropout" also
@@ -81,7 +80,7 @@ class ColdStartOptions:
 
 
 def _split_cls() -> type:
-    from trainer.split import Split
+    from recstream.trainer.split import Split
 
     @dataclass
     class FilteredSplit(Split):
@@ -124,7 +123,7 @@ def choose_cold_items(n_items: int, fraction: float, seed: int) -> frozenset[int
 
 def make_cold_split(split: Split, fraction: float, seed: int) -> ColdSplit:
     """The training view of ``split`` with ``fraction`` of its items made cold."""
-    from trainer.split import UserSequence
+    from recstream.trainer.split import UserSequence
 
     cold = choose_cold_items(split.n_items, fraction, seed)
     users, removed = [], 0
@@ -152,8 +151,7 @@ def cold_model_factory(cold: frozenset[int]) -> Callable[..., SeqRecModel]:
     (cold items get ``id_mask == 0`` with text), with cold items left out of the loss."""
     import torch
     import torch.nn.functional as F
-
-    from inference.model import SeqRecModel
+    from recstream.inference.model import SeqRecModel
 
     class WithoutColdItems(SeqRecModel):
         """Training loss over the warm catalogue only; scoring is unchanged."""
@@ -182,7 +180,7 @@ def cold_model_factory(cold: frozenset[int]) -> Callable[..., SeqRecModel]:
             return F.cross_entropy(logits, tgt)
 
     def factory(split: Split, cfg: ModelConfig, text_table: torch.Tensor | None) -> SeqRecModel:
-        from trainer.train import build_model
+        from recstream.trainer.train import build_model
 
         return build_model(split, cfg, text_table, model_cls=WithoutColdItems)
 
@@ -191,7 +189,7 @@ def cold_model_factory(cold: frozenset[int]) -> Callable[..., SeqRecModel]:
 
 def _metrics_row(model: str, score_fn: Any, cs: ColdSplit, seed: int,
                  **facts: Any) -> dict[str, Any]:
-    from trainer.evaluate import evaluate
+    from recstream.trainer.evaluate import evaluate
 
     allm = evaluate(score_fn, cs.full, "test", seed=seed)
     cold_view = cs.cold_test_view()
@@ -220,9 +218,9 @@ def run_coldstart_on(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The bench on loaded data with a ready text table (tests call this directly)."""
-    from inference.model import ModelConfig
-    from trainer.evaluate import PROTOCOL, model_score_fn, popularity_score_fn
-    from trainer.train import TrainConfig, train
+    from recstream.inference.model import ModelConfig
+    from recstream.trainer.evaluate import PROTOCOL, model_score_fn, popularity_score_fn
+    from recstream.trainer.train import TrainConfig, train
 
     cs = make_cold_split(split, opts.fraction, opts.seed)
     cold_ids = sorted(split.item_ids[i - 1] for i in cs.cold)
@@ -288,11 +286,11 @@ def run_coldstart_on(
 
 def run_coldstart(opts: ColdStartOptions) -> dict[str, Any]:
     """Load ``opts.dataset``, embed its item texts (cached), run the bench."""
-    from inference.item_text import default_cache_dir
-    from inference.model_dir import sha256_file
-    from trainer.data import load_interactions
-    from trainer.pipeline import item_text_table
-    from trainer.split import leave_one_out
+    from recstream.inference.item_text import default_cache_dir
+    from recstream.inference.model_dir import sha256_file
+    from recstream.trainer.data import load_interactions
+    from recstream.trainer.pipeline import item_text_table
+    from recstream.trainer.split import leave_one_out
 
     path = dataset_path(opts.dataset, opts.data_root)
     data = load_interactions(path)

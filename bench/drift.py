@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from inference.model import SeqRecModel
-    from schemas.messages import Event
+    from recstream.inference.model import SeqRecModel
+    from recstream.schemas.messages import Event
 
 K = 10
 
@@ -62,14 +62,14 @@ def run_drift(
     """Run the protocol above; return ``online_hr10_finetuned``, ``online_hr10_frozen``
     and per-chunk figures. The defaults take about 2 minutes on 2 busy CPU cores."""
     import torch
+    from recstream.inference.features import EVENT_TYPE_INDEX
+    from recstream.inference.model import ModelConfig
+    from recstream.trainer.finetune import finetune, grow_model
+    from recstream.trainer.train import TrainConfig
+    from recstream.trainer.window import TrainingWindow, WindowBounds
+    from recstream.trainer.window_split import window_split
 
-    from inference.features import EVENT_TYPE_INDEX
-    from inference.model import ModelConfig
     from recstream.synthetic import StreamShape, generate
-    from trainer.finetune import finetune, grow_model
-    from trainer.train import TrainConfig
-    from trainer.window import TrainingWindow, WindowBounds
-    from trainer.window_split import window_split
 
     start = time.monotonic()
     events = sorted(generate(n_events, n_users=n_users, n_items=n_items, seed=seed,
@@ -174,10 +174,9 @@ def _hits(
 ) -> list[bool]:
     """Per case: is the target in the model's top-K (history excluded, target never)?"""
     import torch
-
-    from trainer.evaluate import model_score_fn
-    from trainer.metrics import rank_targets
-    from trainer.split import EvalCase
+    from recstream.trainer.evaluate import model_score_fn
+    from recstream.trainer.metrics import rank_targets
+    from recstream.trainer.split import EvalCase
 
     index = {it: i + 1 for i, it in enumerate(item_ids)}
     score = model_score_fn(model, batch_size)

@@ -36,12 +36,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from recstream.schemas.messages import Recommendation, now_ms
+from recstream.schemas.topics import EVENTS, RECOMMENDATIONS
+from recstream.stream.testing import WorkerProcess, latest_changelog_states, read_table
 
 from recstream.broker import EmbeddedBroker
 from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
-from schemas.messages import Recommendation, now_ms
-from schemas.topics import EVENTS, RECOMMENDATIONS
-from stream.testing import WorkerProcess, latest_changelog_states, read_table
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 FAULTS = ("worker_kill", "scorer_kill", "broker_pause")

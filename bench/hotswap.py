@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from recstream.schemas import ModelUpdate, Recommendation, ScoreRequest
+from recstream.schemas.topics import MODEL_UPDATES, RECOMMENDATIONS, SCORE_REQUESTS
 
 from recstream.broker import EmbeddedBroker, free_port
 from recstream.processes import Child, recstream_command
-from schemas import ModelUpdate, Recommendation, ScoreRequest
-from schemas.topics import MODEL_UPDATES, RECOMMENDATIONS, SCORE_REQUESTS
 
 MODEL_NAME = "recstream"
 #: Why freshness is publish -> first served and not event -> first served.
@@ -71,11 +71,10 @@ class TinyModel:
 def stage_version(root: Path, seed: int, shape: TinyModel, *, onnx: bool, k: int) -> Path:
     """A complete version folder under the registry's staging area (not yet published)."""
     import torch
-
-    from inference.export import export_onnx_files
-    from inference.model import ModelConfig, SeqRecModel
-    from inference.model_dir import save_model_dir
-    from inference.registry import Registry
+    from recstream.inference.export import export_onnx_files
+    from recstream.inference.model import ModelConfig, SeqRecModel
+    from recstream.inference.model_dir import save_model_dir
+    from recstream.inference.registry import Registry
 
     torch.manual_seed(seed)
     cfg = ModelConfig(n_items=shape.n_items, max_len=shape.max_len, d_model=shape.d_model,
@@ -98,7 +97,7 @@ def catalogue(shape: TinyModel) -> list[str]:
 
 def publish(root: Path, staged: Path) -> ModelUpdate:
     """Rename a staged version into the registry; the update that announces it."""
-    from inference.registry import Registry
+    from recstream.inference.registry import Registry
 
     info = Registry(root).publish(staged)
     return ModelUpdate(model_name=MODEL_NAME, version=info.version, uri=str(info.path.resolve()),
@@ -268,7 +267,7 @@ def run_hotswap_bench(cfg: HotswapConfig, root: Path | None = None) -> dict[str,
             env["RECSTREAM_TORCH_THREADS"] = str(cfg.threads)
         trainer = None
         if cfg.trainer:  # started now, so that it is up (and idle) when its phase comes
-            from bench.hotswap_freshness import trainer_child
+            from recstream.bench.hotswap_freshness import trainer_child
 
             trainer = trainer_child(root, broker.bootstrap, registry, every_events=500)
         child = Child("scorer", recstream_command("scorer"), env, root / "scorer.log").start()
@@ -386,7 +385,7 @@ def _timeline(traffic: Traffic, since: float, windows: list[tuple[float, float]]
 def _trainer_freshness(cfg: HotswapConfig, result: dict[str, Any], bootstrap: str,
                        registry: Path, scorer: Child, trainer: Child) -> None:
     """Replace publish -> served freshness by event -> served, measured with the trainer."""
-    from bench.hotswap_freshness import measure_freshness
+    from recstream.bench.hotswap_freshness import measure_freshness
 
     known = {first["version"] for first in result["swap_details"]}
     known |= {v.name for v in registry.iterdir() if v.is_dir()}
@@ -441,7 +440,7 @@ def format_table(report: dict[str, Any]) -> Any:
 def add_drift(report: dict[str, Any]) -> None:
     """Online HR@10 fine-tuned vs frozen on drifting data, where bench.drift exists."""
     try:
-        from bench import drift  # written by the trainer work; absent until then
+        from recstream.bench import drift  # written by the trainer work; absent until then
     except ImportError:
         report["online_hr10_note"] = "bench.drift is not available: online HR@10 not measured"
         return

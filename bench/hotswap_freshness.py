@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from recstream.bench.hotswap import Traffic, collect, stream_requests
+from recstream.schemas import Event
+from recstream.schemas.topics import EVENTS
 
-from bench.hotswap import Traffic, collect, stream_requests
 from recstream.processes import Child, recstream_command
-from schemas import Event
-from schemas.topics import EVENTS
 
 PROBE_ITEM = "probe-item-0"
 PROBE_USER = "probe-user-0"

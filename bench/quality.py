@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.jsonio import write_json_atomic
+from recstream.bench.jsonio import write_json_atomic
 
 #: Bump when a change makes cached peer results incomparable.
 BENCH_VERSION = 1
@@ -102,7 +102,7 @@ def _cache_dir(opts: QualityOptions) -> Path:
 
 
 def peer_cache_key(data_sha: str, peer: str, settings: dict[str, Any], recbole: str) -> str:
-    from trainer.evaluate import PROTOCOL
+    from recstream.trainer.evaluate import PROTOCOL
 
     blob = json.dumps({"data": data_sha, "protocol": PROTOCOL, "peer": peer,
                        "settings": settings, "recbole": recbole, "bench": BENCH_VERSION},
@@ -118,10 +118,10 @@ def _row(model: str, metrics: dict[str, Any], **facts: Any) -> dict[str, Any]:
 
 
 def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str, Any]]:
-    from inference.item_text import default_cache_dir
-    from inference.model import ModelConfig
-    from trainer.pipeline import fit
-    from trainer.train import TrainConfig
+    from recstream.inference.item_text import default_cache_dir
+    from recstream.inference.model import ModelConfig
+    from recstream.trainer.pipeline import fit
+    from recstream.trainer.train import TrainConfig
 
     seen: set[tuple[Any, ...]] = set()
     loss = our_loss(opts, split.n_items)
@@ -151,7 +151,7 @@ def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str,
 
 def _peers_available() -> str:
     """RecBole's version; a :class:`BenchError` saying what to install when it cannot run."""
-    from bench.recbole_peers import PeerUnavailable, recbole_version
+    from recstream.bench.recbole_peers import PeerUnavailable, recbole_version
 
     try:
         return recbole_version()
@@ -160,7 +160,7 @@ def _peers_available() -> str:
 
 
 def _peer_rows(opts: QualityOptions, split: Any, data_sha: str) -> Iterator[dict[str, Any]]:
-    from bench.recbole_peers import run_peer
+    from recstream.bench.recbole_peers import run_peer
 
     recbole = _peers_available()
     cache = _cache_dir(opts)
@@ -215,10 +215,10 @@ def _machine(device: str) -> dict[str, Any]:
 
 def run_quality(opts: QualityOptions) -> dict[str, Any]:
     """Run the rows, print the table, write and return the JSON."""
-    from trainer.data import load_interactions
-    from trainer.evaluate import PROTOCOL, evaluate, popularity_score_fn
-    from trainer.pipeline import file_sha256
-    from trainer.split import leave_one_out
+    from recstream.trainer.data import load_interactions
+    from recstream.trainer.evaluate import PROTOCOL, evaluate, popularity_score_fn
+    from recstream.trainer.pipeline import file_sha256
+    from recstream.trainer.split import leave_one_out
 
     path = dataset_path(opts.dataset, opts.data_root)
     if opts.peers:

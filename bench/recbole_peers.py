@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from trainer.evaluate import ScoreFn, evaluate
-from trainer.split import EvalCase, Split
+from recstream.trainer.evaluate import ScoreFn, evaluate
+from recstream.trainer.split import EvalCase, Split
 
 MODELS = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec"}
 DATASET = "recstream"

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-from inference.features import SequenceBatch
+from recstream.inference.features import SequenceBatch
 
 #: The backend name of the reference rows.
 REFERENCE = "recbole-sasrec"
@@ -47,8 +46,7 @@ def _load() -> tuple[Any, Any, dict[str, Any]]:
     """(SASRec class, Interaction class, RecBole's SASRec defaults)."""
     try:
         import yaml
-
-        from bench.recbole_peers import _numpy2_shim
+        from recstream.bench.recbole_peers import _numpy2_shim
 
         _numpy2_shim()
         import recbole

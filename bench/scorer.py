@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from bench.sasrec_reference import REFERENCE
-from inference.backends.base import BackendUnavailable
-from inference.backends.parity import compare, probe_inputs, reference_topk
-from inference.export import ExportError
-from inference.features import SequenceBatch
-from inference.model import ModelConfig, SeqRecModel
+from recstream.bench.sasrec_reference import REFERENCE
+from recstream.inference.backends.base import BackendUnavailable
+from recstream.inference.backends.parity import compare, probe_inputs, reference_topk
+from recstream.inference.export import ExportError
+from recstream.inference.features import SequenceBatch
+from recstream.inference.model import ModelConfig, SeqRecModel
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +152,8 @@ def _baseline_fn(model: SeqRecModel, batch: SequenceBatch, exclude: torch.Tensor
 
 def _build(name: str, model: SeqRecModel, cfg: BenchConfig, version: str, cache: Path,
            model_dir: Path | None) -> Any:
-    from inference.backends.select import select_backend
-    from inference.backends.torch_backend import TorchBackend
+    from recstream.inference.backends.select import select_backend
+    from recstream.inference.backends.torch_backend import TorchBackend
 
     dev = cfg.device
     if name == "torch-compile":
@@ -167,8 +166,8 @@ def _build(name: str, model: SeqRecModel, cfg: BenchConfig, version: str, cache:
     if name == "torch-cuda-graphs-fp16":
         return TorchBackend(model, k=cfg.k, mode="cuda-graphs", device=dev, dtype=torch.float16)
     if name.startswith("tensorrt-"):
-        from inference.backends.select import onnx_dir_for
-        from inference.backends.tensorrt_backend import TensorRTBackend, import_tensorrt
+        from recstream.inference.backends.select import onnx_dir_for
+        from recstream.inference.backends.tensorrt_backend import TensorRTBackend, import_tensorrt
 
         import_tensorrt()
         onnx_dir = onnx_dir_for(model, model_dir=model_dir, model_version=version,
@@ -187,7 +186,7 @@ def _precision(name: str) -> str:
 def bench_reference(model: SeqRecModel, label: str, cfg: BenchConfig, report: Report,
                     inputs: dict[tuple[int, int], tuple[SequenceBatch, torch.Tensor]]) -> None:
     """RecBole's SASRec at ``model``'s shape, on the same inputs as the baseline."""
-    from bench.sasrec_reference import RecBoleSASRec, ReferenceUnavailable
+    from recstream.bench.sasrec_reference import RecBoleSASRec, ReferenceUnavailable
 
     c = model.cfg
     try:
@@ -317,14 +316,14 @@ def run_bench(cfg: BenchConfig) -> Report:
     report = Report(machine=machine_info(cfg.device))
     report.machine["config"] = {k: (str(v) if isinstance(v, Path) else v)
                                 for k, v in asdict(cfg).items()}
-    from inference.backends.select import weights_digest
+    from recstream.inference.backends.select import weights_digest
 
     model = ml1m_shape_model(cfg.seed, cfg.age_bias_layers)
     bench_model(model, "ml1m-shape", f"bench-{weights_digest(model)}", cfg, report,
                 reference=cfg.reference)
     report.summary = summarize(report, "ml1m-shape")
     if cfg.model_dir is not None:
-        from inference.model_dir import load_model_dir
+        from recstream.inference.model_dir import load_model_dir
 
         loaded = load_model_dir(cfg.model_dir)
         bench_model(loaded.model, loaded.version, loaded.version, cfg, report, cfg.model_dir)

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from recstream.bench.jsonio import write_json_atomic
+from recstream.schemas import ScoreRequest
+from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
-from bench.jsonio import write_json_atomic
 from recstream.broker import EmbeddedBroker
 from recstream.processes import Child, recstream_command
-from schemas import ScoreRequest
-from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
 T0 = 1_700_000_000_000
 TIMEOUT_S = 600.0
@@ -90,9 +90,9 @@ async def _drain(bootstrap: str, n: int, child: Child) -> float:
 
 
 def _ml1m_model_dir(root: Path, age_bias_layers: str) -> Path:
-    from bench.scorer import ml1m_shape_model
-    from inference.export import export_model_dir
-    from inference.model_dir import save_model_dir
+    from recstream.bench.scorer import ml1m_shape_model
+    from recstream.inference.export import export_model_dir
+    from recstream.inference.model_dir import save_model_dir
 
     model = ml1m_shape_model(0, age_bias_layers)
     out = root / "ml1m-shape"
@@ -108,7 +108,7 @@ def run_service_bench(
 ) -> dict[str, Any]:
     """``model_dir``: a model version to serve; default a MovieLens-1M-shaped one
     (with ``age_bias_layers``)."""
-    from inference.model_dir import CONFIG, ITEM_IDS
+    from recstream.inference.model_dir import CONFIG, ITEM_IDS
 
     root = Path(root or tempfile.mkdtemp(prefix="recstream-bench-service-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def _ort_attention_budget(backend: str) -> int | None:
     """The row-chunk budget both runs used (RECSTREAM_ORT_ATTENTION_BUDGET); None: whole batches."""
     if not backend.startswith("onnxruntime"):
         return None
-    from inference.backends.onnxruntime_backend import attention_budget_from_env
+    from recstream.inference.backends.onnxruntime_backend import attention_budget_from_env
 
     return attention_budget_from_env()
 
@@ -158,7 +158,7 @@ def _in_process(
     model_dir: Path, values: list[bytes], batch: int, backend: str, threads: int | None
 ) -> ServiceRow:
     """The same model's ``recommend()`` on the same requests, no Kafka: the baseline."""
-    from inference.sequence_recommender import load
+    from recstream.inference.sequence_recommender import load
 
     rec = load(model_dir, backend=backend, threads=threads)
     reqs = [ScoreRequest.model_validate_json(v) for v in values]

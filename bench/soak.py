@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from recstream.bench.stream_io import synthetic_records
+from recstream.schemas.topics import EVENTS
+from recstream.stream.testing import WorkerProcess, wait_for
 from rich.console import Console
 from rich.table import Table
 
-from bench.stream_io import synthetic_records
 from recstream.broker import EmbeddedBroker
 from recstream.processes import embedded_broker_env
-from schemas.topics import EVENTS
-from stream.testing import WorkerProcess, wait_for
 
 DONE_METRICS = (
     "recstream_worker_events_applied_total",

@@ -36,11 +36,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from rich.console import Console
-from rich.table import Table
-
-from bench import stored_batches
-from bench.stream_io import (
+from recstream.bench import stored_batches
+from recstream.bench.stream_io import (
     EVENTS_PER_USER,
     CpuSampler,
     cpu_seconds,
@@ -51,11 +48,14 @@ from bench.stream_io import (
     raw_read_rate,
     synthetic_records,
 )
+from recstream.schemas.messages import Recommendation
+from recstream.schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS
+from recstream.stream.testing import WorkerProcess, wait_for
+from rich.console import Console
+from rich.table import Table
+
 from recstream.broker import EmbeddedBroker
 from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
-from schemas.messages import Recommendation
-from schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS
-from stream.testing import WorkerProcess, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -376,9 +376,9 @@ def _scorer_model_dir(cfg: StreamBenchConfig, records: list[tuple[bytes, bytes]]
         return None
     if cfg.scorer_model != "sequence":
         return Path(cfg.scorer_model)
-    from bench.scorer import ML1M_ITEMS, ml1m_shape_model
-    from inference.export import export_model_dir
-    from inference.model_dir import save_model_dir
+    from recstream.bench.scorer import ML1M_ITEMS, ml1m_shape_model
+    from recstream.inference.export import export_model_dir
+    from recstream.inference.model_dir import save_model_dir
 
     items = sorted({orjson.loads(value)["item_id"] for _, value in records})
     items += [f"bench-unused-{n}" for n in range(ML1M_ITEMS - len(items))]

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from schemas.messages import Event, now_ms
+from recstream.schemas.messages import Event, now_ms
 
 #: Synthetic events are generated in chunks of this many (one seed each), so
 #: 1M events never sit in memory as pydantic objects, only as bytes.

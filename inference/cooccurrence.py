@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from types import MappingProxyType
 
-from schemas.messages import RankedItem, ScoreRequest
+from recstream.schemas.messages import RankedItem, ScoreRequest
 
 VERSION = "cooccurrence-v1"
 

@@ -32,15 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from inference.backends.serving_graph import (
+from recstream.inference.backends.serving_graph import (
     GRAPH_VERSION,
     INPUT_NAMES,
     OUTPUT_NAMES,
     ServingGraph,
 )
-from inference.model import SeqRecModel
-from inference.model_dir import sha256_file
+from recstream.inference.model import SeqRecModel
+from recstream.inference.model_dir import sha256_file
 
 ONNX_FP32 = "model.onnx"
 ONNX_FP16 = "model.fp16.onnx"
@@ -238,7 +237,7 @@ def export_model_dir(
     attn_chunks: int = DEFAULT_ATTN_CHUNKS,
 ) -> ExportManifest:
     """Add (or redo) the ONNX export of a published model version directory."""
-    from inference.model_dir import load_model_dir
+    from recstream.inference.model_dir import load_model_dir
 
     loaded = load_model_dir(Path(model_dir))
     return export_onnx_files(loaded.model, Path(model_dir), loaded.version, k=k, fp16=fp16,

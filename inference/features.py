@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from schemas.messages import EVENT_TYPES
+from recstream.schemas.messages import EVENT_TYPES
 
 PAD = 0
 #: Event-type index of an unknown/absent type (``EVENT_TYPES`` start at 1).

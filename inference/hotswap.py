@@ -38,12 +38,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
-
-from inference.hotswap_policy import Announcement, UpdatePolicy, newest_first, resolve_uri
-from inference.recommender import Recommender, load_recommender
-from inference.registry import MANIFEST, ArtifactError, Registry, verify_version_dir
-from schemas.messages import ModelUpdate, ScoreRequest, now_ms
-from schemas.topics import MODEL_UPDATES
+from recstream.inference.hotswap_policy import Announcement, UpdatePolicy, newest_first, resolve_uri
+from recstream.inference.recommender import Recommender, load_recommender
+from recstream.inference.registry import MANIFEST, ArtifactError, Registry, verify_version_dir
+from recstream.schemas.messages import ModelUpdate, ScoreRequest, now_ms
+from recstream.schemas.topics import MODEL_UPDATES
 
 log = logging.getLogger(__name__)
 

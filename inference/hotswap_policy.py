@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from inference.registry import ArtifactError
-from schemas.messages import ModelUpdate
+from recstream.inference.registry import ArtifactError
+from recstream.schemas.messages import ModelUpdate
 
 
 @dataclass(frozen=True)

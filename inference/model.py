@@ -43,9 +43,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from recstream.inference.features import N_EVENT_TYPE_IDS, log_time_bucket
 from torch import nn
-
-from inference.features import N_EVENT_TYPE_IDS, log_time_bucket
 
 #: Added to forbidden attention logits. Finite on purpose: an all-masked row
 #: (a padding query) must give a finite softmax, not NaN.

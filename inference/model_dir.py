@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recstream.inference.model import ModelConfig, SeqRecModel
 from safetensors.torch import load_file, save_file
-
-from inference.model import ModelConfig, SeqRecModel
 
 FORMAT = 1
 CONFIG = "config.json"

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from schemas.messages import RankedItem, ScoreRequest
+from recstream.schemas.messages import RankedItem, ScoreRequest
 
 #: Module that loads a trained model version directory (owned by the model code).
-SEQUENCE_LOADER_MODULE = "inference.sequence_recommender"
+SEQUENCE_LOADER_MODULE = "recstream.inference.sequence_recommender"
 
 
 @runtime_checkable
@@ -56,7 +56,7 @@ def load_recommender(
     ``previous``: the version being served, when this one is to replace it (a hot
     swap): a backend may reuse its work (TensorRT refits the running engine's plan)."""
     if model_dir is None:
-        from inference.cooccurrence import CooccurrenceRecommender
+        from recstream.inference.cooccurrence import CooccurrenceRecommender
 
         return CooccurrenceRecommender()
     if not model_dir.is_dir():

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.model_dir import CONFIG, METRICS, WEIGHTS, sha256_file
+from recstream.inference.model_dir import CONFIG, METRICS, WEIGHTS, sha256_file
 
 MANIFEST = "manifest.json"
 #: Formats that run code when loaded (pickle and its wrappers): never served.

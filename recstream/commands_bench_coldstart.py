@@ -34,8 +34,8 @@ def bench_coldstart(
     n = threads or int(os.environ.get("RECSTREAM_TORCH_THREADS", "0") or 0)
     if n > 0:
         torch.set_num_threads(n)
-    from bench.coldstart import ColdStartOptions, run_coldstart
-    from bench.quality import BenchError
+    from recstream.bench.coldstart import ColdStartOptions, run_coldstart
+    from recstream.bench.quality import BenchError
 
     opts = ColdStartOptions(dataset=dataset, data_root=data_root, json_out=json_out,
                             fraction=fraction, seed=seed, budget_s=budget_s,

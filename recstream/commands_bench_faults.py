@@ -40,10 +40,10 @@ def bench_faults(
     from rich.console import Console
     from rich.table import Table
 
-    from bench.faults import FAULTS, FaultBenchError, FaultLoad, run_faults_bench
-    from bench.jsonio import write_json_atomic
+    from recstream.bench.faults import FAULTS, FaultBenchError, FaultLoad, run_faults_bench
+    from recstream.bench.jsonio import write_json_atomic
     from recstream.processes import ChildFailed
-    from stream.testing import WorkerFailed
+    from recstream.stream.testing import WorkerFailed
 
     kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
     unknown = set(kinds) - set(FAULTS)

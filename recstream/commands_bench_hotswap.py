@@ -33,9 +33,15 @@ def bench_hotswap(
     swap duration and publish-to-served freshness (real broker, real scorer process)."""
     from rich.console import Console
 
-    from bench.hotswap import HotswapConfig, TinyModel, add_drift, format_table, run_hotswap_bench
-    from bench.jsonio import write_json_atomic
-    from inference.service import BACKENDS
+    from recstream.bench.hotswap import (
+        HotswapConfig,
+        TinyModel,
+        add_drift,
+        format_table,
+        run_hotswap_bench,
+    )
+    from recstream.bench.jsonio import write_json_atomic
+    from recstream.inference.service import BACKENDS
     from recstream.processes import ChildFailed
 
     if swaps < 1 or rate <= 0 or steady <= 0:

@@ -26,7 +26,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def _age_bias_layers(value: str) -> str:
-    from inference.model import AGE_BIAS_LAYERS
+    from recstream.inference.model import AGE_BIAS_LAYERS
 
     if value not in AGE_BIAS_LAYERS:
         raise typer.BadParameter(f"--age-bias-layers must be {' or '.join(AGE_BIAS_LAYERS)}")
@@ -59,14 +59,14 @@ def bench_scorer(
         help="also time RecBole's SASRec at the same shape (needs `make bench-deps`)")] = True,
 ) -> None:
     """Users/s and p50/p99 batch latency per backend, batch size and length; baseline = eager torch."""
-    from bench.scorer import BenchConfig, format_table, run_bench
-    from inference.backends.base import BackendUnavailable
+    from recstream.bench.scorer import BenchConfig, format_table, run_bench
+    from recstream.inference.backends.base import BackendUnavailable
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
     if compile_shapes not in ("headline", "all", "none"):
         raise typer.BadParameter("--compile-shapes must be headline, all or none")
-    logging.getLogger("bench.scorer").setLevel(logging.INFO)
+    logging.getLogger("recstream.bench.scorer").setLevel(logging.INFO)
     cfg = BenchConfig(
         device=device,
         batches=_ints(batches, "--batches"),
@@ -111,7 +111,7 @@ def bench_scorer_service(
     ] = "last",
 ) -> None:
     """Scorer service end to end (Kafka in, Kafka out): users/s from a backlog."""
-    from bench.scorer_service import format_table, run_service_bench, write_json
+    from recstream.bench.scorer_service import format_table, run_service_bench, write_json
 
     report = run_service_bench(
         requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads,

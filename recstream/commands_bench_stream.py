@@ -79,11 +79,11 @@ def bench_stream(
         _soak(json_out, soak_s, soak_rate, soak_sample_s, partitions, run_dir)
         return
 
-    from bench.jsonio import write_json_atomic
-    from bench.stream import BenchError, StreamBenchConfig, format_table, run_stream_bench
+    from recstream.bench.jsonio import write_json_atomic
+    from recstream.bench.stream import BenchError, StreamBenchConfig, format_table, run_stream_bench
     from recstream.movielens import DataFormatError
     from recstream.processes import ChildFailed
-    from stream.testing import WorkerFailed
+    from recstream.stream.testing import WorkerFailed
 
     try:
         cfg = StreamBenchConfig(
@@ -124,9 +124,9 @@ def _soak(
 
     from rich.console import Console
 
-    from bench.jsonio import write_json_atomic
-    from bench.soak import SoakConfig, SoakError, format_soak_table, run_soak
-    from stream.testing import WorkerFailed
+    from recstream.bench.jsonio import write_json_atomic
+    from recstream.bench.soak import SoakConfig, SoakError, format_soak_table, run_soak
+    from recstream.stream.testing import WorkerFailed
 
     try:
         cfg = SoakConfig(

@@ -28,7 +28,7 @@ def dashboard(
     import dataclasses
 
     from recstream.dashboard import DashboardSettings, run_dashboard
-    from schemas.settings import KafkaSettings
+    from recstream.schemas.settings import KafkaSettings
 
     try:
         kafka = KafkaSettings.from_env()

@@ -79,9 +79,9 @@ def train(
                    err=True)
         raise typer.Exit(2)
     _threads(threads)
-    from inference.item_text import default_cache_dir
-    from trainer.pipeline import run_train
-    from trainer.train import TrainConfig
+    from recstream.inference.item_text import default_cache_dir
+    from recstream.trainer.pipeline import run_train
+    from recstream.trainer.train import TrainConfig
 
     cfg = TrainConfig(lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                       max_epochs=max_epochs, patience=patience, time_budget_s=time_budget,
@@ -117,7 +117,7 @@ def eval_(
 ) -> None:
     """Evaluate a model version: full ranking, HR/NDCG/MRR @10 and @20."""
     _threads(threads)
-    from trainer.pipeline import run_eval
+    from recstream.trainer.pipeline import run_eval
 
     try:
         result = run_eval(model, data, seed=seed, which=split)
@@ -153,7 +153,7 @@ def bench_quality(
 ) -> None:
     """Ours + ablations + RecBole peers on one split, ranked by one evaluator."""
     _threads(threads)
-    from bench.quality import BenchError, QualityOptions, run_quality
+    from recstream.bench.quality import BenchError, QualityOptions, run_quality
 
     opts = QualityOptions(
         dataset=dataset, data_root=data_root, json_out=json_out,

@@ -57,8 +57,8 @@ def trainer(
     state_dir: Annotated[Path | None, typer.Option(help="window and state file folder")] = None,
 ) -> None:
     """Consume events into a training window; fine-tune, validate and publish model versions."""
-    from trainer.continuous import run_trainer
-    from trainer.settings import TrainerSettings
+    from recstream.trainer.continuous import run_trainer
+    from recstream.trainer.settings import TrainerSettings
 
     try:
         settings = TrainerSettings.from_env()
@@ -76,8 +76,8 @@ def trainer(
         raise typer.Exit(2)
     from kafka.errors import KafkaError
 
-    from schemas.probes import ProbePortError
-    from schemas.state_lock import StateDirError
+    from recstream.schemas.probes import ProbePortError
+    from recstream.schemas.state_lock import StateDirError
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,7 +100,7 @@ def models_list(registry: RegistryOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from inference.registry import Registry
+    from recstream.inference.registry import Registry
 
     reg = Registry(_existing_registry(registry, "models list"))
     versions = reg.versions()
@@ -141,9 +141,9 @@ def models_rollback(
                                            help="send a model-updates message")] = True,
 ) -> None:
     """Make VERSION the current one and announce it on model-updates."""
-    from inference.registry import ArtifactError, Registry, verify_version_dir
-    from trainer.continuous import kafka_producer, send_update
-    from trainer.settings import TrainerSettings
+    from recstream.inference.registry import ArtifactError, Registry, verify_version_dir
+    from recstream.trainer.continuous import kafka_producer, send_update
+    from recstream.trainer.settings import TrainerSettings
 
     reg = Registry(_existing_registry(registry, "rollback"))
     try:
@@ -195,8 +195,8 @@ def bench_drift(
     from rich.console import Console
     from rich.table import Table
 
-    from bench.drift import run_drift
-    from bench.jsonio import write_json_atomic
+    from recstream.bench.drift import run_drift
+    from recstream.bench.jsonio import write_json_atomic
 
     opts: dict[str, Any] = {"seed": seed, "progress": True}
     if events is not None:

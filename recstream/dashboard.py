@@ -37,8 +37,8 @@ from prometheus_client import (
 
 from recstream.live_state import LiveState
 from recstream.metrics_scrape import MetricsView
-from schemas.settings import KafkaSettings
-from schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
+from recstream.schemas.settings import KafkaSettings
+from recstream.schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import time
 from collections import Counter, defaultdict, deque
@@ -31,11 +32,11 @@ from rich.table import Table
 from rich.text import Text
 
 from recstream import dashboard_child
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.broker import ENGINES, BrokerError, free_port, make_broker
 from recstream.processes import Child, ChildFailed, embedded_broker_env, recstream_command, stop_all
+from recstream.schemas.messages import Event, Recommendation, now_ms
+from recstream.schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
 from recstream.synthetic import CATEGORIES, CatalogItem
-from schemas.messages import Event, Recommendation, now_ms
-from schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
 
 #: The synthetic stream is generated up front; beyond this the replay ends early.
 MAX_EVENTS = 500_000
@@ -74,8 +75,12 @@ class DemoOptions:
     samples: int = 3
     #: The live page's port; taken if free, else any free port; 0: any free port.
     dashboard_port: int = dashboard_child.DEFAULT_PORT
+    #: auto (Kafka where Java 17+ is found, else Tansu), kafka or tansu.
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}")
         if self.duration_s <= 0 or self.rate <= 0:
             raise ValueError("--duration and --rate must be positive")
         if self.malformed < 0:
@@ -131,11 +136,20 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         f"logs and state in {run_dir}"
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    broker = EmbeddedBroker(partitions=opts.partitions, log_path=run_dir / "broker.log")
+    # A demo starts from nothing: Kafka's data of an earlier run in this folder goes.
+    shutil.rmtree(run_dir / "kafka", ignore_errors=True)
+    try:
+        broker = make_broker(opts.engine, run_dir, partitions=opts.partitions,
+                             log_path=run_dir / "broker.log")
+    except BrokerError as exc:
+        raise DemoError(str(exc)) from None
     children: list[Child] = []
     started = time.monotonic()
     try:
-        broker.start()
+        try:
+            broker.start()
+        except BrokerError as exc:
+            raise DemoError(str(exc)) from None
         env = embedded_broker_env(
             broker.bootstrap,
             RECSTREAM_PARTITIONS=str(opts.partitions),
@@ -156,7 +170,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             f"http://127.0.0.1:{ports['scorer']}",
         )
         children.append(dashboard)
-        console.print(f"broker on {broker.bootstrap}; worker and scorer starting ...")
+        console.print(f"{broker.engine} broker on {broker.bootstrap}; worker and scorer starting ...")
         try:
             dashboard_child.wait_serving(dashboard, dashboard_url)
         except ChildFailed as exc:
@@ -178,6 +192,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)
     summary = _summary(opts, figures, run_dir, time.monotonic() - started)
+    summary["engine"] = broker.engine
     summary["dashboard_url"] = dashboard_url
     _print_samples(console, figures, data.items, opts.samples)
     _print_summary(console, summary)

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from recstream.schemas.messages import MIN_TS_MS, Event, now_ms
 from recstream.synthetic import CatalogItem
-from schemas.messages import MIN_TS_MS, Event, now_ms
 
 
 class DataFormatError(ValueError):

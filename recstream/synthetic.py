@@ -22,7 +22,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from schemas.messages import Event, now_ms
+from recstream.schemas.messages import Event, now_ms
 
 #: category -> (first words, second words, third words) of its titles.
 _TITLE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {

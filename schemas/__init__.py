@@ -1,6 +1,6 @@
 """recstream message types, validation, topic names. Imports nothing of ours."""
 
-from schemas.messages import (
+from recstream.schemas.messages import (
     EVENT_TYPES,
     SCHEMA_VERSION,
     DeadLetter,
@@ -12,7 +12,7 @@ from schemas.messages import (
     UserDeletion,
     parse_event,
 )
-from schemas.settings import KafkaSettings
+from recstream.schemas.settings import KafkaSettings
 
 __all__ = [
     "EVENT_TYPES",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.messages import MESSAGE_TYPES
+from recstream.schemas.messages import MESSAGE_TYPES
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 

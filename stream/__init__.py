@@ -9,7 +9,7 @@ Modules, one concern each:
   builds them from settings (no module-level app or settings).
 - ``tansu_compat``: the end-offset fix for the embedded Tansu broker.
 - ``metrics``: Prometheus counters in a per-worker registry.
-- ``worker``: ``run_worker(settings)`` and ``main()`` (``python -m stream.worker``).
+- ``worker``: ``run_worker(settings)`` and ``main()`` (``python -m recstream.stream.worker``).
 - ``testing``: run a worker process and read back its state (integration tests).
 
 Nothing here imports torch (import-linter enforces it): the worker image has none.

@@ -16,14 +16,13 @@ import faust
 from aiokafka.partitioner import murmur2
 from faust.types import AgentT, EventT, StreamT, TableT
 from faust.types.tuples import Message
-
-from schemas import Event, InvalidEvent, parse_event
-from schemas.messages import now_ms
-from stream.batched_send import Delivered, Record, send_as_batches
-from stream.deadletter import dead_letter_json
-from stream.hole_watch import HoleWatch
-from stream.metrics import WorkerMetrics
-from stream.sequence import (
+from recstream.schemas import Event, InvalidEvent, parse_event
+from recstream.schemas.messages import now_ms
+from recstream.stream.batched_send import Delivered, Record, send_as_batches
+from recstream.stream.deadletter import dead_letter_json
+from recstream.stream.hole_watch import HoleWatch
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.sequence import (
     StateDecodeError,
     UserSequence,
     apply_events,
@@ -31,9 +30,9 @@ from stream.sequence import (
     encode_state,
     score_request_json,
 )
-from stream.tables import DirectWriter, changelog_sends, table_partition
-from stream.take import Batcher, adaptive_take
-from stream.topics import WorkerTopics
+from recstream.stream.tables import DirectWriter, changelog_sends, table_partition
+from recstream.stream.take import Batcher, adaptive_take
+from recstream.stream.topics import WorkerTopics
 
 log = logging.getLogger(__name__)
 

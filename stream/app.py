@@ -11,26 +11,31 @@ import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors import Sensor
 from faust.types import AgentT, AppT, TableT
-
-from schemas import KafkaSettings
-from schemas import topics as names
-from stream import monitoring
-from stream.agents import BatchProcessor, Emitter, FatalHandler, ProducerEmitter, define_agent
-from stream.deletions import DeletionProcessor, define_deletions_agent
-from stream.faust_gaps import FaustGaps, committed_offset
-from stream.hole_watch import HoleWatch
-from stream.intake import DirectIntake
-from stream.last_recommendations import (
+from recstream.schemas import KafkaSettings
+from recstream.schemas import topics as names
+from recstream.stream import monitoring
+from recstream.stream.agents import (
+    BatchProcessor,
+    Emitter,
+    FatalHandler,
+    ProducerEmitter,
+    define_agent,
+)
+from recstream.stream.deletions import DeletionProcessor, define_deletions_agent
+from recstream.stream.faust_gaps import FaustGaps, committed_offset
+from recstream.stream.hole_watch import HoleWatch
+from recstream.stream.intake import DirectIntake
+from recstream.stream.last_recommendations import (
     OnlineQuality,
     define_last_recommendations_table,
     define_recommendations_agent,
     define_recommendations_topic,
 )
-from stream.metrics import WorkerMetrics
-from stream.settings import WorkerSettings
-from stream.tables import DeliveredTable, DirectWriter, define_table
-from stream.take import Batcher, behind_highwater
-from stream.topics import WorkerTopics, define_topics
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.settings import WorkerSettings
+from recstream.stream.tables import DeliveredTable, DirectWriter, define_table
+from recstream.stream.take import Batcher, behind_highwater
+from recstream.stream.topics import WorkerTopics, define_topics
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 
 from faust.types.tuples import Message
-
-from schemas import DeadLetter
+from recstream.schemas import DeadLetter
 
 #: Most original bytes a dead letter carries. A letter must itself fit in one
 #: Kafka record (1 MiB by default, and base64 adds a third): a hostile record

@@ -21,15 +21,14 @@ from typing import Any
 import faust
 from faust.types import AgentT, EventT, StreamT, TableT
 from pydantic import ValidationError
-
-from schemas import UserDeletion
-from schemas import topics as names
-from schemas.messages import MAX_EVENT_BYTES, now_ms
-from stream.agents import Emitter, FatalHandler, user_partition
-from stream.deadletter import dead_letter_json
-from stream.hole_watch import HoleWatch
-from stream.metrics import WorkerMetrics
-from stream.tables import DirectWriter, changelog_sends, delivered, table_partition
+from recstream.schemas import UserDeletion
+from recstream.schemas import topics as names
+from recstream.schemas.messages import MAX_EVENT_BYTES, now_ms
+from recstream.stream.agents import Emitter, FatalHandler, user_partition
+from recstream.stream.deadletter import dead_letter_json
+from recstream.stream.hole_watch import HoleWatch
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.tables import DirectWriter, changelog_sends, delivered, table_partition
 
 log = logging.getLogger(__name__)
 

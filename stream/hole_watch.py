@@ -23,9 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.types.tuples import Message
-
-from stream.metrics import WorkerMetrics
-from stream.offset_gaps import NOTHING, REPEAT, OffsetGaps, Verdict
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.offset_gaps import NOTHING, REPEAT, OffsetGaps, Verdict
 
 log = logging.getLogger(__name__)
 

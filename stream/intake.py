@@ -38,9 +38,8 @@ from time import monotonic
 from typing import Any
 
 import faust
-
-from stream.metrics import WorkerMetrics
-from stream.take import Batcher
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.take import Batcher
 
 
 class DirectIntake:

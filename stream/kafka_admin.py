@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from schemas.settings import KafkaSettings, bounded_bootstrap
+from recstream.schemas.settings import KafkaSettings, bounded_bootstrap
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

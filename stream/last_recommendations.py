@@ -16,20 +16,19 @@ from collections.abc import Callable, Sequence
 
 import faust
 from faust.types import AgentT, EventT, StreamT, TableT, TopicT
-
-from schemas import Event
-from schemas import topics as names
-from schemas.messages import now_ms
-from stream.hole_watch import HoleWatch
-from stream.metrics import WorkerMetrics
-from stream.online_quality import (
+from recstream.schemas import Event
+from recstream.schemas import topics as names
+from recstream.schemas.messages import now_ms
+from recstream.stream.hole_watch import HoleWatch
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.online_quality import (
     K,
     LastRecommendation,
     RollingQuality,
     judge,
     parse_recommendation,
 )
-from stream.tables import changelog_sends, delivered, read_value, table_partition
+from recstream.stream.tables import changelog_sends, delivered, read_value, table_partition
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ import faust
 from faust.sensors import Sensor
 from faust.types import TP, TableT
 from faust.types.tuples import Message
-
-from stream.faust_gaps import committed_offset
-from stream.metrics import WorkerMetrics
+from recstream.stream.faust_gaps import committed_offset
+from recstream.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

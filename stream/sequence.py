@@ -28,8 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-
-from schemas import SCHEMA_VERSION, Event, ScoreRequest
+from recstream.schemas import SCHEMA_VERSION, Event, ScoreRequest
 
 DEFAULT_MAX_LEN = 200
 #: First element of an encoded state. Bump it when the layout changes, and keep

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas import KafkaSettings
-from schemas.settings import env_number
+from recstream.schemas import KafkaSettings
+from recstream.schemas.settings import env_number
 
 APP_ID = "recstream-worker"
 

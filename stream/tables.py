@@ -14,8 +14,7 @@ import faust
 from faust.streams import _current_event  # see table_partition() for why
 from faust.types import TP, EventT, TableT
 from faust.types.tuples import FutureMessage
-
-from stream.batched_send import Delivered, Record
+from recstream.stream.batched_send import Delivered, Record
 
 USER_SEQUENCES = "user_sequences"
 

@@ -28,9 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from schemas import KafkaSettings
-from stream.kafka_admin import BrokerUnreachable, admin_call
+from recstream.schemas import KafkaSettings
+from recstream.stream.kafka_admin import BrokerUnreachable, admin_call
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-
-from stream.agents import user_partition
-from stream.sequence import UserSequence, decode_state
-from stream.settings import APP_ID
-from stream.tables import USER_SEQUENCES
+from recstream.stream.agents import user_partition
+from recstream.stream.sequence import UserSequence, decode_state
+from recstream.stream.settings import APP_ID
+from recstream.stream.tables import USER_SEQUENCES
 
 #: Faust keeps its own bookkeeping (the changelog offset) in every table DB.
 FAUST_OFFSET_KEY = b"__faust\0offset__"
@@ -62,7 +61,7 @@ def wait_for(
 
 @dataclass
 class WorkerProcess:
-    """``python -m stream.worker`` with a metrics port, started and stopped by a test."""
+    """``python -m recstream.stream.worker`` with a metrics port, started and stopped by a test."""
 
     env: Mapping[str, str]
     log_path: Path
@@ -73,7 +72,7 @@ class WorkerProcess:
         env = {**self.env, "RECSTREAM_METRICS_PORT": str(self.metrics_port)}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.worker"],
+            [sys.executable, "-m", "recstream.stream.worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

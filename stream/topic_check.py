@@ -16,9 +16,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from schemas.settings import KafkaSettings
-from schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS, USER_DELETIONS
-from stream.kafka_admin import BrokerUnreachable, admin_call
+from recstream.schemas.settings import KafkaSettings
+from recstream.schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS, USER_DELETIONS
+from recstream.stream.kafka_admin import BrokerUnreachable, admin_call
 
 log = logging.getLogger(__name__)
 

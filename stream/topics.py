@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import faust
 from faust.types import TopicT
-
-from schemas import topics as names
+from recstream.schemas import topics as names
 
 
 def repartition_topic_name(app_id: str) -> str:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import faust
 from faust.exceptions import ConsistencyError
-
-from schemas.probes import loop_responds
-from schemas.state_lock import StateDirError, lock_state_dir
-from stream import faust_drain, tansu_compat, topic_check
-from stream.app import create_app, widen_producer_buffer
-from stream.metrics import MetricsServer, WorkerMetrics
-from stream.settings import WorkerSettings
+from recstream.schemas.probes import loop_responds
+from recstream.schemas.state_lock import StateDirError, lock_state_dir
+from recstream.stream import faust_drain, tansu_compat, topic_check
+from recstream.stream.app import create_app, widen_producer_buffer
+from recstream.stream.metrics import MetricsServer, WorkerMetrics
+from recstream.stream.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

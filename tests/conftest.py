@@ -1,4 +1,10 @@
-"""Shared fixtures. Integration fixtures start real components and stop them."""
+"""Shared fixtures. Integration fixtures start real components and stop them.
+
+The ``broker`` fixture is Apache Kafka (KRaft, one node) unless a test is
+marked ``tansu`` (the small tier that keeps the pip-only engine working) or
+``RECSTREAM_TEST_ENGINE`` names another engine. A missing Java or Kafka fails
+the test; it never skips.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from recstream.broker import EmbeddedBroker
+from recstream.broker import Broker, make_broker
+
+
+def test_engine(request: pytest.FixtureRequest) -> str:
+    if request.node.get_closest_marker("tansu") is not None:
+        return "tansu"
+    return os.environ.get("RECSTREAM_TEST_ENGINE", "kafka")
 
 
 @pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A fresh embedded Tansu broker on a free loopback port, topics created."""
-    b = EmbeddedBroker(partitions=4, log_path=tmp_path / "broker.log")
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """A fresh broker on free loopback ports, every topic created."""
+    b = make_broker(test_engine(request), tmp_path / "broker", partitions=4,
+                    log_path=tmp_path / "broker.log")
     b.start()
     try:
         yield b
@@ -23,7 +36,19 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture()
-def recstream_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
+def cluster(tmp_path: Path) -> Iterator[Broker]:
+    """Three Kafka nodes on loopback: replication factor 3, min.insync.replicas 2."""
+    b = make_broker("kafka", tmp_path / "cluster", partitions=4, nodes=3,
+                    log_path=tmp_path / "cluster.log")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture()
+def recstream_env(broker: Broker, tmp_path: Path) -> dict[str, str]:
     """Environment for a child recstream process talking to the test broker."""
     env = dict(os.environ)
     env.update(

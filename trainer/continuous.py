@@ -23,21 +23,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inference.item_text import default_cache_dir
-from inference.model import ModelConfig
-from inference.registry import Registry
-from schemas.messages import InvalidEvent, UserDeletion, parse_event
-from schemas.probes import ProbeServer
-from schemas.state_lock import lock_state_dir
-from schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
-from trainer.finetune import RoundCancelled
-from trainer.item_catalogue import load_item_texts
-from trainer.process_metrics import TrainerMetrics
-from trainer.publish import model_update
-from trainer.round import RoundOptions, RoundResult, run_round
-from trainer.settings import TrainerSettings
-from trainer.train import TrainConfig
-from trainer.window import TrainingWindow, WindowBounds
+from recstream.inference.item_text import default_cache_dir
+from recstream.inference.model import ModelConfig
+from recstream.inference.registry import Registry
+from recstream.schemas.messages import InvalidEvent, UserDeletion, parse_event
+from recstream.schemas.probes import ProbeServer
+from recstream.schemas.state_lock import lock_state_dir
+from recstream.schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
+from recstream.trainer.finetune import RoundCancelled
+from recstream.trainer.item_catalogue import load_item_texts
+from recstream.trainer.process_metrics import TrainerMetrics
+from recstream.trainer.publish import model_update
+from recstream.trainer.round import RoundOptions, RoundResult, run_round
+from recstream.trainer.settings import TrainerSettings
+from recstream.trainer.train import TrainConfig
+from recstream.trainer.window import TrainingWindow, WindowBounds
 
 log = logging.getLogger("recstream.trainer")
 _MAX_POLL_RECORDS = 5000

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.messages import Event
+from recstream.schemas.messages import Event
 
 
 @dataclass(frozen=True)

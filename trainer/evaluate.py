@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-
-from inference.features import build_batch
-from inference.model import SeqRecModel
-from trainer.metrics import metrics_from_ranks, rank_targets
-from trainer.split import EvalCase, Split
+from recstream.inference.features import build_batch
+from recstream.inference.model import SeqRecModel
+from recstream.trainer.metrics import metrics_from_ranks, rank_targets
+from recstream.trainer.split import EvalCase, Split
 
 ScoreFn = Callable[[Sequence[EvalCase]], torch.Tensor]
 

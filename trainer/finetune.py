@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from inference.model import ModelConfig, SeqRecModel
-from trainer.split import Split
-from trainer.train import TrainConfig, _optimizer, train_epoch, training_rows
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.trainer.split import Split
+from recstream.trainer.train import TrainConfig, _optimizer, train_epoch, training_rows
 
 
 class RoundCancelled(RuntimeError):

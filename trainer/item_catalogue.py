@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-
-from inference.item_text import TEXT_DIM, embed_texts
-from trainer.data import _item_text_from_atomic
+from recstream.inference.item_text import TEXT_DIM, embed_texts
+from recstream.trainer.data import _item_text_from_atomic
 
 
 def load_item_texts(path: Path) -> dict[str, str]:

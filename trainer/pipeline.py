@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from inference.item_text import TEXT_DIM, embed_texts
-from inference.model import ModelConfig
-from inference.model_dir import load_model_dir, save_model_dir
-from inference.model_dir import sha256_file as file_sha256  # noqa: F401 - used by bench
-from trainer.data import Interactions, load_interactions
-from trainer.evaluate import PROTOCOL, ScoreFn, evaluate, model_score_fn
-from trainer.split import EvalCase, Split, leave_one_out
-from trainer.train import TrainConfig, TrainResult, train
+from recstream.inference.item_text import TEXT_DIM, embed_texts
+from recstream.inference.model import ModelConfig
+from recstream.inference.model_dir import load_model_dir, save_model_dir
+from recstream.inference.model_dir import sha256_file as file_sha256  # noqa: F401 - used by bench
+from recstream.trainer.data import Interactions, load_interactions
+from recstream.trainer.evaluate import PROTOCOL, ScoreFn, evaluate, model_score_fn
+from recstream.trainer.split import EvalCase, Split, leave_one_out
+from recstream.trainer.train import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 

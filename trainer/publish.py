@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from inference.export import DEFAULT_K, export_onnx_files
-from inference.model import SeqRecModel
-from inference.model_dir import CONFIG, save_model_dir
-from inference.registry import STAGING, Registry, VersionInfo
-from schemas.messages import ModelUpdate
+from recstream.inference.export import DEFAULT_K, export_onnx_files
+from recstream.inference.model import SeqRecModel
+from recstream.inference.model_dir import CONFIG, save_model_dir
+from recstream.inference.registry import STAGING, Registry, VersionInfo
+from recstream.schemas.messages import ModelUpdate
 
 #: Figures copied from a version's metrics.json into its ModelUpdate.
 _ANNOUNCED = {

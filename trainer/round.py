@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.model import ModelConfig
-from inference.model_dir import load_model_dir
-from inference.registry import Registry, VersionInfo
-from trainer.evaluate import evaluate, model_score_fn
-from trainer.finetune import finetune, grow_model
-from trainer.gate import GateDecision, decide
-from trainer.item_catalogue import text_rows
-from trainer.pipeline import remapped_score_fn
-from trainer.publish import publish_version
-from trainer.train import TrainConfig
-from trainer.window import TrainingWindow
-from trainer.window_split import WindowSplit, window_split
+from recstream.inference.model import ModelConfig
+from recstream.inference.model_dir import load_model_dir
+from recstream.inference.registry import Registry, VersionInfo
+from recstream.trainer.evaluate import evaluate, model_score_fn
+from recstream.trainer.finetune import finetune, grow_model
+from recstream.trainer.gate import GateDecision, decide
+from recstream.trainer.item_catalogue import text_rows
+from recstream.trainer.pipeline import remapped_score_fn
+from recstream.trainer.publish import publish_version
+from recstream.trainer.train import TrainConfig
+from recstream.trainer.window import TrainingWindow
+from recstream.trainer.window_split import WindowSplit, window_split
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import KafkaSettings, env_number
+from recstream.schemas.settings import KafkaSettings, env_number
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from inference.features import EVENT_TYPE_INDEX
-from trainer.data import Interactions
+from recstream.inference.features import EVENT_TYPE_INDEX
+from recstream.trainer.data import Interactions
 
 MIN_EVENTS = 3
 

@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-
-from inference.features import build_batch
-from inference.model import ModelConfig, SeqRecModel
-from trainer.evaluate import evaluate, model_score_fn
-from trainer.split import Split
+from recstream.inference.features import build_batch
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.trainer.evaluate import evaluate, model_score_fn
+from recstream.trainer.split import Split
 
 log = logging.getLogger(__name__)
 

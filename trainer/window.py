@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from recstream.schemas.messages import Event
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
-
-from schemas.messages import Event
 
 DAY_MS = 24 * 3600 * 1000
 _USER = b"u:"

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from inference.features import EVENT_TYPE_INDEX
-from trainer.split import EvalCase, Split, UserSequence
-from trainer.window import UserRows
+from recstream.inference.features import EVENT_TYPE_INDEX
+from recstream.trainer.split import EvalCase, Split, UserSequence
+from recstream.trainer.window import UserRows
 
 
 @dataclass

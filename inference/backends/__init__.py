@@ -6,7 +6,7 @@ Import the backend modules themselves lazily (``select_backend`` does): this
 package's ``__init__`` pulls in nothing beyond torch.
 """
 
-from inference.backends.base import (
+from recstream.inference.backends.base import (
     MASKED_SCORE,
     BackendUnavailable,
     ScoringBackend,

@@ -21,9 +21,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-
-from inference.backends.serving_graph import MASKED_SCORE
-from inference.features import SequenceBatch
+from recstream.inference.backends.serving_graph import MASKED_SCORE
+from recstream.inference.features import SequenceBatch
 
 __all__ = [
     "MASKED_SCORE",

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from inference.backends.base import BackendUnavailable, check_k, trim_padding
-from inference.backends.serving_graph import INPUT_NAMES
-from inference.export import ExportError
-from inference.features import SequenceBatch
+from recstream.inference.backends.base import BackendUnavailable, check_k, trim_padding
+from recstream.inference.backends.serving_graph import INPUT_NAMES
+from recstream.inference.export import ExportError
+from recstream.inference.features import SequenceBatch
 
 #: On the CPU, the most attention elements per head (rows x L x L) one session
 #: run computes; a larger batch is scored in row chunks, so that the

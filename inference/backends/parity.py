@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from inference.backends.base import ScoringBackend
-from inference.features import N_EVENT_TYPE_IDS, SequenceBatch
-from inference.model import SeqRecModel
+from recstream.inference.backends.base import ScoringBackend
+from recstream.inference.features import N_EVENT_TYPE_IDS, SequenceBatch
+from recstream.inference.model import SeqRecModel
 
 
 def probe_inputs(

@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-from inference.backends.base import BackendUnavailable, ScoringBackend
-from inference.backends.serving_graph import GRAPH_VERSION
-from inference.export import (
+from recstream.inference.backends.base import BackendUnavailable, ScoringBackend
+from recstream.inference.backends.serving_graph import GRAPH_VERSION
+from recstream.inference.export import (
     DEFAULT_K,
     MANIFEST,
     ONNX_FP32,
@@ -27,7 +26,7 @@ from inference.export import (
     read_manifest,
     verified_onnx,
 )
-from inference.model import SeqRecModel
+from recstream.inference.model import SeqRecModel
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +137,12 @@ def _build(
     threads: int | None, cache: Path, previous: object | None = None,
 ) -> ScoringBackend:
     if name in ("torch", "torch-compile", "torch-cuda-graphs"):
-        from inference.backends.torch_backend import TorchBackend
+        from recstream.inference.backends.torch_backend import TorchBackend
 
         mode = {"torch": "eager", "torch-compile": "compile", "torch-cuda-graphs": "cuda-graphs"}[name]
         return TorchBackend(model, k=k, mode=mode, device=device, threads=threads)
     if name == "tensorrt":
-        from inference.backends.tensorrt_backend import TensorRTBackend, import_tensorrt
+        from recstream.inference.backends.tensorrt_backend import TensorRTBackend, import_tensorrt
 
         import_tensorrt()  # fail fast, before an export, where it cannot run
         onnx_dir = onnx_dir_for(model, model_dir=model_dir, model_version=version,
@@ -151,7 +150,10 @@ def _build(
         if isinstance(previous, TensorRTBackend):
             return TensorRTBackend.refit_or_build(previous, onnx_dir, cache_dir=cache / "tensorrt")
         return TensorRTBackend(onnx_dir, cache_dir=cache / "tensorrt")
-    from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime
+    from recstream.inference.backends.onnxruntime_backend import (
+        OnnxRuntimeBackend,
+        import_onnxruntime,
+    )
 
     import_onnxruntime()
     onnx_dir = onnx_dir_for(model, model_dir=model_dir, model_version=version,
@@ -166,8 +168,8 @@ def _int8_backend(
     model: SeqRecModel, fp32_path: Path, out_dir: Path, *, k: int, threads: int | None
 ) -> ScoringBackend:
     """The int8 graph, only if its top-K agrees with the reference on a probe batch."""
-    from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_int8
-    from inference.backends.parity import check_backend
+    from recstream.inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_int8
+    from recstream.inference.backends.parity import check_backend
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ONNX_INT8

@@ -38,9 +38,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from recstream.inference.model import SeqRecModel
 from torch import nn
-
-from inference.model import SeqRecModel
 
 #: The score of an excluded item or padding, as ``SeqRecModel.topk`` returns it.
 MASKED_SCORE = -1e9

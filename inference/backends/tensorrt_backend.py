@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from inference.backends.base import BackendUnavailable, check_k, trim_padding
-from inference.backends.serving_graph import INPUT_NAMES, OUTPUT_NAMES
-from inference.export import ONNX_FP16, ONNX_FP32, ExportError, verified_onnx
-from inference.features import SequenceBatch
+from recstream.inference.backends.base import BackendUnavailable, check_k, trim_padding
+from recstream.inference.backends.serving_graph import INPUT_NAMES, OUTPUT_NAMES
+from recstream.inference.export import ONNX_FP16, ONNX_FP32, ExportError, verified_onnx
+from recstream.inference.features import SequenceBatch
 
 log = logging.getLogger(__name__)
 

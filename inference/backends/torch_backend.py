@@ -18,11 +18,10 @@ import threading
 from dataclasses import dataclass
 
 import torch
-
-from inference.backends.base import BackendUnavailable, bucket_size, check_k, trim_padding
-from inference.backends.serving_graph import ServingGraph
-from inference.features import SequenceBatch
-from inference.model import SeqRecModel
+from recstream.inference.backends.base import BackendUnavailable, bucket_size, check_k, trim_padding
+from recstream.inference.backends.serving_graph import ServingGraph
+from recstream.inference.features import SequenceBatch
+from recstream.inference.model import SeqRecModel
 
 MODES = ("eager", "compile", "cuda-graphs")
 NAMES = {"eager": "torch", "compile": "torch-compile", "cuda-graphs": "torch-cuda-graphs"}
@@ -106,7 +105,7 @@ class TorchBackend:
         dynamic: bool | None = None,
         threads: int | None = None,
     ) -> None:
-        from inference.export import DEFAULT_ATTN_CHUNKS
+        from recstream.inference.export import DEFAULT_ATTN_CHUNKS
 
         if mode not in MODES:
             raise ValueError(f"unknown torch backend mode {mode!r}; one of {MODES}")

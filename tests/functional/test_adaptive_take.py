@@ -13,8 +13,7 @@ from typing import Any
 
 import faust
 import pytest
-
-from stream.take import Batcher, adaptive_take, behind_highwater
+from recstream.stream.take import Batcher, adaptive_take, behind_highwater
 
 Taken = list[tuple[float, list[int]]]
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from bench.drift import run_drift
+from recstream.bench.drift import run_drift
 
 pytestmark = pytest.mark.slow
 

@@ -57,8 +57,12 @@ def test_bench_quality_rows_and_json_shape(tmp_path: Path) -> None:
 
 def test_our_loss_is_sampled_only_for_large_catalogues(tmp_path: Path) -> None:
     import pytest
-
-    from bench.quality import SAMPLED_LOSS_ABOVE_ITEMS, BenchError, QualityOptions, our_loss
+    from recstream.bench.quality import (
+        SAMPLED_LOSS_ABOVE_ITEMS,
+        BenchError,
+        QualityOptions,
+        our_loss,
+    )
 
     opts = QualityOptions(dataset="beauty", data_root=tmp_path, json_out=tmp_path / "q.json")
     assert our_loss(opts, 1_682) == "full"
@@ -71,8 +75,9 @@ def test_our_loss_is_sampled_only_for_large_catalogues(tmp_path: Path) -> None:
 
 
 def test_unavailable_peers_fail_before_any_row_trains(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import bench.recbole_peers as peers
-    import trainer.pipeline
+    import recstream.bench.recbole_peers as peers
+    import recstream.trainer.pipeline as pipeline
+
     from recstream.cli import app
 
     def missing() -> str:
@@ -82,7 +87,7 @@ def test_unavailable_peers_fail_before_any_row_trains(tmp_path: Path, monkeypatc
         raise AssertionError("a row trained before the peers were checked")
 
     monkeypatch.setattr(peers, "recbole_version", missing)
-    monkeypatch.setattr(trainer.pipeline, "fit", must_not_train)
+    monkeypatch.setattr(pipeline, "fit", must_not_train)
     _write_ml100k(tmp_path / "data")
     res = CliRunner().invoke(app, [
         "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),

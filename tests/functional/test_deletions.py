@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+from recstream.schemas import DeadLetter
+from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS, USER_DELETIONS
+from recstream.stream.agents import user_partition
 from test_worker_agent import (  # noqa: F401 - harness is a fixture
     PARTITIONS,
     T0,
@@ -17,10 +20,6 @@ from test_worker_agent import (  # noqa: F401 - harness is a fixture
     run,
     wait_until,
 )
-
-from schemas import DeadLetter
-from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS, USER_DELETIONS
-from stream.agents import user_partition
 
 
 def deletion(user: str) -> bytes:

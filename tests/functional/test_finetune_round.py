@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from recstream.inference.model import ModelConfig
+from recstream.inference.model_dir import load_model_dir
+from recstream.inference.registry import Registry, verify_version_dir
+from recstream.trainer.finetune import grow_model
+from recstream.trainer.item_catalogue import load_item_texts, text_rows
+from recstream.trainer.publish import model_update
+from recstream.trainer.round import RoundOptions, run_round
+from recstream.trainer.train import TrainConfig
+from recstream.trainer.window import TrainingWindow, WindowBounds
+from recstream.trainer.window_split import window_split
 
-from inference.model import ModelConfig
-from inference.model_dir import load_model_dir
-from inference.registry import Registry, verify_version_dir
 from recstream.synthetic import generate
-from trainer.finetune import grow_model
-from trainer.item_catalogue import load_item_texts, text_rows
-from trainer.publish import model_update
-from trainer.round import RoundOptions, run_round
-from trainer.train import TrainConfig
-from trainer.window import TrainingWindow, WindowBounds
-from trainer.window_split import window_split
 
 pytestmark = pytest.mark.slow
 

@@ -12,13 +12,12 @@ import random
 from pathlib import Path
 
 import pytest
+from recstream.inference.sequence_recommender import load
+from recstream.schemas.messages import Event, ScoreRequest
+from recstream.trainer.data import load_interactions, write_event_log
+from recstream.trainer.evaluate import evaluate, popularity_score_fn
+from recstream.trainer.split import leave_one_out
 from typer.testing import CliRunner
-
-from inference.sequence_recommender import load
-from schemas.messages import Event, ScoreRequest
-from trainer.data import load_interactions, write_event_log
-from trainer.evaluate import evaluate, popularity_score_fn
-from trainer.split import leave_one_out
 
 T0 = 1_700_000_000_000
 N_ITEMS = 40
@@ -104,7 +103,7 @@ def test_masked_item_pretraining_runs_before_training_and_serves(
         event_log: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from recstream.cli import app
 
-    caplog.set_level(logging.INFO, logger="trainer.train")
+    caplog.set_level(logging.INFO, logger="recstream.trainer.train")
 
     out = tmp_path / "v1"
     res = CliRunner().invoke(app, [
@@ -119,7 +118,7 @@ def test_masked_item_pretraining_runs_before_training_and_serves(
     assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
     assert history.index(pre[-1]) < len(pre)  # pre-training comes first
     # --no-progress: no bars, one log line per epoch instead.
-    lines = [r.getMessage() for r in caplog.records if r.name == "trainer.train"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "recstream.trainer.train"]
     assert [m.split(":")[0] for m in lines] == [
         "pre-training epoch 1/3", "pre-training epoch 2/3", "pre-training epoch 3/3",
         "epoch 1/2", "epoch 2/2"]

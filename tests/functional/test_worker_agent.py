@@ -21,17 +21,16 @@ import orjson
 import pytest
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
-
-from schemas import DeadLetter, ScoreRequest
-from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
-from stream import tansu_compat
-from stream.agents import user_partition
-from stream.app import WorkerApp, create_app, widen_producer_buffer
-from stream.sequence import UserSequence, decode_state
-from stream.settings import WorkerSettings
-from stream.tables import DirectWriter, _rocksdb_store, read_value, table_partition
-from stream.testing import changelog_topic
-from stream.topics import repartition_topic_name
+from recstream.schemas import DeadLetter, ScoreRequest
+from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
+from recstream.stream import tansu_compat
+from recstream.stream.agents import user_partition
+from recstream.stream.app import WorkerApp, create_app, widen_producer_buffer
+from recstream.stream.sequence import UserSequence, decode_state
+from recstream.stream.settings import WorkerSettings
+from recstream.stream.tables import DirectWriter, _rocksdb_store, read_value, table_partition
+from recstream.stream.testing import changelog_topic
+from recstream.stream.topics import repartition_topic_name
 
 T0 = 1_700_000_000_000
 PARTITIONS = 4
@@ -405,16 +404,16 @@ def test_failed_output_delivery_is_fatal(harness: Harness) -> None:
 def test_a_bug_in_the_update_dead_letters_that_users_events_only(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import stream.agents
+    import recstream.stream.agents as agents
 
-    real_apply = stream.agents.apply_events
+    real_apply = agents.apply_events
 
     def buggy(state, events, max_len):  # type: ignore[no-untyped-def]
         if events[0].user_id == "ivan":
             raise RuntimeError("boom")
         return real_apply(state, events, max_len)
 
-    monkeypatch.setattr(stream.agents, "apply_events", buggy)
+    monkeypatch.setattr(agents, "apply_events", buggy)
     records = [keyed("ivan", event("v1", "ivan", 1)), keyed("judy", event("j1", "judy", 1))]
     run(harness, records, until=lambda: bool(harness.emitter.on(SCORE_REQUESTS)))
     letters = [DeadLetter.model_validate_json(s.value) for s in harness.emitter.on(EVENTS_DLQ)]

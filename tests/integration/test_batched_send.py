@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from recstream.schemas.topics import SCORE_REQUESTS
+from recstream.stream.batched_send import Delivered, send_as_batches
 
-from recstream.broker import EmbeddedBroker
-from schemas.topics import SCORE_REQUESTS
-from stream.batched_send import Delivered, send_as_batches
+from recstream.broker import Broker
 
 pytestmark = pytest.mark.integration
 
 
-def test_records_land_in_order_across_batches_with_the_last_offset(broker: EmbeddedBroker) -> None:
+def test_records_land_in_order_across_batches_with_the_last_offset(broker: Broker) -> None:
     # 300 records of 1 KiB through 16 KiB batches: many batches, one call.
     records = [(f"k{i}".encode(), f"{i:05d}".encode() * 200) for i in range(300)]
     tp = TopicPartition(SCORE_REQUESTS, 2)
@@ -56,7 +56,7 @@ def test_records_land_in_order_across_batches_with_the_last_offset(broker: Embed
     ]
 
 
-def test_an_unknown_partition_raises_at_the_send(broker: EmbeddedBroker) -> None:
+def test_an_unknown_partition_raises_at_the_send(broker: Broker) -> None:
     async def go() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
         await producer.start()

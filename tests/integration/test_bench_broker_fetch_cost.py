@@ -12,7 +12,7 @@ import orjson
 def test_broker_fetch_cost_bench_runs_and_reports_every_case(tmp_path: Path) -> None:
     out = tmp_path / "bfc.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.broker_fetch_cost", "--batches", "50", "--json", str(out)],
+        [sys.executable, "-m", "recstream.bench.broker_fetch_cost", "--batches", "50", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -28,11 +28,11 @@ def test_broker_fetch_cost_bench_runs_and_reports_every_case(tmp_path: Path) -> 
 
 
 def test_sweep_reports_latency_and_cpu_per_consumer_setting(tmp_path: Path) -> None:
-    from bench.broker_fetch_cost import SWEEP
+    from recstream.bench.broker_fetch_cost import SWEEP
 
     out = tmp_path / "bfc.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.broker_fetch_cost", "--batches", "50", "--sweep",
+        [sys.executable, "-m", "recstream.bench.broker_fetch_cost", "--batches", "50", "--sweep",
          "--trickle", "40", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

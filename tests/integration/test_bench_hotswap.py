@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from bench.hotswap import HotswapConfig, TinyModel, format_table, run_hotswap_bench
+from recstream.bench.hotswap import HotswapConfig, TinyModel, format_table, run_hotswap_bench
 
 pytestmark = pytest.mark.integration
 

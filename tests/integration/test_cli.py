@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
+from recstream.schemas.jsonschema import render_all
+from recstream.schemas.topics import ALL_TOPIC_NAMES
 
 from recstream.broker import free_port
 from recstream.processes import Child, child_env
-from schemas.jsonschema import render_all
-from schemas.topics import ALL_TOPIC_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -159,8 +159,8 @@ def test_a_taken_metrics_port_is_named(process: str, tmp_path: Path) -> None:
 def test_a_scorer_refuses_a_damaged_model_dir_by_name(damage: str, tmp_path: Path) -> None:
     import json
 
-    from bench.scorer import ml1m_shape_model
-    from inference.model_dir import save_model_dir
+    from recstream.bench.scorer import ml1m_shape_model
+    from recstream.inference.model_dir import save_model_dir
 
     model = ml1m_shape_model(n_items=50)
     folder = tmp_path / "v1"
@@ -186,7 +186,7 @@ def test_a_scorer_refuses_a_damaged_model_dir_by_name(damage: str, tmp_path: Pat
 def test_a_state_folder_in_use_is_refused_at_once(process: str, tmp_path: Path) -> None:
     """A second worker on one state folder retried "DB for partition 0 is locked"
     every second and ignored SIGTERM; a second trainer died of a RocksDB traceback."""
-    from schemas.state_lock import lock_state_dir
+    from recstream.schemas.state_lock import lock_state_dir
 
     state = tmp_path / "state"
     folder = state / "trainer" if process == "trainer" else state

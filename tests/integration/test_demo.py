@@ -25,7 +25,7 @@ SMALL = ("--rate", "200", "--users", "300", "--items", "200")
 
 
 def demo_argv(*args: str) -> list[str]:
-    if importlib.util.find_spec("stream.worker") is None:
+    if importlib.util.find_spec("recstream.stream.worker") is None:
         pytest.fail(
             "the demo needs the stream worker (stream/worker.py), which is not in this tree"
         )

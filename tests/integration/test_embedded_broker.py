@@ -11,7 +11,7 @@ import pytest
 
 from recstream.broker import BrokerError, EmbeddedBroker, tansu_binary
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 
 def test_a_slow_start_logs_no_client_errors(

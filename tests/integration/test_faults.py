@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from recstream.bench.faults import FaultLoad, run_fault
 
-from bench.faults import FaultLoad, run_fault
-from recstream.broker import EmbeddedBroker
+from recstream.broker import Broker
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ LOAD = FaultLoad(users=50, rate=100.0, before_s=3.0, after_s=3.0, pause_s=5.0)
 
 @pytest.mark.parametrize("kind", ["scorer_kill", "broker_pause"])
 def test_fault_loses_nothing_and_applies_nothing_twice(
-    kind: str, broker: EmbeddedBroker, tmp_path: Path
+    kind: str, broker: Broker, tmp_path: Path
 ) -> None:
     result = run_fault(kind, broker, tmp_path / kind, LOAD)
     log.warning("%s: %s", kind, result)
@@ -41,7 +41,7 @@ def test_fault_loses_nothing_and_applies_nothing_twice(
 
 @pytest.mark.parametrize("kind", ["worker_kill", "scorer_kill"])
 def test_a_killed_static_member_comes_back_as_itself_and_loses_nothing(
-    kind: str, broker: EmbeddedBroker, tmp_path: Path
+    kind: str, broker: Broker, tmp_path: Path
 ) -> None:
     """RECSTREAM_GROUP_INSTANCE_ID reaches the broker: the restarted process joins
     under that name (Tansu makes the member id from it), and the fault's

@@ -21,14 +21,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
-from recstream.broker import EmbeddedBroker
-from schemas import DeadLetter, Event
-from schemas.messages import MAX_EVENT_BYTES, MAX_FUTURE_MS, MIN_TS_MS, now_ms
-from schemas.topics import EVENTS_DLQ
-from stream.deadletter import DLQ_MAX_ORIGINAL_BYTES
-from stream.sequence import UserSequence, apply_events
-from stream.testing import (
+from recstream.schemas import DeadLetter, Event
+from recstream.schemas.messages import MAX_EVENT_BYTES, MAX_FUTURE_MS, MIN_TS_MS, now_ms
+from recstream.schemas.topics import EVENTS_DLQ
+from recstream.stream.deadletter import DLQ_MAX_ORIGINAL_BYTES
+from recstream.stream.sequence import UserSequence, apply_events
+from recstream.stream.testing import (
     WorkerProcess,
     consume_all,
     latest_changelog_states,
@@ -38,6 +36,8 @@ from stream.testing import (
     wait_for,
     worker_env,
 )
+
+from recstream.broker import Broker
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def model(sent: list[Record]) -> dict[str, UserSequence]:
 
 
 def test_hostile_input_never_crashes_the_worker(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     sent = finish(generate(TOTAL))
     bad = [r for r in sent if r.reasons is not None]

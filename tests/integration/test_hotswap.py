@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from bench.hotswap import (
+from recstream.bench.hotswap import (
     TinyModel,
     Traffic,
     catalogue,
@@ -37,9 +36,10 @@ from bench.hotswap import (
     stream_requests,
     wait_for,
 )
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.schemas import ModelUpdate
+
+from recstream.broker import Broker, free_port
 from recstream.processes import Child, recstream_command
-from schemas import ModelUpdate
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ def _first_versions(traffic: Traffic, before: set[str]) -> dict[str, str]:
 
 
 def test_hot_swaps_under_a_continuous_stream(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
     registry = tmp_path / "registry"

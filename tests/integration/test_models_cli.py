@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.inference.model_dir import save_model_dir
+from recstream.inference.registry import Registry, verify_version_dir
+from recstream.schemas.messages import ModelUpdate
+from recstream.schemas.topics import MODEL_UPDATES
 from typer.testing import CliRunner
 
-from inference.model import ModelConfig, SeqRecModel
-from inference.model_dir import save_model_dir
-from inference.registry import Registry, verify_version_dir
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.broker import Broker, free_port
 from recstream.cli import app
-from schemas.messages import ModelUpdate
-from schemas.topics import MODEL_UPDATES
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def publish_tiny(reg: Registry, ndcg: float) -> str:
     return reg.publish(staged).version
 
 
-def test_list_and_rollback(broker: EmbeddedBroker, tmp_path: Path,
+def test_list_and_rollback(broker: Broker, tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:
     reg = Registry(tmp_path / "models")
     v1, v2 = publish_tiny(reg, 0.25), publish_tiny(reg, 0.5)

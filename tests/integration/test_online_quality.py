@@ -15,11 +15,18 @@ from pathlib import Path
 
 import orjson
 import pytest
+from recstream.schemas import Recommendation
+from recstream.schemas.topics import RECOMMENDATIONS
+from recstream.stream.testing import (
+    WorkerProcess,
+    consume_all,
+    free_port,
+    produce,
+    wait_for,
+    worker_env,
+)
 
 from recstream.processes import Child, recstream_command
-from schemas import Recommendation
-from schemas.topics import RECOMMENDATIONS
-from stream.testing import WorkerProcess, consume_all, free_port, produce, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 

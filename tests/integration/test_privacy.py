@@ -10,13 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_worker import T0, expected_states, make_event
-
-from recstream.broker import EmbeddedBroker
-from schemas import DeadLetter, ScoreRequest
-from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS, USER_DELETIONS
-from stream.agents import user_partition
-from stream.testing import (
+from recstream.schemas import DeadLetter, ScoreRequest
+from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS, USER_DELETIONS
+from recstream.stream.agents import user_partition
+from recstream.stream.testing import (
     WorkerProcess,
     consume_all,
     latest_changelog_states,
@@ -25,6 +22,9 @@ from stream.testing import (
     wait_committed,
     worker_env,
 )
+from test_worker import T0, expected_states, make_event
+
+from recstream.broker import Broker
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def wrong_key_for(user: str) -> bytes:
 
 
 def test_user_deletion_forgets_the_user(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     users = [f"user-{u}" for u in range(12)]
     deleted = users[:4]  # users[3] is deleted through a wrongly keyed record

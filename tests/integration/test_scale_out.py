@@ -47,13 +47,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
-
-from recstream.broker import EmbeddedBroker
-from recstream.processes import Child, recstream_command, stop_all
-from schemas.messages import Event, Recommendation, now_ms
-from schemas.topics import EVENTS, RECOMMENDATIONS
-from stream.sequence import UserSequence, apply_events, decode_state
-from stream.testing import (
+from recstream.schemas.messages import Event, Recommendation, now_ms
+from recstream.schemas.topics import EVENTS, RECOMMENDATIONS
+from recstream.stream.sequence import UserSequence, apply_events, decode_state
+from recstream.stream.testing import (
     WorkerProcess,
     changelog_topic,
     committed_offsets,
@@ -64,6 +61,9 @@ from stream.testing import (
     wait_committed,
     worker_env,
 )
+
+from recstream.broker import Broker
+from recstream.processes import Child, recstream_command, stop_all
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def diagnose(
 
 @pytest.mark.parametrize("leave", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_two_workers_and_two_scorers_split_and_take_over(
-    leave: signal.Signals, broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    leave: signal.Signals, broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
     base = {**recstream_env, "RECSTREAM_MAX_SEQ_LEN": str(MAX_SEQ_LEN)}

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from recstream.schemas import Recommendation, ScoreRequest
+from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.broker import Broker, free_port
 from recstream.processes import Child, recstream_command
-from schemas import Recommendation, ScoreRequest
-from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def metric(text: str, name: str) -> float:
 
 
 def test_every_request_gets_one_recommendation(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     metrics_port = free_port()
     env = {

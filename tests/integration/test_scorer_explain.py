@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from recstream.schemas import Recommendation, ScoreRequest
+from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
+from recstream.stream.testing import consume_all, produce, wait_for
 
-from recstream.broker import EmbeddedBroker
+from recstream.broker import Broker
 from recstream.processes import Child, recstream_command
-from schemas import Recommendation, ScoreRequest
-from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
-from stream.testing import consume_all, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,8 @@ DEADLINE_S = 180.0
 
 
 def _model_dir(tmp_path: Path) -> Path:
-    from inference.model import ModelConfig, SeqRecModel
-    from inference.model_dir import save_model_dir
+    from recstream.inference.model import ModelConfig, SeqRecModel
+    from recstream.inference.model_dir import save_model_dir
 
     torch.manual_seed(0)
     model = SeqRecModel(ModelConfig(n_items=20, max_len=8, d_model=16, n_heads=2, text_dim=4))
@@ -46,7 +46,7 @@ def _request(user: int, items: list[str]) -> ScoreRequest:
 
 
 def test_recommendations_carry_explanations(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {
         **recstream_env,

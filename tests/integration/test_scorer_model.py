@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from recstream.schemas import Event, Recommendation, ScoreRequest
+from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
+from recstream.trainer.data import write_event_log
 from typer.testing import CliRunner
 
-from recstream.broker import EmbeddedBroker
+from recstream.broker import Broker
 from recstream.processes import Child, recstream_command
-from schemas import Event, Recommendation, ScoreRequest
-from schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
-from trainer.data import write_event_log
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ async def _roundtrip(bootstrap: str, reqs: list[ScoreRequest], scorer: Child) ->
 
 
 def test_scorer_serves_a_trained_model_through_onnxruntime(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     model_dir, version = _train(tmp_path)
     env = {
@@ -139,7 +139,7 @@ def test_scorer_serves_a_trained_model_through_onnxruntime(
 def test_bench_scorer_service_measures_the_service_and_its_baseline(tmp_path: Path) -> None:
     """`recstream bench scorer-service` (README) on a tiny model: both rows measured,
     every request answered (the bench waits for all of them), ratio derived from them."""
-    from bench.scorer_service import run_service_bench
+    from recstream.bench.scorer_service import run_service_bench
 
     model_dir, _ = _train(tmp_path)
     report = run_service_bench(requests=200, seq_len=8, batch=32, backend="onnxruntime",

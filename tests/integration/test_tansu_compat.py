@@ -19,12 +19,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition as KafkaTopicPartition
-
-from recstream.broker import EmbeddedBroker
-from schemas import KafkaSettings
-from stream.sequence import UserSequence
-from stream.tansu_compat import compat_wanted, true_end_offsets
-from stream.testing import (
+from recstream.schemas import KafkaSettings
+from recstream.stream.sequence import UserSequence
+from recstream.stream.tansu_compat import compat_wanted, true_end_offsets
+from recstream.stream.testing import (
     WorkerProcess,
     latest_changelog_states,
     produce,
@@ -33,7 +31,9 @@ from stream.testing import (
     worker_env,
 )
 
-pytestmark = pytest.mark.integration
+from recstream.broker import EmbeddedBroker
+
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 T0 = 1_700_000_000_000
 USERS = 48

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from recstream.stream.testing import produce, wait_for
 
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.broker import Broker, free_port
 from recstream.processes import Child, recstream_command
-from stream.testing import produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def snapshot(url: str) -> dict:
 
 
 def test_top_shows_what_the_dashboard_reads(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"

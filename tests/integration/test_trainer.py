@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from recstream.inference.registry import Registry, verify_version_dir
+from recstream.schemas.messages import Event, ModelUpdate, UserDeletion, now_ms
+from recstream.schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
+from recstream.stream.testing import http_status
+from recstream.trainer.window import TrainingWindow, WindowBounds
 
-from inference.registry import Registry, verify_version_dir
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.broker import Broker, free_port
 from recstream.processes import Child, recstream_command
 from recstream.synthetic import generate
-from schemas.messages import Event, ModelUpdate, UserDeletion, now_ms
-from schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
-from stream.testing import http_status
-from trainer.window import TrainingWindow, WindowBounds
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ class Updates:
 
 
 def test_trainer_publishes_while_streaming_and_resumes(
-    broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
     registry = tmp_path / "models"

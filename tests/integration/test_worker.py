@@ -1,6 +1,6 @@
-"""The real worker process against the embedded broker, with RocksDB state.
+"""The real worker process against a real broker (Kafka; Tansu where marked), with RocksDB state.
 
-Each test starts ``python -m stream.worker`` as a child process, produces with
+Each test starts ``python -m recstream.stream.worker`` as a child process, produces with
 kafka-python, and checks what the worker left behind: its RocksDB files (after
 it stopped), the changelog, the score requests and the DLQ.
 """
@@ -17,13 +17,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from recstream.broker import EmbeddedBroker
-from recstream.processes import fresh_state_dir, recstream_command
-from schemas import DeadLetter, ScoreRequest
-from schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
-from stream.sequence import UserSequence
-from stream.testing import (
+from recstream.schemas import DeadLetter, ScoreRequest
+from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
+from recstream.stream.sequence import UserSequence
+from recstream.stream.testing import (
     WorkerProcess,
     consume_all,
     latest_changelog_states,
@@ -33,6 +30,9 @@ from stream.testing import (
     wait_for,
     worker_env,
 )
+
+from recstream.broker import Broker, EmbeddedBroker
+from recstream.processes import fresh_state_dir, recstream_command
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
 
 
 @pytest.mark.parametrize(
-    "argv", [[sys.executable, "-m", "stream.worker"], recstream_command("worker")],
+    "argv", [[sys.executable, "-m", "recstream.stream.worker"], recstream_command("worker")],
     ids=["python-m-stream.worker", "recstream-worker"],
 )  # fmt: skip
 def test_worker_refuses_topics_of_another_partition_count(
@@ -241,10 +241,11 @@ def test_worker_refuses_topics_of_another_partition_count(
     assert "score-requests has 4" in text and "user-deletions has 4" in text, text
 
 
+@pytest.mark.tansu
 def test_worker_refuses_state_from_an_earlier_broker_and_starts_on_fresh_state(
     broker: EmbeddedBroker, recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The embedded broker keeps nothing across restarts: RocksDB state written
+    """Tansu keeps nothing across restarts: RocksDB state written
     against one is ahead of the next one's changelog. Both entry points refuse
     with what to do (exit 2), and the folder the benches and the demo empty with
     ``fresh_state_dir`` before a run starts the worker cleanly."""
@@ -260,7 +261,7 @@ def test_worker_refuses_state_from_an_earlier_broker_and_starts_on_fresh_state(
 
     with EmbeddedBroker(partitions=PARTITIONS, log_path=tmp_path / "broker-2.log") as fresh:
         env = worker_env(recstream_env, state, RECSTREAM_KAFKA_BOOTSTRAP=fresh.bootstrap)
-        for argv in ([sys.executable, "-m", "stream.worker"], recstream_command("worker")):
+        for argv in ([sys.executable, "-m", "recstream.stream.worker"], recstream_command("worker")):
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
             text = done.stdout + done.stderr
             assert done.returncode == 2, text
@@ -274,3 +275,43 @@ def test_worker_refuses_state_from_an_earlier_broker_and_starts_on_fresh_state(
             wait_committed(fresh.bootstrap, produce(fresh.bootstrap, sent[:7]), worker=second)
             second.terminate()
     assert set(read_table(state, PARTITIONS)) == {f"u{i}" for i in range(7)}
+
+
+def test_worker_resumes_after_the_kafka_broker_restarts(
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Kafka keeps its topics and committed offsets on disk: a worker restarted
+    on its state against the restarted broker resumes where it stopped, every
+    event applied once."""
+    if broker.engine != "kafka":
+        pytest.fail("this test is about the durable engine: run it on Kafka")
+    state = tmp_path / "state"
+    by_user: dict[str, dict[str, dict]] = {}
+
+    def batch(start: int, n: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        for i in range(start, start + n):
+            user, item = f"u{i % 7}", f"i{i}"
+            by_user.setdefault(user, {})[f"e{i}"] = {
+                "event_id": f"e{i}", "user_id": user, "item_id": item,
+                "event_type": "view", "ts": T0 + i,
+            }
+            out.append((user.encode(), make_event(f"e{i}", user, T0 + i, item)))
+        return out
+
+    first_batch = batch(0, 60)
+    with WorkerProcess(worker_env(recstream_env, state), tmp_path / "first.log") as first:
+        first.wait_ready()
+        wait_committed(broker.bootstrap, produce(broker.bootstrap, first_batch), worker=first)
+        first.terminate()
+    broker.stop()
+    broker.start()
+    # Redelivered and new events: the old ones are deduplicated, the new applied.
+    again = first_batch[-10:] + batch(60, 40)
+    with WorkerProcess(worker_env(recstream_env, state), tmp_path / "second.log") as second:
+        second.wait_ready()
+        wait_committed(broker.bootstrap, produce(broker.bootstrap, again), worker=second)
+        second.terminate()
+    want = expected_states(by_user, 200)
+    assert read_table(state, PARTITIONS) == want
+    assert latest_changelog_states(broker.bootstrap) == want

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recstream.inference.export import export_onnx_files
+from recstream.inference.model import SeqRecModel
 from test_backends_support import K, small_model
-
-from inference.export import export_onnx_files
-from inference.model import SeqRecModel
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from recstream.inference.model_dir import WEIGHTS, load_model_dir, save_model_dir
+from recstream.inference.registry import ArtifactError, Registry, verify_version_dir, write_manifest
 from test_backends_support import small_model
-
-from inference.model_dir import WEIGHTS, load_model_dir, save_model_dir
-from inference.registry import ArtifactError, Registry, verify_version_dir, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Our packages. ``tests/`` is left out: tests may write pickles on purpose (as

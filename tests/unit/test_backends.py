@@ -12,21 +12,20 @@ import importlib.util
 
 import pytest
 import torch
-from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
-
-from inference.backends.base import (
+from recstream.inference.backends.base import (
     BackendUnavailable,
     ScoringBackend,
     bucket_size,
     pad_exclusions,
     trim_padding,
 )
-from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_int8
-from inference.backends.parity import compare, probe_inputs, reference_topk
-from inference.backends.select import INT8_ATOL, INT8_PROBE_ROWS, select_backend
-from inference.backends.torch_backend import TorchBackend
-from inference.export import ONNX_FP16, ONNX_FP32, ExportError, export_onnx_files
-from inference.features import SequenceBatch
+from recstream.inference.backends.onnxruntime_backend import OnnxRuntimeBackend, quantize_int8
+from recstream.inference.backends.parity import compare, probe_inputs, reference_topk
+from recstream.inference.backends.select import INT8_ATOL, INT8_PROBE_ROWS, select_backend
+from recstream.inference.backends.torch_backend import TorchBackend
+from recstream.inference.export import ONNX_FP16, ONNX_FP32, ExportError, export_onnx_files
+from recstream.inference.features import SequenceBatch
+from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
 
 FP32_ATOL = 1e-4
 FP16_ATOL = 1e-2
@@ -207,7 +206,7 @@ def test_torch_compile_parity(model):
 
 
 def test_onnxruntime_threads_spin_unless_told_not_to(exported, monkeypatch) -> None:
-    from inference.backends.onnxruntime_backend import OnnxRuntimeBackend, spin_from_env
+    from recstream.inference.backends.onnxruntime_backend import OnnxRuntimeBackend, spin_from_env
 
     def spinning(backend: OnnxRuntimeBackend) -> str:
         opts = backend.session.get_session_options()
@@ -225,7 +224,7 @@ def test_onnxruntime_threads_spin_unless_told_not_to(exported, monkeypatch) -> N
 
 
 def test_attention_budget_setting() -> None:
-    from inference.backends.onnxruntime_backend import (
+    from recstream.inference.backends.onnxruntime_backend import (
         CPU_ATTENTION_BUDGET,
         attention_budget_from_env,
     )

@@ -36,10 +36,9 @@ def test_bench_scorer_cli_writes_rows_and_summary(tmp_path: Path):
 def test_age_bias_layers_options_default_to_the_model_default(command):
     # The CLI modules spell the default out (importing the model would load torch
     # for `recstream --help`); this keeps them equal to ModelConfig's.
+    from recstream.bench.scorer_service import run_service_bench
+    from recstream.inference.model import ModelConfig
     from typer.main import get_command
-
-    from bench.scorer_service import run_service_bench
-    from inference.model import ModelConfig
 
     cmd = get_command(build_app())
     for name in command:
@@ -66,7 +65,7 @@ def test_bench_scorer_age_bias_layers_option_reaches_the_model(tmp_path: Path):
     report = json.loads(out.read_text())
     assert report["machine"]["config"]["age_bias_layers"] == "last"
     assert report["parity"]["ml1m-shape/torch"]["overlap"] == 1.0
-    from bench.scorer import ml1m_shape_model
+    from recstream.bench.scorer import ml1m_shape_model
 
     assert ml1m_shape_model(0, "last").age_bias.weight.shape[1] == 2  # heads x one layer
     bad = CliRunner().invoke(build_app(), ["bench", "scorer", "--age-bias-layers", "first"])

@@ -14,11 +14,10 @@ import importlib.util
 
 import pytest
 import torch
+from recstream.inference.backends.parity import Parity, compare, probe_inputs, reference_topk
+from recstream.inference.backends.torch_backend import TorchBackend
+from recstream.inference.export import ONNX_FP32, export_onnx_files
 from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
-
-from inference.backends.parity import Parity, compare, probe_inputs, reference_topk
-from inference.backends.torch_backend import TorchBackend
-from inference.export import ONNX_FP32, export_onnx_files
 
 pytestmark = [
     pytest.mark.gpu,
@@ -74,7 +73,7 @@ def test_onnxruntime_cuda_provider(model, exported):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime has no CUDA provider here: {ort.get_available_providers()}")
-    from inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from recstream.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(exported / ONNX_FP32, device="cuda")
     for batch, length in SHAPES:
@@ -85,7 +84,7 @@ def test_onnxruntime_cuda_provider(model, exported):
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_parity_and_engine_cache(model, exported, tmp_path, precision):
-    from inference.backends.tensorrt_backend import TensorRTBackend
+    from recstream.inference.backends.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(exported, cache_dir=tmp_path, precision=precision, max_batch=16,
                               max_exclude=8)
@@ -103,7 +102,7 @@ def test_tensorrt_parity_and_engine_cache(model, exported, tmp_path, precision):
 
 @needs_tensorrt
 def test_tensorrt_refit_takes_new_weights(model, exported, tmp_path):
-    from inference.backends.tensorrt_backend import TensorRTBackend
+    from recstream.inference.backends.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(exported, cache_dir=tmp_path, precision="fp32", max_batch=16,
                               max_exclude=8)
@@ -122,7 +121,7 @@ def test_tensorrt_refit_takes_new_weights(model, exported, tmp_path):
 def test_tensorrt_hot_swap_refits_a_copy_and_caches_it(model, exported, tmp_path):
     """A hot swap: the new version's engine is a refitted copy of the running one
     (which keeps its own weights), and its plan is cached under the new version."""
-    from inference.backends.tensorrt_backend import TensorRTBackend, engine_cache_path
+    from recstream.inference.backends.tensorrt_backend import TensorRTBackend, engine_cache_path
 
     running = TensorRTBackend(exported, cache_dir=tmp_path, precision="fp32", max_batch=16,
                               max_exclude=8)

@@ -4,9 +4,8 @@ text-aware model that has seen a few training steps, so its biases are not the z
 from __future__ import annotations
 
 import torch
-
-from inference.backends.parity import probe_inputs
-from inference.model import ModelConfig, SeqRecModel
+from recstream.inference.backends.parity import probe_inputs
+from recstream.inference.model import ModelConfig, SeqRecModel
 
 N_ITEMS = 300
 MAX_LEN = 24

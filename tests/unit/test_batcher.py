@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from inference.batcher import BatcherFull, MicroBatcher
+from recstream.inference.batcher import BatcherFull, MicroBatcher
 
 
 def make(

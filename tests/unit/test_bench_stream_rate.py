@@ -6,9 +6,8 @@ import os
 import time
 
 import pytest
-
-from bench.stream import _batch_figures, sustained_rate
-from bench.stream_io import CpuSampler, cpu_seconds
+from recstream.bench.stream import _batch_figures, sustained_rate
+from recstream.bench.stream_io import CpuSampler, cpu_seconds
 
 
 def test_sustained_rate_excludes_start_up_and_tail() -> None:
@@ -77,7 +76,7 @@ def test_cpu_sampler_samples_a_live_process() -> None:
 
 
 def test_scorer_model_is_a_keyword_or_a_model_folder(tmp_path) -> None:
-    from bench.stream import StreamBenchConfig
+    from recstream.bench.stream import StreamBenchConfig
 
     assert StreamBenchConfig().scorer_model == "sequence"
     assert StreamBenchConfig(scorer_model="cooccurrence").scorer_model == "cooccurrence"

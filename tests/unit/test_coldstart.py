@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from bench.coldstart import (
+from recstream.bench.coldstart import (
     ColdStartOptions,
     choose_cold_items,
     cold_model_factory,
     make_cold_split,
     run_coldstart_on,
 )
-from bench.quality import BenchError
-from inference.model import ModelConfig
-from trainer.data import Interaction, Interactions
-from trainer.split import Split, leave_one_out
-from trainer.train import training_rows
+from recstream.bench.quality import BenchError
+from recstream.inference.model import ModelConfig
+from recstream.trainer.data import Interaction, Interactions
+from recstream.trainer.split import Split, leave_one_out
+from recstream.trainer.train import training_rows
 
 N_ITEMS = 40
 

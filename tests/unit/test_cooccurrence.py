@@ -6,10 +6,9 @@ import itertools
 from collections.abc import Sequence
 
 import pytest
-
-from inference.cooccurrence import CooccurrenceConfig, CooccurrenceRecommender
-from inference.recommender import Recommender, load_recommender
-from schemas import ScoreRequest
+from recstream.inference.cooccurrence import CooccurrenceConfig, CooccurrenceRecommender
+from recstream.inference.recommender import Recommender, load_recommender
+from recstream.schemas import ScoreRequest
 
 T0 = 1_700_000_000_000
 

@@ -9,9 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from stream.batched_send import Delivered
-from stream.tables import DirectWriter
+from recstream.stream.batched_send import Delivered
+from recstream.stream.tables import DirectWriter
 
 TOPIC = "t-changelog"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from schemas.topics import ALL_TOPIC_NAMES
+from recstream.schemas.topics import ALL_TOPIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -102,9 +101,8 @@ def test_grafana_dashboard_queries_metrics_the_processes_export() -> None:
     import json
 
     from prometheus_client import CollectorRegistry
-
-    from inference.service import ScorerMetrics
-    from stream.metrics import WorkerMetrics
+    from recstream.inference.service import ScorerMetrics
+    from recstream.stream.metrics import WorkerMetrics
 
     exported: set[str] = set()
     for make in (WorkerMetrics, ScorerMetrics):

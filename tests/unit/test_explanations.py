@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from inference.backends.torch_backend import TorchBackend
-from inference.features import build_batch
-from inference.model import ModelConfig, SeqRecModel
-from inference.model_dir import save_model_dir
-from inference.sequence_recommender import load
-from inference.service import _explanations
-from schemas.messages import Recommendation, ScoreRequest
+from recstream.inference.backends.torch_backend import TorchBackend
+from recstream.inference.features import build_batch
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.inference.model_dir import save_model_dir
+from recstream.inference.sequence_recommender import load
+from recstream.inference.service import _explanations
+from recstream.schemas.messages import Recommendation, ScoreRequest
 
 T0 = 1_700_000_000_000
 
@@ -113,7 +112,7 @@ def test_recommender_explanations_name_the_users_own_events(model_dir: Path) -> 
 def test_models_without_explanations_give_empty_lists() -> None:
     # The online co-occurrence model (and the ONNX Runtime / TensorRT backends)
     # cannot say: the message then carries no explanation.
-    from inference.recommender import load_recommender
+    from recstream.inference.recommender import load_recommender
 
     model = load_recommender(None, backend="auto", k=3)
     assert not getattr(model, "can_explain", False)

@@ -9,11 +9,9 @@ import logging
 import onnx
 import pytest
 import torch
-from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
-
-from inference.backends.parity import compare, probe_inputs, reference_topk
-from inference.backends.serving_graph import ServingGraph
-from inference.export import (
+from recstream.inference.backends.parity import compare, probe_inputs, reference_topk
+from recstream.inference.backends.serving_graph import ServingGraph
+from recstream.inference.export import (
     EXPORTER_LOG_LEVELS,
     MANIFEST,
     ONNX_FP16,
@@ -25,8 +23,9 @@ from inference.export import (
     sha256_file,
     verified_onnx,
 )
-from inference.features import log_time_bucket
-from inference.model_dir import save_model_dir
+from recstream.inference.features import log_time_bucket
+from recstream.inference.model_dir import save_model_dir
+from test_backends_support import MAX_LEN, N_ITEMS, SHAPES, K, small_model
 
 FP32_ATOL = 1e-4
 
@@ -89,8 +88,7 @@ def test_serving_graph_equals_model_topk_for_ancient_and_unordered_events(model,
     # The full layers' age lookup maps every age past the oldest bucket to it,
     # and only masked pairs to the masked logit, in torch and through ONNX Runtime.
     import onnxruntime as ort
-
-    from inference.export import export_onnx
+    from recstream.inference.export import export_onnx
 
     probe, exclude = _old_and_unordered(16, seed=11)
     inputs = (probe.items, probe.event_types, probe.times, probe.query_times, exclude)

@@ -14,8 +14,7 @@ from typing import Any
 import faust
 import pytest
 from faust.types import TP
-
-from stream import faust_drain
+from recstream.stream import faust_drain
 
 TP0 = TP("events", 0)
 

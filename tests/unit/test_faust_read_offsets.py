@@ -20,9 +20,8 @@ from typing import Any
 import faust
 import pytest
 from faust.types import TP
-
-from stream import faust_drain
-from stream.faust_gaps import FaustGaps, ReadOffsets
+from recstream.stream import faust_drain
+from recstream.stream.faust_gaps import FaustGaps, ReadOffsets
 
 SOURCE = TP("events", 0)
 OTHER = TP("some-changelog", 0)

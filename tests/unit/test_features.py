@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import torch
-
-from inference.features import build_batch
+from recstream.inference.features import build_batch
 
 
 def _reference(items, ts_ms, types, max_len, triggers=None):  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.gate import decide
+from recstream.trainer.gate import decide
 
 
 def m(ndcg: float) -> dict[str, float]:

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
-
-from inference.hotswap import Refused, SwapMetrics, backend_kind, load_version
-from inference.hotswap_policy import Announcement, UpdatePolicy, newest_first, resolve_uri
-from inference.model import ModelConfig, SeqRecModel
-from inference.model_dir import save_model_dir
-from inference.registry import ArtifactError, Registry
-from inference.service import ScorerSettings
-from schemas import ModelUpdate
+from recstream.inference.hotswap import Refused, SwapMetrics, backend_kind, load_version
+from recstream.inference.hotswap_policy import Announcement, UpdatePolicy, newest_first, resolve_uri
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.inference.model_dir import save_model_dir
+from recstream.inference.registry import ArtifactError, Registry
+from recstream.inference.service import ScorerSettings
+from recstream.schemas import ModelUpdate
 
 K = 5
 

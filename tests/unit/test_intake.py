@@ -11,10 +11,9 @@ import faust
 import pytest
 from faust.transport.consumer import ConsumerMessage
 from faust.types import TP
-
-from stream.intake import DirectIntake
-from stream.metrics import WorkerMetrics
-from stream.take import Batcher
+from recstream.stream.intake import DirectIntake
+from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.take import Batcher
 
 TP0 = TP("events", 0)
 

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-
-from trainer.data import Interaction, Interactions
-from trainer.evaluate import evaluate, popularity_score_fn, random_score_fn
-from trainer.metrics import metrics_from_ranks, rank_targets
-from trainer.split import leave_one_out
+from recstream.trainer.data import Interaction, Interactions
+from recstream.trainer.evaluate import evaluate, popularity_score_fn, random_score_fn
+from recstream.trainer.metrics import metrics_from_ranks, rank_targets
+from recstream.trainer.split import leave_one_out
 
 
 def test_metrics_from_hand_computed_ranks() -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from inference.features import build_batch, log_time_bucket
-from inference.model import ModelConfig, SeqRecModel
-from inference.model_dir import ModelDirError, load_model_dir, save_model_dir
+from recstream.inference.features import build_batch, log_time_bucket
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.inference.model_dir import ModelDirError, load_model_dir, save_model_dir
 
 N_ITEMS = 30
 DAY_MS = 86_400_000

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from inference.model import ModelConfig, SeqRecModel
-from inference.model_dir import save_model_dir
-from inference.recommender import Recommender
-from inference.sequence_recommender import load
-from schemas.messages import ScoreRequest
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.inference.model_dir import save_model_dir
+from recstream.inference.recommender import Recommender
+from recstream.inference.sequence_recommender import load
+from recstream.schemas.messages import ScoreRequest
 
 T0 = 1_700_000_000_000
 
@@ -58,7 +57,7 @@ def test_recommend_rejects_bad_input(model_dir: Path) -> None:
 
 
 def test_item_text_embeddings_are_normalised_and_cached(tmp_path: Path) -> None:
-    from inference.item_text import TEXT_DIM, embed_texts, texts_key
+    from recstream.inference.item_text import TEXT_DIM, embed_texts, texts_key
 
     texts = ["Toy Story (1995). Genres: Animation", "Heat (1995). Genres: Action, Crime",
              "Toy Story 2 (1999). Genres: Animation"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recstream.schemas import parse_event
 
 from recstream.movielens import DataFormatError, load
-from schemas import parse_event
 
 INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"

@@ -7,8 +7,7 @@ from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from stream.offset_gaps import NOTHING, REPEAT, Hole, OffsetGaps, Runs, Verdict
+from recstream.stream.offset_gaps import NOTHING, REPEAT, Hole, OffsetGaps, Runs, Verdict
 
 TP = ("events", 0)
 

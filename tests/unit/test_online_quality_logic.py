@@ -6,8 +6,7 @@ import math
 
 import orjson
 import pytest
-
-from stream.online_quality import (
+from recstream.stream.online_quality import (
     Judgement,
     LastRecommendation,
     RollingQuality,

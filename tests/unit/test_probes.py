@@ -11,8 +11,7 @@ import urllib.request
 import warnings
 
 from prometheus_client import CollectorRegistry, Counter
-
-from schemas.probes import ProbeServer, loop_responds
+from recstream.schemas.probes import ProbeServer, loop_responds
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

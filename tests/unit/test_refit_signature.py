@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recstream.inference.backends.tensorrt_backend import graph_signature, refit_blocker
+from recstream.inference.export import ONNX_FP16, ONNX_FP32, export_onnx_files
 from test_backends_support import K, small_model
-
-from inference.backends.tensorrt_backend import graph_signature, refit_blocker
-from inference.export import ONNX_FP16, ONNX_FP32, export_onnx_files
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recstream.inference.model_dir import WEIGHTS, save_model_dir
+from recstream.inference.registry import MANIFEST, ArtifactError, Registry, verify_version_dir
 from test_backends_support import small_model
-
-from inference.model_dir import WEIGHTS, save_model_dir
-from inference.registry import MANIFEST, ArtifactError, Registry, verify_version_dir
 
 
 def _publish(reg: Registry, seed: int = 0) -> object:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from recstream.bench.sasrec_reference import REFERENCE, left_aligned
 from typer.testing import CliRunner
 
-from bench.sasrec_reference import REFERENCE, left_aligned
 from recstream.cli import build_app
 
 _TINY = ["bench", "scorer", "--batches", "2,64", "--lengths", "8,200", "--backends", "torch",

@@ -1,9 +1,8 @@
 import orjson
 import pytest
-
-from schemas import EVENT_TYPES, InvalidEvent, parse_event
-from schemas.jsonschema import SCHEMA_DIR, render_all
-from schemas.messages import MAX_EVENT_BYTES
+from recstream.schemas import EVENT_TYPES, InvalidEvent, parse_event
+from recstream.schemas.jsonschema import SCHEMA_DIR, render_all
+from recstream.schemas.messages import MAX_EVENT_BYTES
 
 GOOD = dict(event_id="e1", user_id="u1", item_id="i1", event_type="view", ts=1_700_000_000_000)
 NOW = 1_700_000_100_000

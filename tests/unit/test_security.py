@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from recstream.schemas.settings import KafkaSettings
 
 from recstream.processes import SECURITY_ENV, embedded_broker_env
-from schemas.settings import KafkaSettings
 
 CA_NAME = "recstream test CA"
 USER, PASSWORD, MECHANISM = "svc-recstream", "s3cret-pw", "SCRAM-SHA-512"
@@ -171,9 +171,8 @@ def test_plain_ssl_and_unknown_protocols(secure_env: dict[str, str]) -> None:
 def test_worker_app_carries_sasl_credentials_and_tls_context(secure_env: dict[str, str]) -> None:
     import faust
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    from stream.app import create_app
-    from stream.settings import WorkerSettings
+    from recstream.stream.app import create_app
+    from recstream.stream.settings import WorkerSettings
 
     settings = WorkerSettings.from_env({**secure_env, "RECSTREAM_WORKER_ID": "w-1"})
     worker = create_app(settings)
@@ -195,8 +194,7 @@ def test_worker_tansu_detection_uses_the_security_settings(
     secure_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import kafka
-
-    from stream import tansu_compat
+    from recstream.stream import tansu_compat
 
     calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -218,8 +216,7 @@ def test_scorer_consumer_and_producer(
     calls: list[tuple[str, dict[str, Any]]],
 ) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    from inference import service
+    from recstream.inference import service
 
     monkeypatch.setattr(service, "AIOKafkaConsumer", Recorder(calls, "consumer"))
     monkeypatch.setattr(service, "AIOKafkaProducer", Recorder(calls, "producer"))
@@ -241,7 +238,7 @@ def test_scorer_model_updates_consumer(
     calls: list[tuple[str, dict[str, Any]]],
     tmp_path: Path,
 ) -> None:
-    from inference import hotswap, service
+    from recstream.inference import hotswap, service
 
     monkeypatch.setattr(hotswap, "AIOKafkaConsumer", Recorder(calls, "updates"))
     (tmp_path / "registry").mkdir()
@@ -260,9 +257,8 @@ def test_trainer_consumer_and_producer(
     tmp_path: Path,
 ) -> None:
     import kafka
-
-    from trainer.continuous import ContinuousTrainer
-    from trainer.settings import TrainerSettings
+    from recstream.trainer.continuous import ContinuousTrainer
+    from recstream.trainer.settings import TrainerSettings
 
     def consumer(*topics: str, **kwargs: Any) -> Any:
         calls.append(("consumer", kwargs))
@@ -337,8 +333,8 @@ def test_demo_and_bench_children_talk_plain_text_to_the_embedded_broker(
 
 
 def test_group_membership_is_dynamic_unless_an_instance_id_is_set() -> None:
-    from stream.app import create_app
-    from stream.settings import WorkerSettings
+    from recstream.stream.app import create_app
+    from recstream.stream.settings import WorkerSettings
 
     assert KafkaSettings.from_env({}).group_instance_id is None
     assert KafkaSettings.from_env({"RECSTREAM_GROUP_INSTANCE_ID": ""}).group_instance_id is None

@@ -11,8 +11,7 @@ from aiokafka.errors import (
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
-
-from inference.service import retriable, send_all
+from recstream.inference.service import retriable, send_all
 
 
 class FlakyProducer:

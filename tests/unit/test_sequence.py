@@ -6,9 +6,8 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schemas import Event, ScoreRequest
-from stream.sequence import (
+from recstream.schemas import Event, ScoreRequest
+from recstream.stream.sequence import (
     StateDecodeError,
     UserSequence,
     apply_events,

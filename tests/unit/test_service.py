@@ -6,9 +6,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from inference.recommender import ModelLoadError, load_recommender
-from inference.service import ScorerSettings, parse_request
+from recstream.inference.recommender import ModelLoadError, load_recommender
+from recstream.inference.service import ScorerSettings, parse_request
 
 GOOD = {
     "user_id": "u1",
@@ -62,8 +61,8 @@ def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
 
 
 def test_the_backend_names_are_the_selectors() -> None:
-    from inference.backends.select import KINDS
-    from inference.service import BACKENDS
+    from recstream.inference.backends.select import KINDS
+    from recstream.inference.service import BACKENDS
 
     assert BACKENDS == KINDS
 
@@ -102,9 +101,8 @@ def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_scorer_scores_at_once_only_when_nothing_more_waits_at_the_broker() -> None:
     from aiokafka import TopicPartition
-
-    from inference.cooccurrence import CooccurrenceRecommender
-    from inference.service import Scorer, ScorerMetrics
+    from recstream.inference.cooccurrence import CooccurrenceRecommender
+    from recstream.inference.service import Scorer, ScorerMetrics
 
     class Consumer:  # aiokafka's highwater(): None until fetched, asserts the assignment
         def __init__(self, ends: dict[TopicPartition, int | None]) -> None:
@@ -133,10 +131,9 @@ def test_pipelined_batches_commit_after_delivery_and_send_in_order() -> None:
     import asyncio
 
     from aiokafka import TopicPartition
-
-    from inference.cooccurrence import CooccurrenceRecommender
-    from inference.service import Scorer, ScorerMetrics
-    from schemas.messages import ScoreRequest
+    from recstream.inference.cooccurrence import CooccurrenceRecommender
+    from recstream.inference.service import Scorer, ScorerMetrics
+    from recstream.schemas.messages import ScoreRequest
 
     tp = TopicPartition("score-requests", 0)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from trainer.data import Interaction, Interactions, load_atomic, load_interactions
-from trainer.split import leave_one_out
+from recstream.trainer.data import Interaction, Interactions, load_atomic, load_interactions
+from recstream.trainer.split import leave_one_out
 
 
 def _data(rows: list[tuple[str, str, int]]) -> Interactions:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from schemas.state_lock import LOCK_FILE, StateDirError, StateInUseError, lock_state_dir
+from recstream.schemas.state_lock import LOCK_FILE, StateDirError, StateInUseError, lock_state_dir
 
 
 def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import math
 from collections import Counter, defaultdict
 
 import pytest
+from recstream.schemas import EVENT_TYPES, parse_event
 
 from recstream.synthetic import CATEGORIES, StreamShape, SyntheticData, generate
-from schemas import EVENT_TYPES, parse_event
 
 START = 1_700_000_000_000
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from stream import tansu_compat
+from recstream.stream import tansu_compat
 
 
 class _FakeThread:

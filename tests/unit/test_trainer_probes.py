@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from schemas.probes import ProbeServer
-from stream.testing import http_status
-from trainer.continuous import STALLED_AFTER_S, ContinuousTrainer
-from trainer.process_metrics import TrainerMetrics
-from trainer.settings import TrainerSettings
+from recstream.schemas.probes import ProbeServer
+from recstream.stream.testing import http_status
+from recstream.trainer.continuous import STALLED_AFTER_S, ContinuousTrainer
+from recstream.trainer.process_metrics import TrainerMetrics
+from recstream.trainer.settings import TrainerSettings
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from trainer.settings import TrainerSettings
+from recstream.trainer.settings import TrainerSettings
 
 
 def test_defaults_and_overrides() -> None:

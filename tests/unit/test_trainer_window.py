@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.messages import Event
-from trainer.window import DAY_MS, TrainingWindow, WindowBounds, merge_user
-from trainer.window_split import window_split
+from recstream.schemas.messages import Event
+from recstream.trainer.window import DAY_MS, TrainingWindow, WindowBounds, merge_user
+from recstream.trainer.window_split import window_split
 
 T0 = 1_763_856_000_000
 
