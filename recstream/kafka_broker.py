@@ -367,6 +367,24 @@ class KafkaBroker:
         self._spawn(check_java(), kafka_libs(), node)
         self._wait(node, timeout_s)
 
+    def leaders(self, topic: str) -> dict[int, int]:
+        """Partition -> the node id leading it now (-1: none), from the metadata."""
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            (described,) = admin.describe_topics([topic])
+        finally:
+            admin.close()
+        return {p["partition_index"]: p["leader_id"] for p in described["partitions"]}
+
+    def busiest_leader(self, topic: str) -> int:
+        """The node that leads the most partitions of ``topic`` (the one a fault test kills)."""
+        counts: dict[int, int] = {}
+        for leader in self.leaders(topic).values():
+            counts[leader] = counts.get(leader, 0) + 1
+        return max(counts, key=lambda node: (counts[node], -node))
+
     def kill_node(self, node_id: int) -> None:
         """SIGKILL one node (fault tests): no controlled shutdown."""
         node = self.node(node_id)
