@@ -147,25 +147,13 @@ def _check_port_free(host: str, port: int) -> None:
 def worker() -> None:
     """Run a stream worker: events in, per-user sequences, DLQ, score requests out."""
     try:
-        from recstream.stream.worker import StaleStateError, WorkerSettings, run_worker
+        from recstream.stream.worker import main
     except ModuleNotFoundError as exc:
         if exc.name not in ("recstream.stream.worker", "recstream.stream"):
             raise
         typer.echo("worker: recstream.stream.worker is not available in this build", err=True)
         raise typer.Exit(2) from None
-    from recstream.schemas.probes import ProbePortError
-    from recstream.schemas.state_lock import StateDirError
-    from recstream.stream.tansu_compat import BrokerDetectionError
-    from recstream.stream.topic_check import PartitionCountError
-
-    try:
-        run_worker(_settings("worker", WorkerSettings.from_env))
-    except (PartitionCountError, StaleStateError, ProbePortError, StateDirError) as exc:
-        typer.echo(f"worker: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except BrokerDetectionError as exc:  # no broker answered: not a usage error
-        typer.echo(f"worker: {exc}", err=True)
-        raise typer.Exit(1) from None
+    main(prog="worker")  # as `python -m recstream.stream.worker`: one line and a status
 
 
 def scorer() -> None:

@@ -1,7 +1,6 @@
 """The events agent: validate, update the user sequences, emit score requests.
 
-The batch logic lives in :class:`BatchProcessor` so the functional tests can
-drive it with Faust's memory store; the agent itself is a loop around it.
+:class:`BatchProcessor` applies a batch; the agent is the pipelined loop around it.
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ from typing import Any, Protocol
 
 import faust
 from aiokafka.partitioner import murmur2
-from faust.types import AgentT, EventT, StreamT, TableT
+from faust.types import AgentT, EventT, StreamT
 from faust.types.tuples import Message
 from recstream.schemas import Event, InvalidEvent, parse_event
 from recstream.schemas.messages import now_ms
+from recstream.stream import faust_internals
 from recstream.stream.batched_send import Delivered, Record, send_as_batches
 from recstream.stream.deadletter import dead_letter_json
 from recstream.stream.hole_watch import HoleWatch
@@ -30,7 +30,7 @@ from recstream.stream.sequence import (
     encode_state,
     score_request_json,
 )
-from recstream.stream.tables import DirectWriter, changelog_sends, table_partition
+from recstream.stream.tables import DirectWriter, changelog_sends
 from recstream.stream.take import Batcher, adaptive_take
 from recstream.stream.topics import WorkerTopics
 
@@ -60,12 +60,7 @@ class AppliedObserver(Protocol):
 
 
 class ProducerEmitter:
-    """Sends through the app's own producer.
-
-    Faust flushes that producer before it commits source offsets, so an output
-    that was sent before the batch is acknowledged is durable before its source
-    offset is committed (at-least-once).
-    """
+    """Sends through the app's own producer, which Faust flushes before it commits."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
@@ -78,11 +73,8 @@ class ProducerEmitter:
     async def send_records(
         self, topic: str, partition: int, records: Sequence[Record]
     ) -> Awaitable[Delivered | None]:
-        # Past Faust's send() wrapper to its aiokafka producer (private, pinned
-        # faust-streaming < 0.16): a batch per partition (stream.batched_send).
-        # Skipped with the wrapper: the app's on_produce_message signal, which
-        # nothing of ours listens to.
-        producer = self._app.producer._ensure_producer()
+        # Past Faust's send() (and its on_produce_message signal, unused here).
+        producer = faust_internals.aiokafka_producer(self._app)
         return await send_as_batches(producer, topic, partition, records)
 
 
@@ -92,38 +84,28 @@ def user_partition(user_key: bytes, partitions: int) -> int:
 
 
 class BatchProcessor:
-    """Applies one ``take_events`` batch. Bad input never raises; it goes to the DLQ."""
+    """Applies one batch of events. Bad input never raises; it goes to the DLQ."""
 
     def __init__(
         self,
         *,
-        table: TableT,
         emitter: Emitter,
         metrics: WorkerMetrics,
         topics: WorkerTopics,
         max_len: int,
         partitions: int,
-        clock: Callable[[], int] = now_ms,
-        observer: AppliedObserver | None = None,
-        holes: HoleWatch | None = None,
-        writer: DirectWriter | None = None,
+        observer: AppliedObserver,
+        holes: HoleWatch,
+        writer: DirectWriter,
     ) -> None:
-        self._table = table
-        # Shared with the deletions processor in the worker (one writer per table).
-        self._writer = writer or DirectWriter(table, emitter.send_records)
+        self._writer = writer  # the table's one writer, shared with the deletions agent
         self._observer = observer
         self._emitter = emitter
         self._metrics = metrics
         self._topics = topics
         self._max_len = max_len
         self._partitions = partitions
-        self._clock = clock
-        # Source offsets that never arrived are re-read (stream.hole_watch).
-        self._holes = holes or HoleWatch(metrics)
-
-    async def process(self, batch: Sequence[EventT]) -> None:
-        """Apply a batch and wait until every output of it is delivered."""
-        await (await self.apply(batch))
+        self._holes = holes
 
     async def apply(self, batch: Sequence[EventT]) -> Awaitable[None]:
         """Apply a batch to the table and send its outputs; return their delivery.
@@ -132,17 +114,50 @@ class BatchProcessor:
         (at-least-once); the next batch may be applied meanwhile.
         """
         started = time.perf_counter()
-        ingest_ms = self._clock()
+        ingest_ms = now_ms()
         metrics = self._metrics
         metrics.events_in.inc(len(batch))
         metrics.batch_size.observe(len(batch))
         pending: list[Awaitable[Any]] = []
-        # Deliveries of this batch's table changelog records, one per changelog
-        # partition (see DirectWriter).
+        groups = await self._group(batch, ingest_ms, pending)
+        # Deliveries of this batch's changelog records, one per changelog partition.
         changelog: set[Awaitable[Any]] = set()
-        # (source partition, user key) -> [(event, its record)] in arrival order.
-        groups: dict[tuple[int, bytes], list[tuple[Event, EventT]]] = {}
+        applied = duplicates = requests = 0
+        # Score requests by partition, sent as one producer batch each.
+        outbox: dict[int, list[Record]] = {}
+        # The observer's last_recommendations writes are outputs of the batch too.
+        with changelog_sends() as sends:
+            for (_, user_key), pairs in groups.items():
+                n_applied, n_duplicates, output = await self._apply_user(
+                    user_key, pairs, ingest_ms, changelog, outbox
+                )
+                pending.extend(output)
+                applied += n_applied
+                duplicates += n_duplicates
+                requests += n_applied + n_duplicates > 0  # 0 and 0: all went to the DLQ
+        pending.extend(sends)
+        # The score requests first: they are on the path to a recommendation.
+        for partition, records in outbox.items():
+            pending.append(
+                await self._emitter.send_records(self._topics.score_requests, partition, records)
+            )
+        if changelog:  # (a deletion in between may have flushed them already)
+            async with self._writer.lock:
+                await self._writer.flush()
+        # Counted once per batch: a Prometheus counter takes a lock per inc().
+        if requests:
+            metrics.applied.inc(applied)
+            metrics.duplicates.inc(duplicates)
+            metrics.score_requests.inc(requests)
+        return self._delivery(list(changelog), pending, started)
 
+    async def _group(
+        self, batch: Sequence[EventT], ingest_ms: int, pending: list[Awaitable[Any]]
+    ) -> dict[tuple[int, bytes], list[tuple[Event, EventT]]]:
+        """The batch's valid events by (source partition, user key), in arrival order;
+        dead letters and rerouted events go out here (their deliveries to ``pending``)."""
+        metrics = self._metrics
+        groups: dict[tuple[int, bytes], list[tuple[Event, EventT]]] = {}
         for record in batch:
             message = record.message
             repeat = self._holes.check(message)
@@ -160,9 +175,8 @@ class BatchProcessor:
             if message.key != user_key:
                 target = user_partition(user_key, self._partitions)
                 if target != message.partition:
-                    # Keyless (or wrongly keyed) and on another user's partition:
-                    # the table entry must live on the partition of the user's
-                    # key, so route it there, as Faust's group_by would.
+                    # Keyless or wrongly keyed, on another user's partition: to the
+                    # user's partition, where its table entry lives (as group_by).
                     metrics.repartitioned.inc()
                     pending.append(
                         await self._emitter.send(
@@ -175,39 +189,7 @@ class BatchProcessor:
                 groups[message.partition, user_key] = [(event, record)]
             else:
                 group.append((event, record))
-
-        applied = duplicates = requests = 0
-        # Score requests by partition, sent as one producer batch each (stream.batched_send).
-        outbox: dict[int, list[Record]] = {}
-        # The observer's last_recommendations writes go through Faust's table
-        # (DeliveredTable): their changelog sends are outputs of the batch too.
-        with changelog_sends() as sends:
-            for (_, user_key), pairs in groups.items():
-                n_applied, n_duplicates, output = await self._apply_user(
-                    user_key, pairs, ingest_ms, changelog, outbox
-                )
-                pending.extend(output)
-                applied += n_applied
-                duplicates += n_duplicates
-                requests += n_applied + n_duplicates > 0  # 0 and 0: all went to the DLQ
-        pending.extend(sends)
-        # The score requests first: they are on the path to a recommendation.
-        for partition, records in outbox.items():
-            pending.append(
-                await self._emitter.send_records(self._topics.score_requests, partition, records)
-            )
-        if changelog:
-            # The table's changelog records, queued by the writer in the order of
-            # the store writes. (A deletion in between may have sent them already.)
-            async with self._writer.lock:
-                await self._writer.flush()
-        # Counted once per batch: a Prometheus counter takes a lock per inc().
-        if requests:
-            metrics.applied.inc(applied)
-            metrics.duplicates.inc(duplicates)
-            metrics.score_requests.inc(requests)
-
-        return self._delivery(list(changelog), pending, started)
+        return groups
 
     async def _delivery(
         self, changelog: list[Awaitable[Any]], pending: list[Awaitable[Any]], started: float
@@ -232,11 +214,10 @@ class BatchProcessor:
         ``outbox``; return (applied, duplicates, dead letters)."""
         events = [event for event, _ in pairs]
         record = pairs[-1][1]  # any record of the group: they share the partition
-        # Table errors (storage, a partition-count mismatch) are not caught
-        # here: they are the worker's problem, not the events', and must stop
-        # it. The writer's lock: no deletion between the read and the write.
+        # Table errors are not caught: they are the worker's problem, not the
+        # events', and must stop it.
         async with self._writer.lock:
-            with table_partition(record):
+            with faust_internals.table_partition(record):
                 state = self._load(events[0].user_id, self._writer.get(user_key, record))
                 try:
                     new_state, applied = apply_events(state, events, self._max_len)
@@ -246,12 +227,10 @@ class BatchProcessor:
                 else:
                     failure = None
                     # Written even when nothing was applied: after a crash between
-                    # the RocksDB write and the changelog delivery, the redelivered
-                    # events are duplicates locally, and this rewrite is what puts
-                    # the update back into the changelog.
+                    # the RocksDB write and the changelog delivery, this rewrite of
+                    # the redelivered (now duplicate) events restores the changelog.
                     changelog.add(self._writer.put(user_key, value, record))
-                    if self._observer is not None and applied:
-                        # The online metric (stream.last_recommendations): same partition.
+                    if applied:
                         self._observer.on_applied(user_key, applied)
         if failure is not None:
             log.error(
@@ -266,11 +245,8 @@ class BatchProcessor:
                 for _, r in pairs
             ]
             return 0, 0, letters
-        # One request per user per batch. With nothing applied (a redelivery)
-        # it is sent again: the first one may have been lost in the crash.
-        # Partitioned as the producer's default partitioner would (murmur2 of
-        # the key): score-requests has the worker's partition count, as every
-        # per-user topic.
+        # One request per user per batch, sent again for a redelivery (the first
+        # may have been lost in the crash), on the user's partition.
         trigger = applied[-1] if applied else events[-1]
         request = score_request_json(new_state, trigger, ingest_ms)
         outbox.setdefault(user_partition(user_key, self._partitions), []).append(
@@ -305,8 +281,8 @@ def define_agent(
     batcher: Batcher,
     on_fatal: FatalHandler,
 ) -> AgentT:
-    """The events agent: applies the batches of ``batcher`` (see :mod:`stream.take`),
-    which its stream fills, and so may the fetch loop (:mod:`stream.intake`)."""
+    """The events agent: applies the batches of ``batcher``, which the fetch loop
+    fills (stream.intake); its stream only acknowledges."""
 
     async def process_events(stream: StreamT) -> None:
         # Pipelined, at-least-once: a batch is acknowledged only after all its

@@ -1,4 +1,4 @@
-"""The one Faust app of the stream worker, built from settings by a factory."""
+"""The worker, built completely by one function from its settings: :func:`create_app`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from faust.sensors import Sensor
 from faust.types import AgentT, AppT, TableT
 from recstream.schemas import KafkaSettings
 from recstream.schemas import topics as names
-from recstream.stream import monitoring
+from recstream.schemas.probes import ProbeServer, loop_responds
+from recstream.stream import faust_internals, monitoring, tansu_compat
 from recstream.stream.agents import (
     BatchProcessor,
     Emitter,
@@ -22,7 +23,6 @@ from recstream.stream.agents import (
     define_agent,
 )
 from recstream.stream.deletions import DeletionProcessor, define_deletions_agent
-from recstream.stream.faust_gaps import FaustGaps, committed_offset
 from recstream.stream.hole_watch import HoleWatch
 from recstream.stream.intake import DirectIntake
 from recstream.stream.last_recommendations import (
@@ -33,7 +33,7 @@ from recstream.stream.last_recommendations import (
 )
 from recstream.stream.metrics import WorkerMetrics
 from recstream.stream.settings import WorkerSettings
-from recstream.stream.tables import DeliveredTable, DirectWriter, define_table
+from recstream.stream.tables import USER_SEQUENCES, DeliveredTable, DirectWriter, define_table
 from recstream.stream.take import Batcher, behind_highwater
 from recstream.stream.topics import WorkerTopics, define_topics
 
@@ -42,21 +42,15 @@ log = logging.getLogger(__name__)
 #: Exit status when outputs could not be produced (see exit_without_commit).
 EXIT_FATAL = 70
 
-#: Producer batch limit per partition, bytes (Faust's default is 16 KiB). aiokafka
-#: keeps one batch in flight per partition and makes ``send()`` wait while the
-#: next one is full, so 16 KiB (~10 score requests or states) per partition per
-#: broker round trip capped the worker's output. Must stay below the broker's
-#: max message size (1 MiB by default).
+#: Producer batch limit per partition, bytes (Faust's default, 16 KiB, capped the
+#: worker's output: aiokafka keeps one batch in flight per partition). Below the
+#: broker's max message size (1 MiB by default).
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 
 
 def exit_without_commit(exc: BaseException) -> None:
-    """Stop the process at once, committing nothing.
-
-    A graceful stop would let ``take_events`` acknowledge (and Faust commit)
-    the batch whose outputs were not delivered. Dying here means that batch is
-    redelivered after the restart; the idempotent state update absorbs it.
-    """
+    """Stop the process at once, committing nothing: the batch whose outputs were
+    not delivered is redelivered after the restart (the state update is idempotent)."""
     log.critical("fatal error while processing a batch, exiting uncommitted: %r", exc)
     logging.shutdown()
     os._exit(EXIT_FATAL)
@@ -79,8 +73,7 @@ class ReadinessSensor(Sensor):
 
 
 def _highwater(app: faust.App, tp: Any) -> int | None:
-    """The consumer's last known end offset of ``tp``, from its fetches; None when
-    unknown (not fetched yet, not assigned, consumer not started)."""
+    """The consumer's last known end offset of ``tp`` (None: not fetched yet)."""
     try:
         return app.consumer.highwater(tp)
     except (ConsumerNotStarted, AssertionError):  # aiokafka asserts the assignment
@@ -97,27 +90,14 @@ class WorkerApp:
     metrics: WorkerMetrics
     deletions: DeletionProcessor
     deletions_agent: AgentT
-    #: Call ``gaps.install()`` before starting the app (stream.faust_gaps).
-    gaps: FaustGaps
-    #: The events agent's intake: hand it to the worker's fetch loop
-    #: (stream.faust_drain) to feed the agent past the conductor (stream.intake).
+    #: Takes the events topics' records from the fetch loop to the events agent.
     intake: DirectIntake
+    #: /metrics, /healthz, /readyz; None where RECSTREAM_METRICS_PORT is 0.
+    probes: ProbeServer | None
 
-
-def widen_producer_buffer(app: faust.App, batch_size: int) -> None:
-    """Let table changelog records queue up without stopping the consumer.
-
-    Faust table writes queue their changelog records in a buffer drained by a
-    background task; above ``ProducerBuffer.max_messages`` (a class constant,
-    100) Faust's conductor holds every incoming message until the buffer
-    ebbs: "producer buffer full" 384 times in a 200k-event bench run, when
-    user_sequences still wrote through it. That table no longer does
-    (stream.tables.DirectWriter), but the recommendations agent still writes
-    up to ``batch_size`` last_recommendations entries per batch. The buffer
-    is still flushed before offsets are committed. Call with the event loop
-    set: it creates the app's producer.
-    """
-    app.producer.buffer.max_messages = 4 * batch_size
+    def close(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -134,104 +114,84 @@ def _credentials(kafka: KafkaSettings) -> Any:
     )
 
 
-def create_app(
-    settings: WorkerSettings,
-    *,
-    metrics: WorkerMetrics | None = None,
-    emitter: Emitter | None = None,
-    on_fatal: FatalHandler = exit_without_commit,
-) -> WorkerApp:
-    """Build the app, its topics, table and agent. No I/O happens here."""
-    metrics = metrics or WorkerMetrics()
-    partitions = settings.kafka.partitions
-    app = faust.App(
+def _faust_app(settings: WorkerSettings) -> faust.App:
+    return faust.App(
         settings.app_id,
         broker=settings.kafka.faust_broker_url,
         broker_credentials=_credentials(settings.kafka),
         broker_client_id=f"{settings.app_id}-{settings.worker_id}",
-        store=settings.store_url,
+        store="rocksdb://",
         datadir=str(settings.state_dir),
-        # docs/embedded-broker.md defect 2: Tansu holds JoinGroup for session_timeout/2, so
-        # Faust's 60 s default means ~36 s to become ready; 6 s gives ~5 s.
+        # Tansu holds JoinGroup for half the session (docs/embedded-broker.md, defect 2).
         broker_session_timeout=6.0,
         broker_heartbeat_interval=2.0,
         consumer_group_instance_id=settings.kafka.group_instance_id,
-        topic_partitions=partitions,
+        topic_partitions=settings.kafka.partitions,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
-        # Room for a full take() batch on top of what is being processed.
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         web_enabled=False,
         autodiscover=False,
-        # Every table of the worker: agents await their own changelog sends.
-        Table=DeliveredTable,
+        Table=DeliveredTable,  # agents await their own tables' changelog sends
     )
+
+
+def create_app(
+    settings: WorkerSettings,
+    *,
+    tansu: bool = False,
+    metrics: WorkerMetrics | None = None,
+    emitter: Emitter | None = None,
+    on_fatal: FatalHandler = exit_without_commit,
+) -> WorkerApp:
+    """Build the worker: app, tables, agents, intake, Faust patches and probes.
+
+    ``tansu``: apply stream.tansu_compat. Serves the probes where
+    ``settings.metrics_port`` is set; no other I/O. Call with the event loop
+    the app will run on set as the current one.
+    """
+    metrics = metrics or WorkerMetrics()
+    metrics.broker_compat.set(1 if tansu else 0)
+    partitions = settings.kafka.partitions
+    app = _faust_app(settings)
     app.sensors.add(ReadinessSensor(metrics))
     topics = define_topics(app, settings.app_id, partitions)
-    table = define_table(app, partitions)
-    # Online quality: the last list per user, read back from `recommendations`.
+    table = define_table(app, USER_SEQUENCES, partitions)
     last_recommendations = define_last_recommendations_table(app, partitions)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
     recommendations = define_recommendations_topic(app, partitions)
-    # The topics whose every record must reach its agent: holes are re-read.
-    gaps = FaustGaps(
-        app, [*topics.source.topics, names.USER_DELETIONS, *recommendations.topics]
-    )
-
-    def hole_watch() -> HoleWatch:
-        return HoleWatch(
-            metrics,
-            seek=lambda tp, offset: app.consumer.seek(tp, offset),
-            committed=lambda tp: committed_offset(app, tp),
-            skip_hole=gaps.skip,
-        )
-
-    # Every write and delete of user_sequences goes through this one writer.
-    writer = DirectWriter(table, emitter.send_records)
+    writer = DirectWriter(table, emitter.send_records)  # every write of user_sequences
     processor = BatchProcessor(
-        table=table,
-        emitter=emitter,
-        metrics=metrics,
-        topics=topics,
-        max_len=settings.max_seq_len,
-        partitions=partitions,
-        observer=online,
-        holes=hole_watch(),
-        writer=writer,
-    )
+        emitter=emitter, metrics=metrics, topics=topics, max_len=settings.max_seq_len,
+        partitions=partitions, observer=online, holes=HoleWatch(metrics, app), writer=writer,
+    )  # fmt: skip
     batcher = Batcher(
-        settings.batch_size,
-        settings.batch_window_s,
+        settings.batch_size, settings.batch_window_s,
         behind_highwater(lambda tp: _highwater(app, tp)),
-    )
+    )  # fmt: skip
     agent = define_agent(app, topics, processor, batcher=batcher, on_fatal=on_fatal)
     deletions = DeletionProcessor(
-        tables=[last_recommendations],
-        writer=writer,
-        emitter=emitter,
-        metrics=metrics,
-        dlq=topics.dlq,
-        partitions=partitions,
-        holes=hole_watch(),
-    )
+        tables=[last_recommendations], writer=writer, emitter=emitter, metrics=metrics,
+        dlq=topics.dlq, partitions=partitions, holes=HoleWatch(metrics, app),
+    )  # fmt: skip
     deletions_agent = define_deletions_agent(app, partitions, deletions, on_fatal=on_fatal)
     define_recommendations_agent(
-        app,
-        recommendations,
-        online,
-        batch_size=settings.batch_size,
-        batch_window_s=settings.batch_window_s,
-        on_fatal=on_fatal,
-        holes=hole_watch(),
-    )
-    monitoring.install(
-        app,
-        metrics,
-        [*topics.source.topics, *recommendations.topics, names.USER_DELETIONS],
-        [table, last_recommendations],
-    )
+        app, recommendations, online, batch_size=settings.batch_size,
+        batch_window_s=settings.batch_window_s, on_fatal=on_fatal, holes=HoleWatch(metrics, app),
+    )  # fmt: skip
+    # Every agent's topics: their holes are re-read (stream.hole_watch).
+    watched = [*topics.source.topics, names.USER_DELETIONS, *recommendations.topics]
+    monitoring.install(app, metrics, watched, [table, last_recommendations])
     intake = DirectIntake(app, batcher, topics.source.topics, metrics)
-    return WorkerApp(
-        app, topics, table, processor, agent, metrics, deletions, deletions_agent, gaps, intake
-    )
+    faust_internals.install_fetch_loop(app, dict.fromkeys(intake.topics, intake.offer), watched)
+    # Room for a batch's last_recommendations writes, which go through Faust's buffer.
+    faust_internals.widen_producer_buffer(app, 4 * settings.batch_size)
+    if tansu:
+        tansu_compat.install(app, settings.kafka, settings.fetch_wait_ms)
+    probes = None
+    if settings.metrics_port:
+        probes = metrics.serve(settings.metrics_port, live=loop_responds(app.loop))
+        log.info("metrics on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
+    return WorkerApp(app, topics, table, processor, agent, metrics, deletions, deletions_agent,
+                     intake, probes)  # fmt: skip

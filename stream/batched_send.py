@@ -1,11 +1,8 @@
-"""Outputs sent as one producer batch per partition instead of one ``send()`` per record.
+"""Outputs sent as one aiokafka producer batch per partition, not one ``send()`` per record.
 
-aiokafka's ``send()`` is a coroutine per record that waits on metadata,
-picks a partition and creates a future for the record's delivery; through
-Faust's producer wrapper that was ~15% of the worker's CPU at 26k events/s
-(py-spy, ``recstream bench stream``), for two outputs per event. A batch built
-with the producer's ``create_batch()`` and queued with ``send_batch()`` has
-one future for all its records, and its records keep their order.
+A batch (``create_batch``/``send_batch``) has one delivery future for all its
+records and keeps their order; per-record ``send()`` was the costliest part of
+the worker's output path (bench/RESULTS.md, "Stream worker: the Faust bypasses").
 """
 
 from __future__ import annotations

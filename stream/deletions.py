@@ -1,21 +1,15 @@
 """The privacy path: a ``user-deletions`` record removes the user from the worker's tables.
 
-Its own agent in the worker app, subscribed to ``user-deletions`` (keyed by
-user, same partition count as ``events``): Faust's assignor co-partitions
-topics of one app that have the same partition count and the same
-subscribers, so a user's deletions reach the worker that holds the user's
-state. The delete goes through the Faust table, so the changelog gets a
-tombstone and a restore does not bring the user back.
-
-After a deletion the user's next event starts from an empty sequence, so the
-next score request (and the recommendation built from it) knows nothing of
-the user's earlier events.
+``user-deletions`` is keyed by user with the partition count of ``events``, so
+Faust's assignor brings a user's deletions to the worker holding the user's
+state. Each table gets a changelog tombstone, so a restore does not bring the
+user back, and the user's next event starts from an empty sequence.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
@@ -26,9 +20,10 @@ from recstream.schemas import topics as names
 from recstream.schemas.messages import MAX_EVENT_BYTES, now_ms
 from recstream.stream.agents import Emitter, FatalHandler, user_partition
 from recstream.stream.deadletter import dead_letter_json
+from recstream.stream.faust_internals import table_partition
 from recstream.stream.hole_watch import HoleWatch
 from recstream.stream.metrics import WorkerMetrics
-from recstream.stream.tables import DirectWriter, changelog_sends, delivered, table_partition
+from recstream.stream.tables import DirectWriter, changelog_sends, delivered
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +52,22 @@ class DeletionProcessor:
         self,
         *,
         tables: Sequence[TableT],
+        writer: DirectWriter,
         emitter: Emitter,
         metrics: WorkerMetrics,
         dlq: str,
         partitions: int,
-        clock: Callable[[], int] = now_ms,
-        writer: DirectWriter | None = None,
-        holes: HoleWatch | None = None,
+        holes: HoleWatch,
     ) -> None:
-        # Every per-user table of the worker: forgetting a user means all of
-        # them. A table written through a DirectWriter must be deleted through
-        # it too (``writer``, not in ``tables``): see DirectWriter.
+        # Every per-user table: Faust's (``tables``) and the one written through
+        # ``writer``, which must be deleted through it too.
         self._tables = list(tables)
         self._writer = writer
         self._emitter = emitter
         self._metrics = metrics
         self._dlq = dlq
         self._partitions = partitions
-        self._clock = clock
-        # A deletion that skipped the agent would leave the user remembered:
-        # re-read such holes as the events agent does.
-        self._holes = holes or HoleWatch(metrics)
+        self._holes = holes
 
     async def process(self, record: EventT) -> None:
         message = record.message
@@ -103,32 +93,23 @@ class DeletionProcessor:
             return
         with table_partition(record), changelog_sends() as sends:
             for table in self._tables:
-                try:
-                    # Always deleted, even when absent: the tombstone goes to the
-                    # changelog first (Faust's on_key_del), so a redelivered
-                    # deletion repairs a crash between the local delete and the
-                    # changelog flush. The memory store raises KeyError after that.
-                    del table[user_key]
-                except KeyError:
-                    pass
-        # The tombstones are durable before the deletion is acknowledged.
+                # Deleted even when absent: the tombstone of a redelivered deletion
+                # repairs a crash between the local delete and the changelog send.
+                del table[user_key]
+        # Every tombstone is durable before the deletion is acknowledged.
         await delivered(sends)
-        if self._writer is not None:
-            async with self._writer.lock:
-                with table_partition(record):
-                    tombstone = self._writer.delete(user_key, record)
-                # Also sends the events agent's changelog records queued before it.
-                await self._writer.flush()
-            # Delivered before the record is acknowledged.
-            self._writer.persisted([await tombstone])
+        async with self._writer.lock:
+            tombstone = self._writer.delete(user_key, record)
+            # Also sends the events agent's changelog records queued before it.
+            await self._writer.flush()
+        self._writer.persisted([await tombstone])
         self._metrics.users_deleted.inc()
-        tables = len(self._tables) + (self._writer is not None)
-        log.info("user %r deleted from %d table(s)", deletion.user_id, tables)
+        log.info("user %r deleted from %d table(s)", deletion.user_id, len(self._tables) + 1)
 
     async def _dead_letter(self, record: EventT, reason: str, detail: str) -> Awaitable[Any]:
         message = record.message
         self._metrics.dlq.labels(reason).inc()
-        letter = dead_letter_json(message, reason, detail, self._clock())
+        letter = dead_letter_json(message, reason, detail, now_ms())
         return await self._emitter.send(self._dlq, message.key, letter)
 
 
@@ -146,8 +127,8 @@ def define_deletions_agent(
     )
 
     async def process_deletions(stream: StreamT) -> None:
-        # Deletions are rare: one at a time. A record is acknowledged when the
-        # loop asks for the next one, i.e. after its delete and outputs are done.
+        # One at a time (deletions are rare); a record is acknowledged when the
+        # loop asks for the next one, after its delete and outputs are done.
         async for record in stream.events():
             try:
                 await processor.process(record)

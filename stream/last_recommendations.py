@@ -1,12 +1,9 @@
 """Online quality, the Faust glue: the ``last_recommendations`` table and its agent.
 
-The worker reads ``recommendations`` back (keyed by user, same partition count
-as ``events``): Faust's assignor co-partitions topics of one app that have the
-same partition count and the same subscribers, so a user's recommendations,
-events and tables meet on one worker and one partition number. The agent keeps
-the newest list per user; :class:`OnlineQuality` is called by the events
-agent for each user's applied events and judges the stored list against the
-first of them (:func:`stream.online_quality.judge`), then forgets the list.
+The worker reads ``recommendations`` back (keyed by user, co-partitioned with
+``events``). The agent keeps the newest list per user; the events agent calls
+:meth:`OnlineQuality.on_applied` with each user's applied events, which judges
+the stored list against the first of them and then forgets it.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ from faust.types import AgentT, EventT, StreamT, TableT, TopicT
 from recstream.schemas import Event
 from recstream.schemas import topics as names
 from recstream.schemas.messages import now_ms
+from recstream.stream.faust_internals import table_partition
 from recstream.stream.hole_watch import HoleWatch
 from recstream.stream.metrics import WorkerMetrics
 from recstream.stream.online_quality import (
@@ -28,7 +26,7 @@ from recstream.stream.online_quality import (
     judge,
     parse_recommendation,
 )
-from recstream.stream.tables import changelog_sends, delivered, read_value, table_partition
+from recstream.stream.tables import changelog_sends, define_table, delivered, read_value
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +37,7 @@ ONLINE_WINDOW = 1000
 
 def define_last_recommendations_table(app: faust.App, partitions: int) -> TableT:
     """User id (utf-8 bytes) -> :meth:`LastRecommendation.encode` bytes."""
-    return app.Table(
-        LAST_RECOMMENDATIONS,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=partitions,
-        options={"driver": "rocksdict"},
-    )
+    return define_table(app, LAST_RECOMMENDATIONS, partitions)
 
 
 def define_recommendations_topic(app: faust.App, partitions: int) -> TopicT:
@@ -62,24 +54,14 @@ def define_recommendations_topic(app: faust.App, partitions: int) -> TopicT:
 class OnlineQuality:
     """Keeps the last list per user and judges it against the user's next event."""
 
-    def __init__(
-        self,
-        table: TableT,
-        metrics: WorkerMetrics,
-        *,
-        window: int = ONLINE_WINDOW,
-        k: int = K,
-        clock: Callable[[], int] = now_ms,
-    ) -> None:
+    def __init__(self, table: TableT, metrics: WorkerMetrics) -> None:
         self._table = table
         self._metrics = metrics
-        self._rolling = RollingQuality(window)
-        self._k = k
-        self._clock = clock
+        self._rolling = RollingQuality(ONLINE_WINDOW)
 
     async def remember(self, batch: Sequence[EventT]) -> None:
         """Store the newest list of each user in a batch of ``recommendations`` records."""
-        now = self._clock()
+        now = now_ms()
         with changelog_sends() as sends:
             self._remember(batch, now)
         await delivered(sends)
@@ -88,7 +70,7 @@ class OnlineQuality:
         m = self._metrics
         for record in batch:
             try:
-                parsed = parse_recommendation(record.message.value, self._k)
+                parsed = parse_recommendation(record.message.value, K)
             except ValueError as exc:
                 # Not ours to dead-letter (the scorer owns that topic); count and go on.
                 m.recommendations_bad.inc()
@@ -110,7 +92,7 @@ class OnlineQuality:
             return
         last = self._load(raw)
         for event in events:
-            verdict = judge(last, event.event_id, event.item_id, event.ts, self._k)
+            verdict = judge(last, event.event_id, event.item_id, event.ts, K)
             if verdict is None:
                 continue
             m = self._metrics
@@ -143,20 +125,17 @@ def define_recommendations_agent(
     batch_size: int,
     batch_window_s: float,
     on_fatal: Callable[[BaseException], None],
-    holes: HoleWatch | None = None,
+    holes: HoleWatch,
 ) -> AgentT:
     async def remember_recommendations(stream: StreamT) -> None:
         # Same shape as the events agent: a batch is acknowledged only after
         # remember() returned, and a failure stops the worker uncommitted.
         async for batch in stream.take_events(batch_size, within=batch_window_s):
             try:
-                if holes is not None:
-                    # A hole would stall this topic's commits (and its lag gauge).
-                    for record in batch:
-                        # (A repeat is remembered again: the same list, harmless.)
-                        hole = holes.check(record.message)
-                        if not isinstance(hole, bool):
-                            await hole
+                for record in batch:  # (a repeat is remembered again: harmless)
+                    hole = holes.check(record.message)
+                    if not isinstance(hole, bool):
+                        await hole
                 await online.remember(batch)
             except Exception as exc:
                 on_fatal(exc)

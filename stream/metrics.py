@@ -81,10 +81,8 @@ class WorkerMetrics:
         self._online_and_monitoring(r, p)
 
     def _online_and_monitoring(self, r: CollectorRegistry, p: str) -> None:
-        # Online quality (stream.online_quality): each recommendation is judged
-        # once, against the user's next event. HR@10 = hits/trials and
-        # NDCG@10 = ndcg_sum/trials over any window, by Prometheus rate(); the
-        # gauges hold the same over the last ONLINE_WINDOW judgements.
+        # Online quality: HR@10 = hits/trials and NDCG@10 = ndcg_sum/trials over
+        # any window by rate(); the gauges over the last ONLINE_WINDOW judgements.
         v = ["model_version"]
         self.recommendations_in = Counter(
             p + "recommendations_in", "recommendations read back (online metric)", v, registry=r
@@ -126,20 +124,9 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def serve(
-        self, port: int, addr: str = "0.0.0.0", live: Callable[[], bool] | None = None
-    ) -> ProbeServer:
-        """/metrics, /healthz (``live``, e.g. the event loop answers) and /readyz (the ready
-        gauge)."""
-        return ProbeServer(self.registry, port, addr, live=live or _alive, ready=self.is_ready)
+    def serve(self, port: int, live: Callable[[], bool]) -> ProbeServer:
+        """/metrics, /healthz (``live``: the event loop answers) and /readyz (``ready``)."""
+        return ProbeServer(self.registry, port, live=live, ready=self.is_ready)
 
     def is_ready(self) -> bool:
-        return self.ready._value.get() == 1.0  # prometheus_client keeps no public getter
-
-
-def _alive() -> bool:
-    return True
-
-
-#: The old name of the server handle (callers only ever call ``close()``).
-MetricsServer = ProbeServer
+        return self.registry.get_sample_value("recstream_worker_ready") == 1.0

@@ -1,8 +1,7 @@
 """Consumer lag per partition (each second) and table sizes (every 10 s), as gauges.
 
-Lag is the fetch high watermark (right on Tansu too, unlike ListOffsets; see
-docs/embedded-broker.md defect 1) minus the next offset this worker will read, for the
-topics the agents consume. Table sizes: see :func:`table_size`.
+Lag is the fetch high watermark (right on Tansu too, unlike ListOffsets:
+docs/embedded-broker.md, defect 1) minus the next offset this worker will read.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import faust
 from faust.sensors import Sensor
 from faust.types import TP, TableT
 from faust.types.tuples import Message
-from recstream.stream.faust_gaps import committed_offset
+from recstream.stream.faust_internals import committed_offset, store_dbs
 from recstream.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -44,21 +43,10 @@ EXACT_COUNT_LIMIT = 100_000
 TABLE_EVERY_S = 10.0
 
 
-def table_size(table: TableT) -> int | None:
-    """Keys held by this worker for ``table``; None when the store says nothing.
-
-    RocksDB's ``estimate-num-keys`` counts every write still in the memtable,
-    so a small, busy table reads many times too big: count exactly while a
-    partition is small (a few ms per 10k keys), estimate beyond that.
-    """
-    store = table.data
-    dbs = getattr(store, "_dbs", None)  # faust's RocksDB store: partition -> DB
-    if isinstance(dbs, dict):
-        return sum(_db_keys(db) for db in list(dbs.values()))
-    try:
-        return len(store)
-    except TypeError:
-        return None
+def table_size(table: TableT) -> int:
+    """Keys held by this worker for ``table``: counted exactly while a partition is
+    small, as RocksDB's estimate counts every write still in the memtable."""
+    return sum(_db_keys(db) for db in store_dbs(table))
 
 
 def _db_keys(db: Any) -> int:
@@ -82,7 +70,7 @@ def install(
     tables = list(tables)
     sensor = OffsetSensor()
     app.sensors.add(sensor)
-    state = {"tables_at": float("-inf")}
+    state = _State()
 
     @app.timer(INTERVAL_S, name="recstream.monitoring")
     async def monitor() -> None:
@@ -94,13 +82,19 @@ def install(
     return sensor
 
 
+class _State:
+    tables_at = float("-inf")
+    #: The lag gauge's label sets, to drop those of partitions that moved away.
+    lag_labels: set[tuple[str, str]] = set()
+
+
 def _update(
     app: faust.App,
     metrics: WorkerMetrics,
     sensor: OffsetSensor,
     watched: set[str],
     tables: list[TableT],
-    state: dict[str, float],
+    state: _State,
 ) -> None:
     assigned = [tp for tp in app.consumer.assignment() if tp.topic in watched]
     current = set()
@@ -122,12 +116,10 @@ def _update(
         metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
         current.add((tp.topic, str(tp.partition)))
     # Partitions that moved to another worker are not this worker's lag any more.
-    for labels in list(metrics.lag._metrics):  # no public way to list label sets
-        if labels not in current:
-            metrics.lag.remove(*labels)
-    if time.monotonic() - state["tables_at"] >= TABLE_EVERY_S:
-        state["tables_at"] = time.monotonic()
+    for labels in state.lag_labels - current:
+        metrics.lag.remove(*labels)
+    state.lag_labels = current
+    if time.monotonic() - state.tables_at >= TABLE_EVERY_S:
+        state.tables_at = time.monotonic()
         for table in tables:
-            size = table_size(table)
-            if size is not None:
-                metrics.table_keys.labels(table.name).set(size)
+            metrics.table_keys.labels(table.name).set(table_size(table))

@@ -1,32 +1,15 @@
-"""Offsets that never reached the agent, and re-reading them.
+"""Offsets that never reached an agent, and re-reading them (pure logic).
 
-Seen with faust-streaming 0.15.3 (issue #7, the scale-out takeover test): right
-after a rebalance, around the moment the tables' recovery ends and Faust seeks
-every partition back to its committed offset, a run of offsets in a partition
-never reached the agent, while the next ones did. The effect was: events lost
-from the table and the changelog, and the group's committed offset stalled in
-front of the hole for good. One cause is known: Faust's fetch loop drops
-records below a read offset that records fetched before a seek had moved
-forward (shown on Faust's own loop in tests/unit/test_faust_read_offsets.py);
-:mod:`stream.faust_gaps` turns that filter off for the source topics, which
-also lets every re-read below take. With it off, takeovers still showed a hole
-of one offset, the partition's committed offset itself, in about one run in
-three of that test under load (cause not found; the re-read fills it). This
-module is the check that no offset goes missing, whatever the cause.
-
-:class:`OffsetGaps` notices such a hole (within one consumer generation, the
-offsets of a partition reach the agent in order and without gaps) and says
-where to seek back to. Records fetched before the seek keep arriving for a
-while (the stream's buffer); then the re-read starts, recognised by its offsets
-going back. A re-read that goes past the hole without filling it is evidence
-that no record is there: offsets can be missing legitimately (transaction
-markers of a transactional producer, a compacted topic), and a worker must
-not loop on those. After ``MAX_ATTEMPTS`` such re-reads it gives up on the
-hole and says so. A seek that shows no re-read within ``RETRY_S`` is repeated
-without counting (it may not have taken): a slow, loaded worker must not give
-up on records that are there (measured before: three seeks 0.5 s apart
-brought no re-read, a hole was given up and an event lost; Faust's filter or a
-stream buffer not yet drained can each delay a re-read that long). Pure logic;
+Within one consumer generation a partition's offsets should reach the agent in
+order and without gaps. After a rebalance they sometimes did not (bench/RESULTS.md,
+"Stream worker: the Faust bypasses"), and Faust's commit would then pass the
+missing events. :class:`OffsetGaps` notices such a hole and says where to seek
+back to. Records fetched before the seek keep arriving for a while; then the
+re-read starts, recognised by its offsets going back. A re-read that passes the
+hole without filling it is evidence that no record is there (transaction
+markers, compaction); after ``MAX_ATTEMPTS`` of those the hole is given up. A
+seek that shows no re-read within ``RETRY_S`` is repeated without counting, so
+a slow worker does not give up on records that are there.
 :class:`stream.hole_watch.HoleWatch` does the seeking, logging and counting.
 """
 

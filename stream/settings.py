@@ -26,25 +26,17 @@ class WorkerSettings:
     #: Events per ``take`` batch; and how long to wait for a batch to fill.
     batch_size: int = 1000
     batch_window_ms: int = 50
-    #: Producer linger. 0 (aiokafka's default) is right here: a batch's outputs
-    #: are queued while the loop is busy, so they leave in few requests anyway,
-    #: and the agent waits for their delivery before taking the next batch.
+    #: Producer linger: 0, as a batch's outputs are queued together anyway.
     producer_linger_ms: int = 0
-    #: The consumer's fetch wait, applied against the embedded broker (Tansu)
-    #: only, which holds a fetch for much of its wait (stream.tansu_compat;
-    #: Faust's 1500 ms would sit on every event). Against Kafka Faust's own
-    #: setting stays: Kafka answers as soon as a record is there.
+    #: The consumer's fetch wait against Tansu only (docs/embedded-broker.md,
+    #: defect 5); against Kafka, Faust's own stays.
     fetch_wait_ms: int = 20
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     #: Prometheus port; 0 serves nothing.
     metrics_port: int = 0
-    #: ``rocksdb://`` in production and integration tests, ``memory://`` in
-    #: functional tests.
-    store_url: str = "rocksdb://"
     app_id: str = APP_ID
     log_level: str = "INFO"
-    #: How long a starting worker waits for the brokers to answer (broker
-    #: detection, partition-count check) before it gives up and exits 1.
+    #: How long a starting worker waits for the brokers to answer before it exits 1.
     broker_wait_s: int = 30
 
     def __post_init__(self) -> None:

@@ -1,9 +1,8 @@
-"""The ``user_sequences`` table and how batched code writes to the right partition of it."""
+"""The worker's tables, and writes whose changelog records the writer can await."""
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -11,13 +10,12 @@ from functools import partial
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # see table_partition() for why
 from faust.types import TP, EventT, TableT
 from faust.types.tuples import FutureMessage
+from recstream.stream import faust_internals
 from recstream.stream.batched_send import Delivered, Record
 
 USER_SEQUENCES = "user_sequences"
-
 
 #: The changelog sends of the table writes made in the current task (see changelog_sends).
 _sends: ContextVar[list[FutureMessage] | None] = ContextVar(
@@ -26,20 +24,13 @@ _sends: ContextVar[list[FutureMessage] | None] = ContextVar(
 
 
 class DeliveredTable(faust.Table):  # type: ignore[misc]  # faust's classes are untyped
-    """A Faust table whose changelog sends can be awaited by the code that wrote.
+    """A Faust table whose changelog sends the writing code can await.
 
-    Faust hands changelog records to a producer buffer and forgets them; before
-    committing source offsets it calls ``producer.flush()``, whose buffer part
-    gives up after 0.1 s without a send (``ProducerBuffer.flush_atmost``). On a
-    busy machine a commit can therefore cover events whose changelog records
-    are still in that buffer; a worker that dies or leaves then loses them,
-    and the partition's next owner restores a state without those events and
-    never sees them again. (Not the cause of issue #7's takeover bug, which was
-    records dropped by the consumer: see stream.offset_gaps; a gap of the same
-    kind.) Awaiting the sends before a batch is acknowledged closes it: an
-    acknowledged event's table update is durable in the changelog.
-    ``user_sequences`` bypasses this (stream.tables.DirectWriter awaits its own
-    sends); ``last_recommendations`` and the deletions' tombstones use it.
+    Faust queues changelog records and gives up flushing them after 0.1 s
+    before a commit, so a commit could cover events whose table updates never
+    reached the changelog. Awaiting the sends before acknowledging a batch
+    makes every acknowledged update durable. ``user_sequences`` is written
+    through a :class:`DirectWriter` instead.
     """
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
@@ -52,11 +43,8 @@ class DeliveredTable(faust.Table):  # type: ignore[misc]  # faust's classes are 
 
 @contextmanager
 def changelog_sends() -> Iterator[list[FutureMessage]]:
-    """Collect the changelog sends of :class:`DeliveredTable` writes made in the block.
-
-    Per task (a context variable): the worker's agents run concurrently and
-    each must wait for its own writes only.
-    """
+    """Collect the changelog sends of :class:`DeliveredTable` writes made in the block
+    by this task (a context variable: the agents run concurrently)."""
     sends: list[FutureMessage] = []
     token = _sends.set(sends)
     try:
@@ -71,75 +59,20 @@ async def delivered(sends: list[FutureMessage]) -> None:
         await asyncio.gather(*sends)
 
 
-def define_table(app: faust.App, partitions: int) -> TableT:
-    """User id (utf-8 bytes) -> encoded :class:`stream.sequence.UserSequence`."""
+def define_table(app: faust.App, name: str, partitions: int) -> TableT:
+    """A RocksDB table of raw bytes keyed by user id (utf-8), as the record keys are."""
     return app.Table(
-        USER_SEQUENCES,
-        # bytes means Faust's "raw" codec both ways: the value is our own
-        # compact codec, and a raw key is the same bytes as the ``events``
-        # record key.
-        key_type=bytes,
-        value_type=bytes,
-        partitions=partitions,
+        name, key_type=bytes, value_type=bytes, partitions=partitions,
         options={"driver": "rocksdict"},
-    )
+    )  # fmt: skip
 
 
 def read_value(table: TableT, key: bytes) -> bytes | None:
-    """``table.get(key)`` with one store lookup, under :func:`table_partition`.
-
-    ``Table.get`` asks the store whether the key exists and then reads it (two
-    RocksDB reads for every known user) and tells every sensor about the read;
-    reading the store itself gives the same value for half the work. Writes
-    must reach the changelog: through the table, or a :class:`DirectWriter`
-    (whose :meth:`DirectWriter.get` is faster still).
-    """
+    """``table.get(key)`` in one store lookup instead of two; call under
+    ``table_partition``. Writes must go through the table or a DirectWriter."""
     value: bytes | None = table.data.get(key)
     return value
 
-
-def _rocksdb_store(table: TableT) -> Any | None:
-    """Faust's RocksDB store of ``table``, or None for another store (``memory://``).
-
-    Faust's ``store[key]`` runs the key and value through the table's codecs
-    (raw bytes here: no change), looks up the current event for its
-    partition, and then reads or writes that partition's database; at 30k
-    events/s those layers were ~8% of the worker (py-spy), around a RocksDB
-    call of a fraction of it. With the partition known the same read or write
-    is one call; the store's key index (which partition holds a key, for
-    lookups without an event) is kept as Faust keeps it. Private Faust API
-    (faust-streaming is pinned below 0.16); a store without it takes Faust's
-    path.
-    """
-    store = table.data
-    if hasattr(store, "_db_for_partition") and hasattr(store, "_key_index"):
-        return store
-    return None
-
-
-@contextmanager
-def table_partition(event: EventT) -> Iterator[None]:
-    """Make table reads and writes inside the block go to ``event``'s partition.
-
-    A Faust table keeps each key in the store partition, and sends its changelog
-    record to the partition, of the *current event* (a context variable that
-    the stream sets while iterating). ``stream.take_events()`` fills its buffer
-    in a background task, so inside the agent the current event is unset and a
-    write raises "Cannot modify table key from outside of stream iteration"
-    (faust-streaming issue #497). A batch also mixes partitions, so "the last
-    event" would be wrong anyway. The agent therefore groups a batch by source
-    partition and writes each group under one of that group's events.
-    ``_current_event`` is private; faust-streaming is pinned below 0.16 and the
-    functional tests exercise this path.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-_UNRESOLVED = object()
 
 #: ``Emitter.send_records`` (stream.agents): ``await send(topic, partition, records)``
 #: gives the future of their delivery (the last record's :class:`Delivered`, or None).
@@ -147,28 +80,17 @@ SendRecords = Callable[[str, int, Sequence[Record]], Awaitable[Awaitable["Delive
 
 
 class DirectWriter:
-    """Writes to one table without Faust's per-record changelog machinery.
+    """Writes one RocksDB table without Faust's per-record changelog machinery.
 
-    A Faust table write puts the value into the store and queues its
-    changelog record in the producer buffer, which a background task sends
-    one record at a time, with a callback per record that writes the
-    changelog offset into RocksDB. In the worker that was ~9% of the py-spy
-    samples (200k-event bench), and more than 100 queued records stalled the
-    consumer ("producer buffer full"). Here a write puts the value into the
-    store and queues the changelog record (raw key and value, the partition
-    of the current record, as Faust sends it) with the writer; :meth:`flush`
-    sends what is queued as one producer batch per partition. The caller
-    awaits the future a write returned, with the batch's other outputs,
-    before the batch is acknowledged, and then records the newest offset per
-    partition once (:meth:`persisted`).
+    A write goes straight to the record partition's database and queues its
+    changelog record here; :meth:`flush` sends the queue as one producer batch
+    per partition. The caller awaits the future a write returned before it
+    acknowledges the batch, then records the newest offsets (:meth:`persisted`).
 
-    Every write, delete and flush of the table must go through one instance,
-    inside ``async with writer.lock``, a write together with the read its
-    value came from: without the lock another agent could change the key in
-    between (a deletion, then a write of the state read before it). Queued
-    records keep the order of the store writes whoever flushes them: a
-    deletion's flush also sends the events agent's puts queued before its
-    tombstone, and their futures are settled by that flush.
+    Every read-then-write, delete and flush of the table goes through one
+    instance, inside ``async with writer.lock`` (else a deletion could land
+    between a read and the write of a value based on it). Queued records keep
+    the order of the store writes, whoever flushes them.
     """
 
     def __init__(self, table: TableT, send_records: SendRecords) -> None:
@@ -176,54 +98,33 @@ class DirectWriter:
         self._send_records = send_records
         self._topic = table.changelog_topic.get_topic_name()
         self.lock = asyncio.Lock()
-        # Faust's RocksDB store, found at the first read or write (Faust creates
-        # the table's store lazily); None: another store, written through Faust.
-        self._rocks: Any = _UNRESOLVED
+        self._store: Any = None  # Faust creates the store lazily: found at first use
         # Changelog partition -> (records queued since the last flush, their delivery).
         self._queued: dict[int, tuple[list[Record], asyncio.Future[Delivered | None]]] = {}
 
-    def _store(self) -> Any | None:
-        if self._rocks is _UNRESOLVED:
-            self._rocks = _rocksdb_store(self._table)
-        return self._rocks
+    def _rocksdb(self) -> Any:
+        if self._store is None:
+            self._store = faust_internals.rocksdb_store(self._table)
+        return self._store
 
     def get(self, key: bytes, record: EventT) -> bytes | None:
-        """:func:`read_value` of ``key`` in ``record``'s partition, under
-        ``table_partition(record)``; one RocksDB call on Faust's RocksDB store."""
+        """The value of ``key`` in ``record``'s partition."""
         assert self.lock.locked(), "hold writer.lock around the read and the write"
-        store = self._store()
-        if store is None:
-            return read_value(self._table, key)
-        partition = record.message.partition
-        value: bytes | None = store._db_for_partition(partition).get(key)
-        if value is not None:  # as Faust's store does
-            store._key_index[key] = partition
-        return value
+        return faust_internals.store_get(self._rocksdb(), record.message.partition, key)
 
     def put(self, key: bytes, value: bytes, record: EventT) -> asyncio.Future[Delivered | None]:
-        """``table[key] = value`` and queue its changelog record; returns the
-        delivery of the record's partition at the next :meth:`flush`."""
+        """``table[key] = value`` in ``record``'s partition and queue its changelog
+        record; returns the delivery of that partition's records at the next flush."""
         assert self.lock.locked(), "hold writer.lock around the read and the write"
         partition = record.message.partition
-        store = self._store()
-        if store is not None:  # what Faust's store[key] = value does, in one call
-            store._key_index[key] = partition
-            store._db_for_partition(partition).put(key, value)
-        else:
-            self._table.data[key] = value
+        faust_internals.store_put(self._rocksdb(), partition, key, value)
         return self._queue(key, value, partition)
 
     def delete(self, key: bytes, record: EventT) -> asyncio.Future[Delivered | None]:
-        """``del table[key]`` (absent is fine) and queue its tombstone; as :meth:`put`.
-
-        The tombstone is sent even when the key is absent: a redelivered
-        deletion then repairs a crash between the local delete and the send.
-        """
+        """``del table[key]`` and queue its tombstone, even for an absent key (a
+        redelivered deletion then repairs a crash between delete and send)."""
         assert self.lock.locked(), "hold writer.lock around the delete"
-        try:
-            del self._table.data[key]
-        except KeyError:
-            pass  # the memory store raises for an absent key; RocksDB does not
+        del self._rocksdb()[key]
         return self._queue(key, None, record.message.partition)
 
     def _queue(
@@ -254,17 +155,15 @@ class DirectWriter:
             asyncio.ensure_future(sent).add_done_callback(partial(_settle, done))
 
     def persisted(self, delivered: Iterable[Any]) -> None:
-        """Record the newest delivered offset per changelog partition in the store.
-
-        Recovery replays the changelog from there on (Faust does this per record).
-        """
+        """Record the newest delivered offset per changelog partition in the store,
+        where recovery resumes the changelog (Faust does this per record)."""
         newest: dict[int, int] = {}
         for metadata in delivered:
-            if metadata is None:  # an emitter that reports no offsets (tests)
+            if metadata is None:  # an emitter that learns no offsets (acks=0)
                 continue
             if metadata.offset > newest.get(metadata.partition, -1):
                 newest[metadata.partition] = metadata.offset
-        store = self._table.data
+        store = self._rocksdb()
         for partition, offset in newest.items():
             store.set_persisted_offset(TP(self._topic, partition), offset)
 

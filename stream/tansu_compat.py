@@ -1,50 +1,35 @@
-"""Work around Tansu's wrong ``ListOffsets(latest)`` answer (docs/embedded-broker.md, defect 1).
+"""The worker against Tansu only: true changelog ends and a short fetch wait.
 
-Tansu 0.6 answers ListOffsets(latest) with *the first offset of the last record
-batch + 1* instead of *the last offset + 1*. When the last batch of a changelog
-partition holds more than one record, Faust's recovery therefore believes the
-changelog ends early:
-
-* on restart with local RocksDB state, the persisted offset is beyond that
-  "end" and recovery raises ``ConsistencyError``;
-* restoring a fresh worker from the changelog stops early and silently drops
-  the last updates of the batch.
-
-Faust takes those end offsets from exactly one place, ``Consumer.highwaters()``
-(``faust.tables.recovery.Recovery._build_highwaters``). This module wraps that
-method on one app's consumer instance: it asks the broker for the reported end
-as before, then fetches the batch that starts at ``reported - 1`` (the last
-batch) and returns ``last record offset + 1``. Fetch responses carry the real
-records, so the corrected end is exact. It is active only against Tansu; on a
-real Kafka cluster nothing is patched. ``recovery_consistency_check`` stays on:
-turning it off would hide the crash and keep the data loss.
+Tansu answers ListOffsets(latest) short by its last batch (docs/embedded-broker.md,
+defect 1), so Faust's table recovery would stop early or refuse local state.
+:func:`install` corrects the end offsets Faust's recovery asks for with a fetch
+of the last batch, and shortens the fetch wait (defect 5). Against other
+brokers nothing is patched; ``recovery_consistency_check`` stays on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from recstream.schemas import KafkaSettings
+from recstream.stream import faust_internals
+from recstream.stream.faust_internals import Highwaters
 from recstream.stream.kafka_admin import BrokerUnreachable, admin_call
 
 log = logging.getLogger(__name__)
 
-#: Tansu holds a fetch for (nearly) its whole max wait even when records are
-#: waiting; Faust hard-codes 1500 ms, which put ~1 s on every event's path in the
-#: demo. Real Kafka answers as soon as fetch_min_bytes (1) is there, so this
-#: only matters, and is only applied, against Tansu.
+#: The consumer's fetch wait against Tansu (the worker's RECSTREAM_FETCH_WAIT_MS default).
 TANSU_FETCH_MAX_WAIT_MS = 20
 
-#: Cluster ids of Tansu brokers start with this (the embedded one reports
-#: ``tansu_cluster``).
+#: Cluster ids of Tansu brokers start with this (the embedded one's is ``tansu_cluster``).
 TANSU_CLUSTER_PREFIX = "tansu"
 
 TPKey = TypeVar("TPKey", bound=tuple[str, int])
-HighwatersFn = Callable[..., Awaitable[Mapping[Any, int]]]
 
 
 class BrokerDetectionError(RuntimeError):
@@ -141,7 +126,7 @@ async def true_end_offsets(
 class CorrectedHighwaters:
     """Stands in for ``consumer.highwaters``: the original answer, then corrected."""
 
-    def __init__(self, original: HighwatersFn, consumer_kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, original: Highwaters, consumer_kwargs: Mapping[str, Any]) -> None:
         self._original = original
         self._consumer_kwargs = dict(consumer_kwargs)
 
@@ -157,30 +142,15 @@ class CorrectedHighwaters:
         return corrected
 
 
-def _short_fetch_wait(thread: Any, wait_ms: int) -> None:
-    """Make this app's consumer thread create its aiokafka consumer with a short fetch wait."""
-    create = thread._create_worker_consumer
-
-    def create_with_short_wait(transport: Any) -> AIOKafkaConsumer:
-        consumer = create(transport)
-        # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
-        consumer._fetch_max_wait_ms = wait_ms
-        return consumer
-
-    thread._create_worker_consumer = create_with_short_wait
-
-
-def install(app: Any, kafka: KafkaSettings, fetch_wait_ms: int = TANSU_FETCH_MAX_WAIT_MS) -> None:
+def install(app: faust.App, kafka: KafkaSettings, fetch_wait_ms: int) -> None:
     """Patch this app's consumer only (nothing global): corrected end offsets and
-    a short fetch wait (the worker passes ``RECSTREAM_FETCH_WAIT_MS``)."""
-    consumer = app.consumer
-    if isinstance(consumer.highwaters, CorrectedHighwaters):
-        return
-    consumer.highwaters = CorrectedHighwaters(consumer.highwaters, kafka.aiokafka_kwargs())
-    _short_fetch_wait(consumer._thread, fetch_wait_ms)
-    log.info("tansu compat: consumer fetch wait %d ms", fetch_wait_ms)
+    a short fetch wait."""
+    faust_internals.wrap_highwaters(
+        app, lambda original: CorrectedHighwaters(original, kafka.aiokafka_kwargs())
+    )
+    faust_internals.set_fetch_wait(app, fetch_wait_ms)
     log.warning(
         "tansu compat ACTIVE: changelog end offsets are taken from a fetch, not "
-        "ListOffsets(latest), because Tansu answers that with the first offset of the "
-        "last batch (docs/embedded-broker.md defect 1). Not for a real Kafka cluster."
-    )
+        "ListOffsets(latest) (docs/embedded-broker.md defect 1); consumer fetch wait %d ms. "
+        "Not for a real Kafka cluster.", fetch_wait_ms,
+    )  # fmt: skip

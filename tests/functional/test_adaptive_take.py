@@ -1,4 +1,5 @@
-"""stream.take.adaptive_take on a real Faust stream (an in-memory channel, no broker).
+"""stream.take: batches as the events agent takes them, fed as the fetch loop feeds
+them (DirectIntake), on a Faust app with no broker.
 
 ``behind`` is the only input that stands in for the broker: here it reads the
 event's value, so each test says which events have more waiting behind them.
@@ -13,7 +14,13 @@ from typing import Any
 
 import faust
 import pytest
+from faust.transport.consumer import ConsumerMessage
+from faust.types import TP
+from recstream.stream.intake import DirectIntake
+from recstream.stream.metrics import WorkerMetrics
 from recstream.stream.take import Batcher, adaptive_take, behind_highwater
+
+TP0 = TP("events", 0)
 
 Taken = list[tuple[float, list[int]]]
 
@@ -29,26 +36,29 @@ async def _run(
     work_s: float = 0.0,
     timeout_s: float = 10.0,
 ) -> Taken:
-    """Put ``values`` on a channel (``between`` s apart); collect (time, batch) until ``until``."""
-    app = faust.App("take-test", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False)
+    """Offer ``values`` (``between`` s apart); collect (time, batch) until ``until``."""
+    app = faust.App("take-test", broker="kafka://127.0.0.1:1", autodiscover=False)
     app.flow_control.resume()
-    channel = app.channel()
-    stream = app.stream(channel)
+    stream = app.stream(app.channel())  # the agent's: the batches stop with it
     taken: Taken = []
-
     batcher = Batcher(max_, max_wait_s, behind)
+    intake = DirectIntake(app, batcher, [TP0.topic], WorkerMetrics())
 
     async def consume() -> None:
         async for batch in adaptive_take(stream, batcher):
-            taken.append((time.monotonic(), [event.value for event in batch]))
+            taken.append((time.monotonic(), [int(event.value) for event in batch]))
             if until(taken):
                 return
             if work_s:
                 await asyncio.sleep(work_s)  # the agent busy with the batch
 
     async def produce() -> None:
-        for v in values:
-            await channel.send(value=v)
+        for offset, v in enumerate(values):
+            message = ConsumerMessage(TP0.topic, TP0.partition, offset, 0.0, 0, [], b"u",
+                                      str(v).encode(), None, tp=TP0, generation_id=0)  # fmt: skip
+            full = intake.offer(message)
+            if full is not None:  # a full batcher holds the fetch loop back
+                await full
             if between:
                 await asyncio.sleep(between)
 
@@ -61,7 +71,7 @@ async def _run(
 
 
 def _value_behind(waiting: set[int]) -> Callable[[Any], bool]:
-    """``behind`` for channel events: true for the values in ``waiting``."""
+    """``behind`` for these records: true for the values in ``waiting``."""
 
     def behind(message: Any) -> bool:
         return int(message.value) in waiting

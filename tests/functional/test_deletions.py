@@ -1,8 +1,9 @@
-"""The deletions agent in Faust's test context (memory store, no broker)."""
+"""The deletions agent in Faust's test context: RocksDB tables in a temp folder, no broker."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from recstream.schemas import DeadLetter
@@ -16,17 +17,18 @@ from test_worker_agent import (  # noqa: F401 - harness is a fixture
     event,
     harness,
     keyed,
-    read_again,
     run,
     wait_until,
 )
+
+Records = list[tuple[bytes | None, bytes, int]]
 
 
 def deletion(user: str) -> bytes:
     return orjson.dumps({"user_id": user, "requested_ms": T0})
 
 
-def delete(h: Harness, records: list[tuple[bytes | None, bytes, int]], want: int) -> None:
+def delete(h: Harness, records: Records, want: int) -> None:
     """Feed ``user-deletions`` records; wait until ``want`` were handled (deleted, DLQ, moved)."""
     metrics = h.worker.metrics
 
@@ -42,11 +44,10 @@ def delete(h: Harness, records: list[tuple[bytes | None, bytes, int]], want: int
             delivering_changelog(h.worker.app, h.changelog),
             h.worker.deletions_agent.test_context() as agent,
         ):
-            for key, value, partition in records:
-                await agent.put(value, key=key, partition=partition, wait=False)
+            await put_all(agent, records)
             await wait_until(h, lambda: handled() >= want)
 
-    asyncio.run(go())
+    h.run(go())
 
 
 def test_deletion_forgets_the_user_and_the_next_event_starts_over(harness: Harness) -> None:  # noqa: F811
@@ -103,7 +104,7 @@ def test_a_deletion_offset_that_never_arrived_is_sought_back(harness: Harness) -
             await agent.put(deletion("alice"), key=b"alice", partition=alice, wait=False)
             await wait_until(harness, lambda: metrics.users_deleted._value.get() >= 2)
 
-    asyncio.run(go())
+    harness.run(go())
     # Asked to seek back to offset 1 (the test context has no broker to seek:
     # the seek fails and is logged; a worker re-reads).
     assert holes.labels("seek")._value.get() == 1
@@ -116,10 +117,33 @@ def test_a_bad_deletion_read_again_in_the_same_generation_gets_one_letter(
     bob = user_partition(b"bob", PARTITIONS)
     metrics = harness.worker.metrics
     read_again(
-        harness, harness.worker.deletions_agent,
+        harness,
         first=[(b"bob", b'{"user_id": ', bob)],
         more=[(b"bob", deletion("bob"), bob)],
         until=lambda: metrics.users_deleted._value.get() >= 1,
     )  # fmt: skip
     assert len(harness.emitter.on(EVENTS_DLQ)) == 1
     assert metrics.dlq_repeats._value.get() == 1
+
+
+def read_again(h: Harness, first: Records, more: Records, until: Callable[[], bool]) -> None:
+    """Feed ``first`` until a DLQ letter is out, then the same records at the same
+    offsets again, as a hole's re-read delivers them, then ``more``; wait for ``until``."""
+
+    async def go() -> None:
+        async with (
+            delivering_changelog(h.worker.app, h.changelog),
+            h.worker.deletions_agent.test_context() as agent,
+        ):
+            await put_all(agent, first)
+            await wait_until(h, lambda: len(h.emitter.on(EVENTS_DLQ)) >= 1)
+            agent.sent_offset -= len(first)
+            await put_all(agent, [*first, *more])
+            await wait_until(h, until)
+
+    h.run(go())
+
+
+async def put_all(agent: Any, records: Records) -> None:
+    for key, value, partition in records:
+        await agent.put(value, key=key, partition=partition, wait=False)

@@ -1,8 +1,6 @@
-"""The recommendations agent (online quality) in Faust's test context (memory store, no broker)."""
+"""The recommendations agent (online quality) in Faust's test context: RocksDB, no broker."""
 
 from __future__ import annotations
-
-import asyncio
 
 from test_worker_agent import Harness, harness, wait_until  # noqa: F401 - harness is a fixture
 
@@ -20,5 +18,5 @@ def test_a_recommendations_offset_that_never_arrived_is_sought_back(harness: Har
             await agent.put(b"not a recommendation", key=b"u", partition=0, wait=False)
             await wait_until(harness, lambda: metrics.recommendations_bad._value.get() >= 2)
 
-    asyncio.run(go())
+    harness.run(go())
     assert metrics.offset_holes.labels("seek")._value.get() == 1

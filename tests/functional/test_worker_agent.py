@@ -1,16 +1,18 @@
-"""The events agent in Faust's test context: memory store, no broker.
+"""The events agent as it ships, with no broker: records go in through the fetch
+loop's intake (DirectIntake), the table is RocksDB in a temp folder written by
+the DirectWriter, outputs are recorded by an in-memory emitter.
 
-Events go in through ``agent.test_context().put()``, outputs are recorded by an
-in-memory emitter, and the table is read back from the memory store. No
-producer runs, so :func:`delivering_changelog` plays the broker for the
-tables' changelog records: the agents wait for those before acknowledging.
+Nothing runs Faust's producer, so :func:`delivering_changelog` plays the broker
+for the changelog records that go through Faust's tables (last_recommendations):
+the agents wait for those before acknowledging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +22,18 @@ import faust
 import orjson
 import pytest
 from aiokafka.structs import RecordMetadata, TopicPartition
+from faust.transport.consumer import ConsumerMessage
 from faust.types import TP
 from recstream.schemas import DeadLetter, ScoreRequest
-from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
+from recstream.schemas.topics import EVENTS, EVENTS_DLQ, SCORE_REQUESTS
 from recstream.stream import tansu_compat
 from recstream.stream.agents import user_partition
-from recstream.stream.app import WorkerApp, create_app, widen_producer_buffer
+from recstream.stream.app import WorkerApp, create_app
+from recstream.stream.batched_send import Delivered
+from recstream.stream.faust_internals import table_partition
 from recstream.stream.sequence import UserSequence, decode_state
 from recstream.stream.settings import WorkerSettings
-from recstream.stream.tables import DirectWriter, _rocksdb_store, read_value, table_partition
+from recstream.stream.tables import DirectWriter, read_value
 from recstream.stream.testing import changelog_topic
 from recstream.stream.topics import repartition_topic_name
 
@@ -40,13 +45,20 @@ PARTITIONS = 4
 class Sent:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     partition: int | None
 
 
 @dataclass
 class RecordingEmitter:
+    """A broker stand-in: records what is sent; ``send_records`` reports offsets
+    as a broker would, except for the topics in ``hold``, whose deliveries wait
+    in ``held`` until the test settles them."""
+
     sent: list[Sent] = field(default_factory=list)
+    hold: set[str] = field(default_factory=set)
+    held: list[asyncio.Future[Any]] = field(default_factory=list)
+    ends: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
@@ -59,10 +71,13 @@ class RecordingEmitter:
     async def send_records(
         self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> Awaitable[Any]:
-        for key, value in records:
-            await self.send(topic, key, value, partition)  # type: ignore[arg-type]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)  # no offsets
+        self.sent.extend(Sent(topic, key, value, partition) for key, value in records)
+        self.ends[topic, partition] += len(records)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if topic in self.hold:
+            self.held.append(done)
+        else:
+            done.set_result(Delivered(topic, partition, self.ends[topic, partition] - 1))
         return done
 
     def on(self, topic: str) -> list[Sent]:
@@ -75,12 +90,11 @@ class Fatal(Exception):
 
 @asynccontextmanager
 async def delivering_changelog(app: faust.App, into: list[Sent]) -> AsyncIterator[None]:
-    """Deliver (record and acknowledge) every changelog record the tables send meanwhile."""
+    """Deliver (record and acknowledge) every changelog record Faust's tables send meanwhile."""
     buffer = app.producer.buffer
 
     async def deliver() -> None:
         while True:
-            # Polled: an awaited get() would tie the queue to the first test's loop.
             try:
                 fut = buffer.pending.get_nowait()
             except asyncio.QueueEmpty:
@@ -105,23 +119,6 @@ async def delivering_changelog(app: faust.App, into: list[Sent]) -> AsyncIterato
 
 
 @dataclass
-class Harness:
-    worker: WorkerApp
-    emitter: RecordingEmitter
-    fatal: list[BaseException]
-    changelog: list[Sent] = field(default_factory=list)
-
-    def state(self, user: str) -> UserSequence | None:
-        """Read the table like the agent does: under an event of the user's partition."""
-        table = self.worker.table
-        # the memory store ignores partitions; any event satisfies Faust's check
-        probe = _FakeEvent(user_partition(user.encode(), PARTITIONS))
-        with table_partition(probe):  # type: ignore[arg-type]
-            raw = table.get(user.encode())
-        return None if raw is None else decode_state(raw)
-
-
-@dataclass
 class _FakeMessage:
     partition: int
     topic: str = "events"
@@ -136,6 +133,47 @@ class _FakeEvent:
         return _FakeMessage(self.partition)
 
 
+Records = list[tuple[bytes | None, bytes, int | None]]
+
+
+@dataclass
+class Harness:
+    worker: WorkerApp
+    emitter: RecordingEmitter
+    fatal: list[BaseException]
+    loop: asyncio.AbstractEventLoop
+    changelog: list[Sent] = field(default_factory=list)
+    #: The next offset of each partition the intake is given.
+    offsets: Counter[TP] = field(default_factory=Counter)
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run on the worker's one event loop, as the worker does."""
+        return self.loop.run_until_complete(coro)
+
+    def state(self, user: str) -> UserSequence | None:
+        """Read the table as Faust does, in the user's partition."""
+        with table_partition(_FakeEvent(user_partition(user.encode(), PARTITIONS))):  # type: ignore[arg-type]
+            raw = self.worker.table.get(user.encode())
+        return None if raw is None else decode_state(raw)
+
+    async def offer(self, records: Records, topic: str = EVENTS) -> None:
+        """Hand records to the events agent as the fetch loop does (partition: the
+        key's, unless given), at the partition's next offsets."""
+        app = self.worker.app
+        for key, value, partition in records:
+            if partition is None:
+                partition = user_partition(key, PARTITIONS) if key else 0
+            tp = TP(topic, partition)
+            message = ConsumerMessage(
+                topic, partition, self.offsets[tp], 0.0, 0, [], key, value, None,
+                tp=tp, generation_id=app.consumer_generation_id,
+            )  # fmt: skip
+            self.offsets[tp] += 1
+            wait = self.worker.intake.offer(message)
+            if wait is not None:
+                await wait
+
+
 def event(event_id: str, user: str, ts: int, item: str = "i1", kind: str = "view") -> bytes:
     return orjson.dumps(
         {
@@ -148,76 +186,65 @@ def event(event_id: str, user: str, ts: int, item: str = "i1", kind: str = "view
     )
 
 
-@pytest.fixture()
-def harness(tmp_path: Path) -> Harness:
+def make_harness(tmp_path: Path, **settings: Any) -> Iterator[Harness]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # the worker's loop, set before it is built
     emitter = RecordingEmitter()
     fatal: list[BaseException] = []
-
-    def on_fatal(exc: BaseException) -> None:
-        fatal.append(exc)
-
-    settings = WorkerSettings(
-        state_dir=tmp_path / "state",
-        store_url="memory://",
-        max_seq_len=5,
-        batch_size=50,
-        batch_window_ms=20,
-        worker_id="test",
-    )
-    worker = create_app(settings, emitter=emitter, on_fatal=on_fatal)
+    worker_settings = WorkerSettings(
+        state_dir=tmp_path / "state", worker_id="test",
+        **{"max_seq_len": 5, "batch_size": 50, "batch_window_ms": 20, **settings},
+    )  # fmt: skip
+    worker = create_app(worker_settings, emitter=emitter, on_fatal=fatal.append)
     worker.app.finalize()
     worker.app.flow_control.resume()
-    return Harness(worker, emitter, fatal)
+    try:
+        yield Harness(worker, emitter, fatal, loop)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
-Records = list[tuple[bytes | None, bytes, int | None]]
+@pytest.fixture()
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    yield from make_harness(tmp_path)
 
 
 def run(harness: Harness, records: Records, until: Callable[[], bool]) -> None:
-    """Feed records to the agent (partition: the key's, unless given) and wait for ``until``."""
+    """Feed records to the events agent and wait for ``until``."""
 
     async def go() -> None:
         async with (
             delivering_changelog(harness.worker.app, harness.changelog),
-            harness.worker.agent.test_context() as agent,
+            harness.worker.agent.test_context(),
         ):
-            await put_all(agent, records)
+            await harness.offer(records)
             await wait_until(harness, until)
 
-    asyncio.run(go())
+    harness.run(go())
 
 
-async def put_all(agent: Any, records: Records) -> None:
-    """``agent.put`` each record (partition: the key's, unless given), not waiting."""
-    for key, value, partition in records:
-        if partition is None:
-            partition = user_partition(key, PARTITIONS) if key else 0
-        await agent.put(value, key=key, partition=partition, wait=False)
-
-
-def read_again(
-    harness: Harness, agent_def: Any, first: Records, more: Records, until: Callable[[], bool]
-) -> None:
-    """Feed ``first`` to ``agent_def`` until a DLQ letter is out, then the same records
-    at the same offsets again, as a hole's re-read delivers them, then ``more``;
-    wait for ``until``."""
+def read_again(harness: Harness, first: Records, more: Records, until: Callable[[], bool]) -> None:
+    """Feed ``first`` until a DLQ letter is out, then the same records at the same
+    offsets again, as a hole's re-read delivers them, then ``more``; wait for ``until``."""
 
     async def go() -> None:
         async with (
             delivering_changelog(harness.worker.app, harness.changelog),
-            agent_def.test_context() as agent,
+            harness.worker.agent.test_context(),
         ):
-            await put_all(agent, first)
+            offsets = harness.offsets.copy()
+            await harness.offer(first)
             await wait_until(harness, lambda: len(harness.emitter.on(EVENTS_DLQ)) >= 1)
-            agent.sent_offset -= len(first)
-            await put_all(agent, [*first, *more])
+            harness.offsets = offsets
+            await harness.offer([*first, *more])
             await wait_until(harness, until)
 
-    asyncio.run(go())
+    harness.run(go())
 
 
 async def wait_until(harness: Harness, done: Callable[[], bool], timeout_s: float = 10) -> None:
-    """Let the agent run until ``done()``; fail on a fatal error or after ``timeout_s``."""
+    """Let the agents run until ``done()``; fail on a fatal error or after ``timeout_s``."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not done():
         assert not harness.fatal, harness.fatal
@@ -251,32 +278,18 @@ def test_events_update_the_table_and_emit_one_score_request_per_user(harness: Ha
 def test_a_batch_is_finished_only_once_its_changelog_records_are_delivered(
     harness: Harness,
 ) -> None:
-    """Issue #7: a batch acknowledged before its changelog records were stored
-    lets a commit cover them; the partition's next owner then loses those events."""
+    """A batch acknowledged before its changelog records were stored lets a commit
+    cover them; the partition's next owner then loses those events."""
     batches = harness.worker.metrics.batch_seconds
     topic = changelog_topic()
-    gate: list[asyncio.Future[None]] = []
-    send = harness.emitter.send_records
-
-    async def gated_send(
-        t: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
-    ) -> Awaitable[Any]:
-        done = await send(t, partition, records)
-        if t != topic:
-            return done
-        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        gate.append(held)
-        return held
-
-    # The table's writer took the emitter's send_records when the app was built.
-    harness.worker.processor._writer._send_records = gated_send  # type: ignore[assignment]
+    harness.emitter.hold.add(topic)
 
     def finished() -> float:
         return sum(s.value for s in batches.collect()[0].samples if s.name.endswith("_count"))
 
     async def go() -> None:
-        async with harness.worker.agent.test_context() as agent:
-            await agent.put(event("k1", "kim", 1), key=b"kim", partition=0, wait=False)
+        async with harness.worker.agent.test_context():
+            await harness.offer([(b"kim", event("k1", "kim", 1), 0)])
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 10
             while not harness.emitter.on(SCORE_REQUESTS):
@@ -284,14 +297,14 @@ def test_a_batch_is_finished_only_once_its_changelog_records_are_delivered(
                 await asyncio.sleep(0.01)
             # The outputs are sent, but the changelog is not delivered: not finished.
             await asyncio.sleep(0.3)
-            assert finished() == 0 and len(gate) == 1
-            gate[0].set_result(None)
+            assert finished() == 0 and len(harness.emitter.held) == 1
+            harness.emitter.held[0].set_result(None)
             while finished() < 1:
                 assert loop.time() < deadline, "the batch did not finish"
                 await asyncio.sleep(0.01)
         assert [c.key for c in harness.emitter.on(topic)] == [b"kim"]
 
-    asyncio.run(go())
+    harness.run(go())
 
 
 def test_bad_input_goes_to_the_dlq_with_reason_and_original_bytes(harness: Harness) -> None:
@@ -320,7 +333,7 @@ def test_a_bad_record_read_again_in_the_same_generation_gets_one_letter(
     # a malformed one among them already has its letter.
     metrics = harness.worker.metrics
     read_again(
-        harness, harness.worker.agent,
+        harness,
         first=[keyed("carol", event("c0", "carol", 0)), (b"carol", b"{not json", None)],
         more=[keyed("carol", event("c1", "carol", 1))],
         until=lambda: metrics.applied._value.get() >= 2,
@@ -372,12 +385,9 @@ def test_event_on_the_wrong_partition_is_routed_to_its_users_partition(harness: 
 
 
 def test_corrupt_stored_state_starts_the_user_over_without_stopping(harness: Harness) -> None:
-    async def corrupt() -> None:
-        probe = _FakeEvent(user_partition(b"gina", PARTITIONS))
-        with table_partition(probe):  # type: ignore[arg-type]
-            harness.worker.table[b"gina"] = b"garbage"
-
-    asyncio.run(corrupt())
+    probe = _FakeEvent(user_partition(b"gina", PARTITIONS))
+    with table_partition(probe):  # type: ignore[arg-type]
+        harness.worker.table.data[b"gina"] = b"garbage"  # the store only: no changelog
     run(
         harness,
         [keyed("gina", event("g1", "gina", 1))],
@@ -457,42 +467,24 @@ def test_table_writes_send_their_changelog_records_with_the_outputs(harness: Har
         assert decode_state(sent.value) == harness.state(sent.key.decode())
 
 
-def test_the_newest_changelog_offset_per_partition_is_persisted() -> None:
-    @dataclass
-    class Delivered:
-        partition: int
-        offset: int
+def test_the_newest_changelog_offset_per_partition_is_persisted(harness: Harness) -> None:
+    records = [keyed("lea", event(f"l{i}", "lea", i)) for i in range(3)]
+    run(harness, records, until=lambda: len(harness.emitter.on(SCORE_REQUESTS)) >= 1)
+    topic = changelog_topic()
+    store = harness.worker.table.data
+    lea = user_partition(b"lea", PARTITIONS)
+    # Where a restart resumes the changelog: after the record the batch delivered.
+    assert store.persisted_offset(TP(topic, lea)) == harness.emitter.ends[topic, lea] - 1 == 0
 
-    @dataclass
-    class Store:
-        offsets: dict[TP, int] = field(default_factory=dict)
-
-        def set_persisted_offset(self, tp: TP, offset: int) -> None:
-            self.offsets[tp] = offset
-
-    @dataclass
-    class Table:
-        data: Store
-        changelog_topic: Any
-
-    store = Store()
-    topic = type("Topic", (), {"get_topic_name": lambda self: "t-changelog"})()
-    writer = DirectWriter(Table(store, topic), RecordingEmitter().send_records)  # type: ignore[arg-type]
-    writer.persisted([Delivered(0, 5), None, Delivered(1, 2), Delivered(0, 9), Delivered(0, 7)])
-    assert store.offsets == {TP("t-changelog", 0): 9, TP("t-changelog", 1): 2}
+    writer = DirectWriter(harness.worker.table, harness.emitter.send_records)
+    writer.persisted([Delivered(topic, 0, 5), None, Delivered(topic, 1, 2),
+                      Delivered(topic, 0, 9), Delivered(topic, 0, 7)])  # fmt: skip
+    assert (store.persisted_offset(TP(topic, 0)), store.persisted_offset(TP(topic, 1))) == (9, 2)
 
 
 def test_the_producer_buffer_holds_a_batch_of_table_writes(tmp_path: Path) -> None:
-    settings = WorkerSettings(
-        state_dir=tmp_path / "state", store_url="memory://", batch_size=700, worker_id="t"
-    )
-
-    async def go() -> int:
-        worker = create_app(settings, emitter=RecordingEmitter())
-        widen_producer_buffer(worker.app, settings.batch_size)
-        return int(worker.app.producer.buffer.max_messages)
-
-    assert asyncio.run(go()) == 4 * 700
+    for harness in make_harness(tmp_path, batch_size=700):
+        assert harness.worker.app.producer.buffer.max_messages == 4 * 700
 
 
 def test_settings_from_env() -> None:
@@ -546,18 +538,14 @@ def test_settings_reject_bad_values(name: str, value: str, message: str) -> None
         WorkerSettings.from_env({name: value})
 
 
-def test_rocksdb_fast_path_reads_and_writes_what_faust_store_does(tmp_path: Path) -> None:
+def test_direct_writes_and_fausts_store_see_the_same_data(harness: Harness) -> None:
     """DirectWriter.get and .put go straight to the record partition's RocksDB
     database; Faust's own store path sees the same data."""
-    settings = WorkerSettings(state_dir=tmp_path / "state", store_url="rocksdb://", worker_id="t")
+    table = harness.worker.table
+    store = table.data
 
     async def go() -> None:
-        worker = create_app(settings, emitter=RecordingEmitter())
-        worker.app.finalize()
-        table = worker.table
-        store = table.data
-        assert _rocksdb_store(table) is store  # the path under test: Faust's RocksDB store
-        writer = DirectWriter(table, RecordingEmitter().send_records)
+        writer = DirectWriter(table, harness.emitter.send_records)
         kim, ann = user_partition(b"kim", PARTITIONS), user_partition(b"ann", PARTITIONS)
         async with writer.lock:
             writer.put(b"kim", b"kim-state", _FakeEvent(kim))  # type: ignore[arg-type]
@@ -576,4 +564,4 @@ def test_rocksdb_fast_path_reads_and_writes_what_faust_store_does(tmp_path: Path
         # Without an event, Faust finds the key through that index.
         assert store[b"kim"] == b"kim-state"
 
-    asyncio.run(go())
+    harness.run(go())

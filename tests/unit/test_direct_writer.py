@@ -1,23 +1,39 @@
-"""DirectWriter queues changelog records in store-write order and sends them per partition."""
+"""DirectWriter on a RocksDB table in a temp folder: changelog records queued in
+store-write order and sent per partition."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import faust
 import pytest
+from faust.types import TP
 from recstream.stream.batched_send import Delivered
-from recstream.stream.tables import DirectWriter
+from recstream.stream.faust_internals import table_partition
+from recstream.stream.tables import DirectWriter, define_table
 
-TOPIC = "t-changelog"
+TOPIC = "dw-test-t-changelog"
 
 
-class Store(dict):  # type: ignore[type-arg]
-    def set_persisted_offset(self, tp: Any, offset: int) -> None:
-        self.setdefault("persisted", {})[tp.partition] = offset
+class Store:
+    """What the tests read back: the table's RocksDB store, by partition."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: bytes, partition: int) -> bytes | None:
+        with table_partition(record(partition)):
+            value: bytes | None = self._table.data[key] if key in self._table.data else None
+        return value
+
+    def persisted(self, partition: int) -> int | None:
+        offset: int | None = self._table.data.persisted_offset(TP(TOPIC, partition))
+        return offset
 
 
 @dataclass
@@ -41,17 +57,27 @@ class Sends:
         return done
 
 
+class _Record(SimpleNamespace):
+    pass  # (weak references to it are allowed, as table_partition needs)
+
+
 def record(partition: int) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(partition=partition))
+    return _Record(message=SimpleNamespace(partition=partition))
 
 
-def writer(sends: Sends) -> tuple[DirectWriter, Store]:
-    store = Store()
-    table = SimpleNamespace(data=store, changelog_topic=SimpleNamespace(get_topic_name=lambda: TOPIC))
-    return DirectWriter(table, sends.send_records), store  # type: ignore[arg-type]
+@pytest.fixture()
+def writer(tmp_path: Path) -> Any:
+    def make(sends: Sends) -> tuple[DirectWriter, Store]:
+        app = faust.App("dw-test", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                        datadir=str(tmp_path), autodiscover=False)  # fmt: skip
+        table = define_table(app, "t", 4)
+        assert table.changelog_topic.get_topic_name() == TOPIC
+        return DirectWriter(table, sends.send_records), Store(table)
+
+    return make
 
 
-def test_writes_are_sent_at_flush_one_call_per_partition_in_write_order() -> None:
+def test_writes_are_sent_at_flush_one_call_per_partition_in_write_order(writer: Any) -> None:
     async def go() -> None:
         sends = Sends()
         w, store = writer(sends)
@@ -60,7 +86,9 @@ def test_writes_are_sent_at_flush_one_call_per_partition_in_write_order() -> Non
             b = w.put(b"bob", b"2", record(1))
             a2 = w.put(b"ann", b"3", record(0))
             assert sends.calls == []  # queued, not sent
-            assert store[b"ann"] == b"3" and store[b"bob"] == b"2"  # the store is written at once
+            # The store is written at once, each key in its record's partition only.
+            assert store.get(b"ann", 0) == b"3" and store.get(b"bob", 1) == b"2"
+            assert store.get(b"ann", 1) is None and store.get(b"bob", 0) is None
             await w.flush()
         assert sends.calls == [
             (TOPIC, 0, [(b"ann", b"1"), (b"ann", b"3")]),
@@ -72,12 +100,12 @@ def test_writes_are_sent_at_flush_one_call_per_partition_in_write_order() -> Non
         await asyncio.sleep(0)
         assert a.result() == Delivered(TOPIC, 0, 41) and not b.done()
         w.persisted([a.result()])
-        assert store["persisted"] == {0: 41}
+        assert (store.persisted(0), store.persisted(1)) == (41, None)
 
     asyncio.run(go())
 
 
-def test_a_deletion_flush_sends_the_puts_queued_before_its_tombstone_first() -> None:
+def test_a_deletion_flush_sends_the_puts_queued_before_its_tombstone_first(writer: Any) -> None:
     """The events agent's put, then a deletion of the same user before the events
     agent flushed: the changelog must read put, tombstone (a restore then forgets
     the user), and the put's delivery is the deletion flush's."""
@@ -93,14 +121,14 @@ def test_a_deletion_flush_sends_the_puts_queued_before_its_tombstone_first() -> 
         async with w.lock:  # the events agent's flush: nothing left to send
             await w.flush()
         assert sends.calls == [(TOPIC, 2, [(b"kim", b"state"), (b"kim", None)])]
-        assert put is tombstone and b"kim" not in store
+        assert put is tombstone and store.get(b"kim", 2) is None
         sends.held[0].set_result(Delivered(TOPIC, 2, 8))
         assert await put == Delivered(TOPIC, 2, 8)
 
     asyncio.run(go())
 
 
-def test_a_failed_send_fails_the_deliveries_of_every_queued_write() -> None:
+def test_a_failed_send_fails_the_deliveries_of_every_queued_write(writer: Any) -> None:
     async def go() -> None:
         sends = Sends(fail=ConnectionError("broker gone"))
         w, _ = writer(sends)
@@ -115,7 +143,7 @@ def test_a_failed_send_fails_the_deliveries_of_every_queued_write() -> None:
     asyncio.run(go())
 
 
-def test_a_failed_delivery_reaches_the_writes() -> None:
+def test_a_failed_delivery_reaches_the_writes(writer: Any) -> None:
     async def go() -> None:
         sends = Sends()
         w, _ = writer(sends)
@@ -129,7 +157,7 @@ def test_a_failed_delivery_reaches_the_writes() -> None:
     asyncio.run(go())
 
 
-def test_writes_and_flushes_need_the_lock() -> None:
+def test_writes_and_flushes_need_the_lock(writer: Any) -> None:
     async def go() -> None:
         w, _ = writer(Sends())
         with pytest.raises(AssertionError):

@@ -1,4 +1,4 @@
-"""The worker's fetch loop (stream.faust_drain) against Faust's own, on the same fetches.
+"""The worker's fetch loop (stream.faust_internals) against Faust's own, on the same fetches.
 
 Both loops run on a real faust-streaming consumer whose ``getmany`` is a
 stand-in, as in test_faust_read_offsets: what reaches the callback, and what
@@ -14,7 +14,7 @@ from typing import Any
 import faust
 import pytest
 from faust.types import TP
-from recstream.stream import faust_drain
+from recstream.stream import faust_internals
 
 TP0 = TP("events", 0)
 
@@ -52,7 +52,7 @@ async def _drain(ours: bool, fetches: list[list[int]], callback: Callback) -> tu
     app = faust.App("drain-test", broker="kafka://127.0.0.1:1", autodiscover=False)
     consumer = app.consumer
     if ours:
-        faust_drain.install(app)
+        faust_internals.install_fetch_loop(app)
     broker = _Fetches([[(TP0, offset) for offset in fetch] for fetch in fetches])
     finished: list[int] = []
     calls = 0
@@ -153,7 +153,7 @@ def test_start_runs_a_coroutine_to_its_first_wait_and_the_rest_continues_it() ->
             await asyncio.sleep(0)
             return "result"
 
-        rest = faust_drain.start(work())
+        rest = faust_internals.start(work())
         assert steps == ["before"] and rest is not None
         task = asyncio.ensure_future(rest)
         await asyncio.sleep(0)
@@ -164,7 +164,7 @@ def test_start_runs_a_coroutine_to_its_first_wait_and_the_rest_continues_it() ->
         async def quick() -> int:
             return 1
 
-        assert faust_drain.start(quick()) is None
+        assert faust_internals.start(quick()) is None
 
     asyncio.run(main())
 
@@ -180,7 +180,7 @@ def test_the_rest_passes_a_cancellation_into_the_coroutine() -> None:
                 seen.append("cancelled")
                 raise
 
-        rest = faust_drain.start(work())
+        rest = faust_internals.start(work())
         assert rest is not None
         task = asyncio.ensure_future(rest)
         await asyncio.sleep(0)
@@ -211,7 +211,7 @@ def test_records_of_an_offered_topic_go_to_the_offer_the_rest_to_the_conductor()
             assert gate.is_set(), "the loop went on before the offer's wait was over"
             got.append(("conductor", message.offset))
 
-        faust_drain.install(app, {TP0.topic: offer})
+        faust_internals.install_fetch_loop(app, {TP0.topic: offer})
         consumer.getmany = broker.getmany
         consumer.callback = on_message
         drain = asyncio.ensure_future(consumer._drain_messages(faust.Service()))
@@ -222,3 +222,22 @@ def test_records_of_an_offered_topic_go_to_the_offer_the_rest_to_the_conductor()
 
     got = asyncio.run(main())
     assert got == [("offer", 0), ("conductor", 1), ("offer", 2)]
+
+
+def test_faust_is_pinned_to_the_version_the_internals_were_written_against() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    pin = f"faust-streaming=={faust_internals.FAUST_VERSION}"
+    assert pin in pyproject["project"]["dependencies"]
+    assert version("faust-streaming") == faust_internals.FAUST_VERSION
+    faust_internals.check_version()
+
+
+def test_another_faust_version_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_internals, "version", lambda name: "0.16.0")
+    with pytest.raises(faust_internals.FaustVersionError,
+                       match=r"faust-streaming 0\.16\.0 is installed.*faust-streaming==0\.15\.3"):
+        faust_internals.check_version()

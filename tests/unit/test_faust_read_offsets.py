@@ -1,14 +1,11 @@
-"""Faust's fetch loop and a seek: records fetched before it no longer hide the re-read.
+"""The fetch loop and a seek: records fetched before it must not hide the re-read.
 
-Runs faust-streaming's own ``Consumer._drain_messages`` (the loop that hands
-fetched records to the agents) on records given by a stand-in ``getmany``: a
-first fetch holds offsets 10..12 of a source partition; while offset 10 is
-handled, the worker seeks back to 5 (a hole re-read); the next fetch brings
-5..13, as the broker would after the seek. Without the worker's patch Faust
-delivers the rest of the first fetch (11, 12) above the seek target, which
-moves its read offset to 12, and then drops the re-read 5..11: the hole
-never fills (issue #7, the scale-out flake that lost an event). With the
-patch, every record of the source topics reaches the agent.
+A stand-in ``getmany`` gives a first fetch of offsets 10..12; while 10 is
+handled, the worker seeks back to 5 (a hole's re-read), and the next fetch
+brings 5..13. Faust's own loop delivers 11 and 12 above the seek target, which
+moves its read offset to 12, and then drops the re-read 5..11: the hole never
+fills. The worker's loop (stream.faust_internals) delivers every record of the
+agents' topics.
 """
 
 from __future__ import annotations
@@ -18,10 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-import pytest
 from faust.types import TP
-from recstream.stream import faust_drain
-from recstream.stream.faust_gaps import FaustGaps, ReadOffsets
+from recstream.stream import faust_internals
 
 SOURCE = TP("events", 0)
 OTHER = TP("some-changelog", 0)
@@ -37,13 +32,11 @@ class _Record:
 FETCHES = [[10, 11, 12], list(range(5, 14))]
 
 
-async def _deliveries(tp: TP, patched: bool, our_loop: bool = False) -> list[int]:
+async def _deliveries(tp: TP, patched: bool) -> list[int]:
     app = faust.App("read-offsets-test", broker="kafka://127.0.0.1:1", autodiscover=False)
     consumer = app.consumer
-    if patched:
-        FaustGaps(app, [SOURCE.topic]).install()
-    if our_loop:  # the worker's fetch loop (stream.faust_drain) keeps the filter's rules
-        faust_drain.install(app)
+    if patched:  # the worker's loop, with the source topic exempt from the filter
+        faust_internals.install_fetch_loop(app, unfiltered=[SOURCE.topic])
     fetches = iter(FETCHES)
     delivered: list[int] = []
     done = asyncio.Event()
@@ -80,26 +73,15 @@ async def _deliveries(tp: TP, patched: bool, our_loop: bool = False) -> list[int
 
 
 def test_faust_alone_drops_the_records_a_seek_re_reads() -> None:
-    # The defect the patch works around (faust-streaming pinned below 0.16):
-    # if a release fixes it, this fails and the patch can go.
+    # The defect the worker's loop works around (faust-streaming pinned exactly):
+    # if a release fixes it, this fails and the exemption can go.
     assert asyncio.run(_deliveries(SOURCE, patched=False)) == [10, 11, 12, 12, 13]
 
 
-@pytest.mark.parametrize("our_loop", [False, True], ids=["faust-loop", "worker-loop"])
-def test_patched_source_topics_get_every_record_after_a_seek(our_loop: bool) -> None:
-    delivered = asyncio.run(_deliveries(SOURCE, patched=True, our_loop=our_loop))
+def test_patched_source_topics_get_every_record_after_a_seek() -> None:
+    delivered = asyncio.run(_deliveries(SOURCE, patched=True))
     assert delivered == [10, 11, 12, *range(5, 14)]
 
 
-@pytest.mark.parametrize("our_loop", [False, True], ids=["faust-loop", "worker-loop"])
-def test_other_topics_keep_fausts_filter(our_loop: bool) -> None:
-    assert asyncio.run(_deliveries(OTHER, patched=True, our_loop=our_loop)) == [10, 11, 12, 12, 13]
-
-
-@pytest.mark.parametrize("tp, expected", [(SOURCE, None), (OTHER, 7)])
-def test_read_offsets_keep_what_faust_stores(tp: TP, expected: int | None) -> None:
-    offsets = ReadOffsets([SOURCE.topic], {})
-    offsets[SOURCE] = offsets[OTHER] = 7
-    assert offsets[tp] == expected
-    assert offsets[TP("unseen", 0)] is None  # Faust's default: no read offset yet
-    assert offsets.pop(SOURCE) == 7  # its bookkeeping (revoke) still works
+def test_other_topics_keep_fausts_filter() -> None:
+    assert asyncio.run(_deliveries(OTHER, patched=True)) == [10, 11, 12, 12, 13]

@@ -1,42 +1,38 @@
 """The Tansu layer shortens this app's fetch wait (Tansu holds fetches for the
-whole wait even when records are there; Faust hard-codes 1500 ms)."""
+whole wait even when records are there; Faust hard-codes 1500 ms) and corrects
+the end offsets its recovery reads; against other brokers nothing changes."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
+import asyncio
+from pathlib import Path
 
+import pytest
 from recstream.stream import tansu_compat
+from recstream.stream.app import create_app
+from recstream.stream.settings import WorkerSettings
 
 
-class _FakeThread:
-    def _create_worker_consumer(self, transport: Any) -> SimpleNamespace:
-        return SimpleNamespace(_fetch_max_wait_ms=1500, transport=transport)
+async def _fetch_wait(tmp_path: Path, tansu: bool, **settings: int) -> tuple[int, bool]:
+    worker = create_app(
+        WorkerSettings(state_dir=tmp_path / "state", worker_id="t", **settings),  # type: ignore[arg-type]
+        tansu=tansu,
+    )
+    app = worker.app
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        corrected = isinstance(app.consumer.highwaters, tansu_compat.CorrectedHighwaters)
+        return consumer._fetch_max_wait_ms, corrected
+    finally:
+        await consumer.stop()
 
 
-def test_install_shortens_the_fetch_wait_of_this_apps_consumer_only() -> None:
-    async def highwaters(*tps: Any) -> dict:
-        return {}
-
-    thread = _FakeThread()
-    other = _FakeThread()
-    app = SimpleNamespace(consumer=SimpleNamespace(highwaters=highwaters, _thread=thread))
-    kafka = tansu_compat.KafkaSettings(broker_compat="tansu")
-    tansu_compat.install(app, kafka)
-    consumer = thread._create_worker_consumer("t")
-    assert consumer._fetch_max_wait_ms == tansu_compat.TANSU_FETCH_MAX_WAIT_MS
-    assert consumer.transport == "t"
-    assert other._create_worker_consumer("t")._fetch_max_wait_ms == 1500
-    # Idempotent: a second install wraps nothing twice.
-    tansu_compat.install(app, kafka)
-    assert isinstance(app.consumer.highwaters, tansu_compat.CorrectedHighwaters)
-
-
-def test_install_takes_the_workers_fetch_wait() -> None:
-    async def highwaters(*tps: Any) -> dict:
-        return {}
-
-    thread = _FakeThread()
-    app = SimpleNamespace(consumer=SimpleNamespace(highwaters=highwaters, _thread=thread))
-    tansu_compat.install(app, tansu_compat.KafkaSettings(broker_compat="tansu"), fetch_wait_ms=35)
-    assert thread._create_worker_consumer("t")._fetch_max_wait_ms == 35
+@pytest.mark.parametrize("tansu, settings, expected", [
+    (True, {}, (tansu_compat.TANSU_FETCH_MAX_WAIT_MS, True)),
+    (True, {"fetch_wait_ms": 35}, (35, True)),  # the worker's RECSTREAM_FETCH_WAIT_MS
+    (False, {"fetch_wait_ms": 35}, (1500, False)),
+])  # fmt: skip
+def test_the_fetch_wait_and_the_end_offsets_change_against_tansu_only(
+    tmp_path: Path, tansu: bool, settings: dict[str, int], expected: tuple[int, bool]
+) -> None:
+    assert asyncio.run(_fetch_wait(tmp_path, tansu, **settings)) == expected
