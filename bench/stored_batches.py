@@ -24,7 +24,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from recstream.bench.stream_io import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,7 @@ async def stored_batches(
         )  # fmt: skip
         await consumer.start()
         try:
-            tps = [
-                TopicPartition(topic, p)
-                for topic in topics
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
+            tps = await topic_partitions(consumer, topics)
             if not tps:
                 return {}
             partitions.update(tp.topic for tp in tps)

@@ -9,7 +9,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -87,6 +87,18 @@ async def produce_all(
     return time.perf_counter() - started, failures
 
 
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topics: Iterable[str]
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, from the broker's metadata. A consumer started
+    without topics knows none of them on Kafka (its bootstrap asks for the metadata
+    of no topic; Tansu answers with every topic), so they are asked for here."""
+    names = list(topics)
+    # aiokafka has no public call for this on a consumer that assign()s partitions.
+    await consumer._client.set_topics(names)
+    return [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+
+
 async def raw_read_rate(bootstrap: str, topic: str, expected: int, timeout_s: float) -> float:
     """Messages/s of a plain aiokafka consumer reading ``topic`` from the start (no group).
 
@@ -101,8 +113,9 @@ async def raw_read_rate(bootstrap: str, topic: str, expected: int, timeout_s: fl
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, [topic])
+        if not tps:
+            raise TimeoutError(f"raw read: the broker names no partition of {topic}")
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen = 0
