@@ -1,6 +1,6 @@
 """``recstream bench stream --soak-s N``: is the worker's memory flat under a steady load?
 
-A fresh embedded broker and one worker process (RocksDB state, no scorer);
+A fresh broker of ``--engine`` (Kafka or the embedded Tansu) and one worker process (RocksDB state, no scorer);
 synthetic events are produced at a fixed rate for N seconds while the
 worker's resident memory (``VmRSS``) is sampled every few seconds. The report
 gives the least-squares slope of RSS over time in MB/min: over every sample,
@@ -11,6 +11,7 @@ Python allocator's arenas and Faust's buffers fill, then should stay put).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from recstream.stream.testing import WorkerProcess, wait_for
 from rich.console import Console
 from rich.table import Table
 
-from recstream.broker import EmbeddedBroker
+from recstream.broker import ENGINES, make_broker
 from recstream.processes import embedded_broker_env
 
 DONE_METRICS = (
@@ -49,8 +50,12 @@ class SoakConfig:
     seed: int = 7
     run_dir: Path | None = None
     startup_timeout_s: float = 180.0
+    #: The broker: "kafka", "tansu" or "auto" (recstream.broker.ENGINES).
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.seconds <= 0 or self.rate <= 0 or self.sample_every_s <= 0:
             raise ValueError("--soak-s, --soak-rate and the sample interval must be positive")
         if self.partitions < 1:
@@ -147,7 +152,12 @@ def run_soak(cfg: SoakConfig, console: Console | None = None) -> dict[str, Any]:
         f"[bold]bench soak[/]: {n:,} events at {cfg.rate:,.0f}/s for {cfg.seconds:,.0f}s "
         f"({cfg.users:,} users); RSS every {cfg.sample_every_s:g}s; logs in {run_dir}"
     )
-    with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker.log") as broker:
+    # Its data (Kafka's) in a folder of the run, emptied first: a reused
+    # --run-dir holds an earlier run's topics.
+    shutil.rmtree(run_dir / "broker", ignore_errors=True)
+    broker = make_broker(cfg.engine, run_dir / "broker", partitions=cfg.partitions,
+                         log_path=run_dir / "broker.log")  # fmt: skip
+    with broker:
         env = embedded_broker_env(
             broker.bootstrap,
             RECSTREAM_PARTITIONS=str(cfg.partitions),
@@ -175,6 +185,7 @@ def run_soak(cfg: SoakConfig, console: Console | None = None) -> dict[str, Any]:
     # 60 s after the last send).
     kept = slope_per_min(progress)
     return {
+        "engine": broker.engine,
         "soak_s": cfg.seconds,
         "soak_rate_events_per_s": cfg.rate,
         "soak_events": sent,
@@ -203,6 +214,7 @@ def format_soak_table(report: dict[str, Any]) -> Table:
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
+        ("broker engine", f"{report.get('engine', 'tansu')}"),
         ("rate (events/s)", f"{report['soak_rate_events_per_s']:,.0f}"),
         ("partitions per topic", f"{report['partitions']}"),
         ("RSS slope after warm-up (MB/min)", f"{report['rss_slope_mb_per_min_worker']}"),

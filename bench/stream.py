@@ -1,6 +1,8 @@
 """``recstream bench stream``: the stream path's throughput, latency and memory, measured.
 
-Two phases, each on a fresh embedded broker with real processes:
+Each phase runs real processes on a fresh broker of ``--engine`` (Apache Kafka,
+or the embedded Tansu; ``auto``: Kafka where Java is found), its data in a
+folder of the run; ``--engine both`` runs every phase on Tansu, then on Kafka.
 
 1. **Throughput.** Every event is produced to ``events`` first (a backlog),
    then read once by a plain aiokafka consumer (the *ceiling*: the same
@@ -17,8 +19,10 @@ Two phases, each on a fresh embedded broker with real processes:
    events are replayed at half the rate phase 1 measured, and each
    recommendation whose trigger event this process sent is timed from the
    send to its receipt (wall clocks of one host, as in the demo).
+3. **At the cap** (``--at-cap``, ``bench/stream_at_cap.py``): the worker's rate
+   when every user already holds ``RECSTREAM_MAX_SEQ_LEN`` events.
 
-``lost`` counts events sent in either phase that the worker never applied
+``lost`` counts events sent in any phase that the worker never applied
 (nor dropped as a duplicate, nor sent to the DLQ).
 """
 
@@ -28,15 +32,17 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recstream.bench import stored_batches
+from recstream.bench.soak import slope_per_min
 from recstream.bench.stream_io import (
     EVENTS_PER_USER,
     CpuSampler,
@@ -54,7 +60,7 @@ from recstream.stream.testing import WorkerProcess, wait_for
 from rich.console import Console
 from rich.table import Table
 
-from recstream.broker import EmbeddedBroker
+from recstream.broker import ENGINES, Broker, make_broker, resolve_engine
 from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
 
 log = logging.getLogger(__name__)
@@ -109,8 +115,19 @@ class StreamBenchConfig:
     seed: int = 7
     run_dir: Path | None = None
     startup_timeout_s: float = 180.0
+    #: The broker of every phase: "kafka", "tansu" or "auto" (recstream.broker.ENGINES).
+    engine: str = "auto"
+    #: Also measure the worker's rate with every user at RECSTREAM_MAX_SEQ_LEN events
+    #: (bench/stream_at_cap.py): that many users, then that many timed events.
+    at_cap: bool = False
+    at_cap_users: int = 1000
+    at_cap_events: int = 200_000
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.at_cap_users < 1 or self.at_cap_events < 1:
+            raise ValueError("--at-cap-users and --at-cap-events must be >= 1")
         if self.events < 1 or self.latency_seconds <= 0:
             raise ValueError("--events and --latency-seconds must be positive")
         if self.latency_rate is not None and self.latency_rate <= 0:
@@ -199,58 +216,98 @@ def sustained_rate(samples: list[tuple[float, float]], total: int) -> tuple[floa
     return 0.8 * total / (hi - lo), overall
 
 
+def phase_broker(cfg: StreamBenchConfig, run_dir: Path, number: int) -> Broker:
+    """An unstarted broker of ``cfg.engine`` for phase ``number``: its data (Kafka's) in
+    ``run_dir/broker-N``, emptied first (a reused --run-dir holds an earlier run's
+    topics), its log in ``run_dir/broker-N.log``."""
+    data = run_dir / f"broker-{number}"
+    shutil.rmtree(data, ignore_errors=True)
+    return make_broker(cfg.engine, data, partitions=cfg.partitions,
+                       log_path=run_dir / f"broker-{number}.log")  # fmt: skip
+
+
+def phase_env(cfg: StreamBenchConfig, bootstrap: str, state: Path, **extra: str) -> dict[str, str]:
+    """The children's environment of a phase: its broker, partitions, fetch waits and
+    a worker state folder emptied now (children restarted on it keep their state)."""
+    return embedded_broker_env(
+        bootstrap,
+        RECSTREAM_PARTITIONS=str(cfg.partitions),
+        RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
+        RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
+        fresh_state=state,
+        **extra,
+    )
+
+
+@dataclass
+class Drain:
+    """What a worker showed while draining a backlog."""
+
+    ready_s: float
+    #: (monotonic s, events done) every 0.25 s, from ready to the last event.
+    samples: list[tuple[float, float]]
+    #: Worker CPU from ready to done per event done: less sensitive than the rate
+    #: to other jobs on the machine (they take CPU time, not add to it).
+    cpu_us_per_event: float | None
+    rss_mb: float | None
+    metrics: dict[str, float]
+
+
+def drain(
+    env: dict[str, str], log_path: Path, n: int, cfg: StreamBenchConfig, console: Console
+) -> Drain:
+    """Start a worker on ``env``, wait until it has done ``n`` backlogged events, stop it."""
+    with WorkerProcess(env, log_path) as worker:
+        ready_s = worker.wait_ready(cfg.startup_timeout_s)
+        assert worker.proc is not None
+        cpu_ready = cpu_seconds(worker.proc.pid)
+        with console.status(f"worker draining {n:,} events ..."):
+            samples = _wait_done(worker, n)
+        cpu_done = cpu_seconds(worker.proc.pid)
+        rss = peak_rss_mb(worker.proc.pid)
+        metrics = worker.metrics()
+        worker.terminate(60)
+    cpu = (
+        None
+        if cpu_ready is None or cpu_done is None
+        else round(1e6 * (cpu_done - cpu_ready) / max(samples[-1][1], 1), 1)
+    )
+    return Drain(ready_s, samples, cpu, rss, metrics)
+
+
+def dlq_count(metrics: dict[str, float]) -> int:
+    return int(sum(v for k, v in metrics.items() if k.startswith("recstream_worker_events_dlq_total")))
+
+
 def _throughput(
     cfg: StreamBenchConfig, records: list[tuple[bytes, bytes]], run_dir: Path, console: Console
 ) -> dict[str, Any]:
     n = len(records)
-    with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-1.log") as broker:
+    with phase_broker(cfg, run_dir, 1) as broker:
         produce_s, failures = asyncio.run(produce_all(broker.bootstrap, records, EVENTS))
         if failures:
             raise BenchError(f"{failures} of {n} events could not be produced")
         console.print(f"produced {n:,} events in {produce_s:.1f}s ({n / produce_s:,.0f}/s)")
         ceiling = asyncio.run(raw_read_rate(broker.bootstrap, EVENTS, n, timeout_s=600))
         console.print(f"raw aiokafka read of the same topic: {ceiling:,.0f} events/s")
-        env = embedded_broker_env(
-            broker.bootstrap,
-            RECSTREAM_PARTITIONS=str(cfg.partitions),
-            RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
-            RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
-            fresh_state=run_dir / "state-1",
-        )
-        with WorkerProcess(env, run_dir / "worker-1.log") as worker:
-            ready_s = worker.wait_ready(cfg.startup_timeout_s)
-            assert worker.proc is not None
-            cpu_ready = cpu_seconds(worker.proc.pid)
-            with console.status(f"worker draining {n:,} events ..."):
-                samples = _wait_done(worker, n)
-            cpu_done = cpu_seconds(worker.proc.pid)
-            rss = peak_rss_mb(worker.proc.pid)
-            metrics = worker.metrics()
-            worker.terminate(60)
-    done = samples[-1][1]
-    rate, overall = sustained_rate(samples, n)
+        env = phase_env(cfg, broker.bootstrap, run_dir / "state-1")
+        done = drain(env, run_dir / "worker-1.log", n, cfg, console)
+    rate, overall = sustained_rate(done.samples, n)
     return {
+        "engine": broker.engine,
         "events": n,
         "produce_events_per_s": round(n / produce_s),
         "ceiling_events_per_s": round(ceiling),
         "events_per_s": round(rate),
         "events_per_s_overall": round(overall),
-        "worker_ready_s": round(ready_s, 1),
-        "drain_s": round(samples[-1][0] - samples[0][0], 1),
-        "lost_throughput": int(n - done),
-        "duplicates": int(metrics.get("recstream_worker_events_duplicate_total", 0)),
-        "dlq": int(
-            sum(v for k, v in metrics.items() if k.startswith("recstream_worker_events_dlq_total"))
-        ),
-        "rss_mb_worker_throughput": rss,
-        # CPU the worker spent per event while draining: less sensitive than the
-        # rate to other jobs on the machine (they take CPU time, not add to it).
-        "worker_cpu_us_per_event": (
-            None
-            if cpu_ready is None or cpu_done is None
-            else round(1e6 * (cpu_done - cpu_ready) / max(samples[-1][1], 1), 1)
-        ),
-        **_batch_figures(metrics),
+        "worker_ready_s": round(done.ready_s, 1),
+        "drain_s": round(done.samples[-1][0] - done.samples[0][0], 1),
+        "lost_throughput": int(n - done.samples[-1][1]),
+        "duplicates": int(done.metrics.get("recstream_worker_events_duplicate_total", 0)),
+        "dlq": dlq_count(done.metrics),
+        "rss_mb_worker_throughput": done.rss_mb,
+        "worker_cpu_us_per_event": done.cpu_us_per_event,
+        **_batch_figures(done.metrics),
     }
 
 
@@ -416,13 +473,9 @@ def _timed_latency(
     console: Console,
     model_dir: Path | None,
 ) -> dict[str, Any]:
-    with EmbeddedBroker(partitions=cfg.partitions, log_path=run_dir / "broker-2.log") as broker:
-        env = embedded_broker_env(
-            broker.bootstrap,
-            RECSTREAM_PARTITIONS=str(cfg.partitions),
-            RECSTREAM_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
-            RECSTREAM_SCORER_FETCH_WAIT_MS=str(cfg.fetch_wait_ms),
-            fresh_state=run_dir / "state-2",
+    with phase_broker(cfg, run_dir, 2) as broker:
+        env = phase_env(
+            cfg, broker.bootstrap, run_dir / "state-2",
             **({"RECSTREAM_MODEL_DIR": str(model_dir)} if model_dir else {}),
             # Four processes on one box: ONNX Runtime's spinning threads would
             # take the broker's and the worker's CPU (set it in the shell to
@@ -480,13 +533,8 @@ def _timed_latency(
         "p50_ms": _round(percentile(lat.samples_ms, 0.50)),
         "p95_ms": _round(percentile(lat.samples_ms, 0.95)),
         "p99_ms": _round(percentile(lat.samples_ms, 0.99)),
-        "latency_segments_ms": {
-            name: {
-                "p50": _round(percentile(values, 0.50)),
-                "p99": _round(percentile(values, 0.99)),
-            }
-            for name, values in lat.segments_ms.items()
-        },
+        **_p99_trend(lat),
+        "latency_segments_ms": _segments(lat),
         "recommendations": lat.recommendations,
         "users_without_final_rec": len(set(last_event.values()) - lat.triggers),
         "lost_latency": int(sent - done),
@@ -525,36 +573,78 @@ def _by_interval(lat: _Latency, seconds: float, cpu: CpuSampler) -> list[dict[st
     return out
 
 
+def _segments(lat: _Latency) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 of each segment of the event->recommendation path."""
+    return {
+        name: {"p50": _round(percentile(values, 0.50)), "p99": _round(percentile(values, 0.99))}
+        for name, values in lat.segments_ms.items()
+    }
+
+
+def p99_per_minute(lat: _Latency) -> list[float | None]:
+    """p99 of the samples sent in each minute of the replay, from the first timed send;
+    a last partial minute counts, a minute without samples is None."""
+    if not lat.sample_sent_ms:
+        return []
+    start = min(lat.sample_sent_ms)
+    slots: dict[int, list[float]] = {}
+    for sent, ms in zip(lat.sample_sent_ms, lat.samples_ms, strict=True):
+        slots.setdefault(int((sent - start) // 60_000), []).append(ms)
+    return [_round(percentile(slots.get(i, []), 0.99)) for i in range(max(slots) + 1)]
+
+
+def _p99_trend(lat: _Latency) -> dict[str, Any]:
+    """``p99_ms_per_minute`` and its least-squares slope in ms per minute (None
+    with fewer than two minutes that have samples): a fixed-rate stream's p99
+    should stay flat; a rising one is a cost that grows as the run goes on."""
+    per_minute = p99_per_minute(lat)
+    slope = slope_per_min([(60.0 * i, p) for i, p in enumerate(per_minute) if p is not None])
+    return {
+        "p99_ms_per_minute": per_minute,
+        "p99_slope_ms_per_min": None if slope is None else round(slope, 2),
+    }
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def run_stream_bench(cfg: StreamBenchConfig, console: Console | None = None) -> dict[str, Any]:
-    console = console or Console()
-    started = time.monotonic()
-    run_dir = cfg.run_dir or Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _records(cfg: StreamBenchConfig) -> tuple[list[tuple[bytes, bytes]], str, int]:
+    """(the replayed records, their source, their users)."""
     if cfg.data is not None:
         records = movielens_records(cfg.data, cfg.events)
-        source = str(cfg.data)
-        users = len({k for k, _ in records})
-    else:
-        users = cfg.users or max(100, cfg.events // EVENTS_PER_USER)
-        records = synthetic_records(cfg.events, users, cfg.seed)
-        source = "synthetic"
+        return records, str(cfg.data), len({k for k, _ in records})
+    users = cfg.users or max(100, cfg.events // EVENTS_PER_USER)
+    return synthetic_records(cfg.events, users, cfg.seed), "synthetic", users
+
+
+def run_stream_bench(cfg: StreamBenchConfig, console: Console | None = None) -> dict[str, Any]:
+    """Every phase on one broker engine; the figures of all, as one flat dict."""
+    console = console or Console()
+    started = time.monotonic()
+    cfg = replace(cfg, engine=resolve_engine(cfg.engine))  # one choice for every phase
+    run_dir = cfg.run_dir or Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records, source, users = _records(cfg)
     console.print(
-        f"[bold]bench stream[/]: {len(records):,} events ({source}, {users:,} users), "
-        f"{os.cpu_count()} CPUs; logs in {run_dir}"
+        f"[bold]bench stream[/] on {cfg.engine}: {len(records):,} events ({source}, "
+        f"{users:,} users), {os.cpu_count()} CPUs; logs in {run_dir}"
     )
     report: dict[str, Any] = {"source": source, "users": users, "partitions": cfg.partitions}
     report.update(_throughput(cfg, records, run_dir, console))
+    lost = report["lost_throughput"]
+    if cfg.at_cap:
+        from recstream.bench.stream_at_cap import run_at_cap  # it builds on this module
+
+        report.update(run_at_cap(cfg, run_dir, console))
+        lost += report["lost_at_cap"]
     rate = cfg.latency_rate or max(1.0, report["events_per_s"] / 2)
     report.update(_latency(cfg, records, rate, run_dir, console))
     report["rss_mb_worker"] = max(
         (v for v in (report["rss_mb_worker_throughput"], report["rss_mb_worker_latency"]) if v),
         default=None,
     )
-    report["lost"] = report["lost_throughput"] + report["lost_latency"]
+    report["lost"] = lost + report["lost_latency"]
     report["worker_over_ceiling"] = round(
         report["events_per_s"] / max(report["ceiling_events_per_s"], 1), 4
     )
@@ -563,11 +653,55 @@ def run_stream_bench(cfg: StreamBenchConfig, console: Console | None = None) -> 
     return report
 
 
+#: ``--engine both`` runs the benchmark on these, in this order.
+BOTH_ENGINES = ("tansu", "kafka")
+
+
+def run_both_engines(cfg: StreamBenchConfig, console: Console | None = None) -> dict[str, Any]:
+    """The whole benchmark on Tansu, then on Kafka, each in its own folder of the run:
+    ``{"engines": {engine: report}, "duration_s", "run_dir"}``."""
+    started = time.monotonic()
+    run_dir = cfg.run_dir or Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    engines = {
+        engine: run_stream_bench(replace(cfg, engine=engine, run_dir=run_dir / engine), console)
+        for engine in BOTH_ENGINES
+    }
+    return {
+        "engines": engines,
+        "duration_s": round(time.monotonic() - started, 1),
+        "run_dir": str(run_dir),
+    }
+
+
 def format_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"bench stream: {report['events']:,} events ({report['source']})")
+    table = Table(title=f"bench stream on {report.get('engine', 'tansu')}: "
+                        f"{report['events']:,} events ({report['source']})")  # fmt: skip
     table.add_column("measure")
     table.add_column("value", justify="right")
-    rows = [
+    for name, value in _rows(report):
+        table.add_row(name, value)
+    return table
+
+
+def format_engines_table(reports: dict[str, dict[str, Any]]) -> Table:
+    """One row per measure, one column per engine (``--engine both``)."""
+    first = next(iter(reports.values()))
+    table = Table(title=f"bench stream: {first['events']:,} events ({first['source']}), "
+                        f"{' vs '.join(reports)}")  # fmt: skip
+    table.add_column("measure")
+    for engine in reports:
+        table.add_column(engine, justify="right")
+    columns = [dict(_rows(report)) for report in reports.values()]
+    names = list(dict.fromkeys(name for column in columns for name in column))
+    for name in names:
+        table.add_row(name, *(column.get(name, "n/a") for column in columns))
+    return table
+
+
+def _rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(measure, value) of one engine's report, in the table's order."""
+    return [
+        ("broker engine", f"{report.get('engine', 'tansu')}"),
         ("events/s into the table (1 worker, 10-90%)", f"{report['events_per_s']:,}"),
         ("events/s, whole drain", f"{report['events_per_s_overall']:,}"),
         ("ceiling: raw aiokafka read, same topic", f"{report['ceiling_events_per_s']:,}"),
@@ -575,11 +709,14 @@ def format_table(report: dict[str, Any]) -> Table:
         ("worker CPU per event (µs, throughput phase)", f"{report['worker_cpu_us_per_event']}"),
         ("batches: mean events / mean process() ms",
          f"{report['batch_events_mean']} / {report['batch_ms_mean']}"),
+        *_at_cap_rows(report),
         ("latency replay rate (events/s)", f"{report['latency_rate_events_per_s']:,}"),
         ("latency phase's scorer serves", f"{report.get('scorer_model', 'cooccurrence')}"
          f" (RECSTREAM_ORT_SPIN={report.get('scorer_ort_spin', 1)})"),
         ("event→recommendation p50 / p95 / p99 (ms)",
          f"{report['p50_ms']} / {report['p95_ms']} / {report['p99_ms']}"),
+        ("p99 per minute (ms); slope (ms/min)",
+         f"{_minutes(report.get('p99_ms_per_minute'))}; {report.get('p99_slope_ms_per_min')}"),
         *(
             (f"  segment {name} p50 / p99 (ms)", f"{seg['p50']} / {seg['p99']}")
             for name, seg in report.get("latency_segments_ms", {}).items()
@@ -597,9 +734,22 @@ def format_table(report: dict[str, Any]) -> Table:
         ("users without a final recommendation", f"{report['users_without_final_rec']}"),
         ("duration (s)", f"{report['duration_s']}"),
     ]  # fmt: skip
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+
+
+def _at_cap_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    if "events_per_s_at_cap" not in report:
+        return []
+    return [
+        (f"events/s at the cap ({report['max_seq_len']} events per user, 10-90%)",
+         f"{report['events_per_s_at_cap']:,}"),
+        ("worker CPU per event at the cap (µs)", f"{report['cpu_us_per_event_at_cap']}"),
+        ("at the cap: users / timed events", f"{report['at_cap_users']:,} / "
+                                             f"{report['at_cap_events']:,}"),
+    ]  # fmt: skip
+
+
+def _minutes(values: list[float | None] | None) -> str:
+    return "n/a" if not values else ", ".join(f"{v}" for v in values)
 
 
 def _batches(stored: dict[str, dict[str, int]] | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,11 +17,15 @@ pytestmark = pytest.mark.integration
 def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     # A reused --run-dir: the new broker's worker must not start on old state.
+    # ... nor its broker on the last run's data (Kafka's topics).
     stale = tmp_path / "run" / "state" / "left-by-an-earlier-run"
     stale.mkdir(parents=True)
+    stale_broker = tmp_path / "run" / "broker" / "left-by-an-earlier-run"
+    stale_broker.mkdir(parents=True)
+    engine = os.environ.get("RECSTREAM_TEST_ENGINE", "kafka")  # the broker fixture's
     cmd = recstream_command(
         "bench", "stream", "--soak-s", "20", "--soak-rate", "200", "--soak-sample-s", "2",
-        "--partitions", "1",
+        "--partitions", "1", "--engine", engine,
         "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
@@ -36,4 +41,18 @@ def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     assert report["soak_done_events_per_s"] > 0
     assert report["partitions"] == 1
     assert "RSS slope after warm-up" in done.stdout
-    assert not stale.exists()
+    assert not stale.exists() and not stale_broker.exists()
+    assert report["engine"] == engine
+    # Where the figures came from, the engine's version among the versions.
+    assert report["command"].startswith("recstream bench stream --soak-s 20")
+    assert report["git_commit"] is None or len(report["git_commit"]) == 40
+    assert report["machine"]["cpus"] >= 1
+    assert report["versions"][engine] == {"kafka": "4.4.0", "tansu": "0.6.0"}[engine]
+
+
+def test_bench_soak_refuses_both_engines(tmp_path: Path) -> None:
+    cmd = recstream_command("bench", "stream", "--soak-s", "5", "--engine", "both",
+                            "--run-dir", str(tmp_path / "run"))  # fmt: skip
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--engine both is for the stream benchmark" in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -83,3 +83,84 @@ def test_scorer_model_is_a_keyword_or_a_model_folder(tmp_path) -> None:
     assert StreamBenchConfig(scorer_model=str(tmp_path)).scorer_model == str(tmp_path)
     with pytest.raises(ValueError, match="--scorer-model must be sequence or cooccurrence"):
         StreamBenchConfig(scorer_model=str(tmp_path / "missing"))
+
+
+def _latency(points: list[tuple[float, float]]):
+    """A replay's samples: (seconds after the first send, latency ms)."""
+    from recstream.bench.stream import _Latency
+
+    lat = _Latency()
+    for at_s, ms in points:
+        lat.sample_sent_ms.append(1e12 + 1000 * at_s)
+        lat.samples_ms.append(ms)
+    return lat
+
+
+def test_p99_per_minute_and_its_slope() -> None:
+    from recstream.bench.stream import _p99_trend
+
+    # 100 samples a minute at 10, 20, 30 ms; the last minute partial (5 samples)
+    points = [(60 * m + 0.5 * i, 10.0 * (m + 1)) for m in range(3) for i in range(100)]
+    points += [(180 + i, 40.0) for i in range(5)]
+    trend = _p99_trend(_latency(points))
+    assert trend["p99_ms_per_minute"] == [10.0, 20.0, 30.0, 40.0]
+    assert trend["p99_slope_ms_per_min"] == pytest.approx(10.0)
+
+
+def test_p99_trend_of_one_minute_or_none() -> None:
+    from recstream.bench.stream import _p99_trend
+
+    assert _p99_trend(_latency([(0.0, 5.0), (30.0, 7.0)])) == {
+        "p99_ms_per_minute": [7.0], "p99_slope_ms_per_min": None,
+    }  # fmt: skip
+    assert _p99_trend(_latency([])) == {"p99_ms_per_minute": [], "p99_slope_ms_per_min": None}
+    # a minute without samples in between is None, and left out of the slope
+    trend = _p99_trend(_latency([(0.0, 10.0), (130.0, 30.0)]))
+    assert trend["p99_ms_per_minute"] == [10.0, None, 30.0]
+    assert trend["p99_slope_ms_per_min"] == pytest.approx(10.0)
+
+
+def test_at_cap_records_fill_every_user_then_go_on_in_time_order() -> None:
+    import orjson
+    from recstream.bench.stream_at_cap import at_cap_records
+
+    prefill, timed = at_cap_records(users=7, cap=5, events=20, seed=3)
+    assert len(prefill) == 35 and len(timed) == 20
+    before = [orjson.loads(v) for _, v in prefill]
+    after = [orjson.loads(v) for _, v in timed]
+    assert all(k.decode() == e["user_id"] for (k, _), e in zip(prefill + timed, before + after, strict=True))
+    per_user: dict[str, list[int]] = {}
+    for e in before:
+        per_user.setdefault(e["user_id"], []).append(e["ts"])
+    assert len(per_user) == 7 and all(len(ts) == 5 for ts in per_user.values())
+    for e in after:  # every timed event is newer than its user's whole prefill
+        assert e["ts"] >= max(per_user[e["user_id"]])
+    ids = [e["event_id"] for e in before + after]
+    assert len(set(ids)) == len(ids)
+
+
+def test_engine_and_at_cap_settings_are_checked() -> None:
+    from recstream.bench.soak import SoakConfig
+    from recstream.bench.stream import StreamBenchConfig
+
+    assert StreamBenchConfig().engine == "auto"
+    with pytest.raises(ValueError, match="--engine"):
+        StreamBenchConfig(engine="both")  # the CLI runs each engine's config in turn
+    with pytest.raises(ValueError, match="--at-cap-users"):
+        StreamBenchConfig(at_cap_users=0)
+    with pytest.raises(ValueError, match="--engine"):
+        SoakConfig(seconds=1, engine="redpanda")
+
+
+def test_provenance_names_the_command_code_machine_and_engines() -> None:
+    from recstream.bench.provenance import provenance
+
+    found = provenance(["kafka", "tansu"])
+    assert found["command"].startswith("recstream")
+    assert found["argv"]
+    assert found["git_commit"] is None or len(found["git_commit"]) == 40
+    assert found["machine"]["cpus"] and found["machine"]["cpu"]
+    versions = found["versions"]
+    assert versions["kafka"] == "4.4.0" and versions["tansu"] == "0.6.0"
+    assert versions["aiokafka"] and versions["faust-streaming"] and versions["python"]
+    assert "kafka" not in provenance(["tansu"])["versions"]
