@@ -4,7 +4,7 @@
 - ``settings``: ``WorkerSettings.from_env()``, read once in ``main()``.
 - ``app``: ``create_app(settings)`` builds the whole worker from ``topics``,
   ``tables``, the agents (``agents``, ``deletions``, ``last_recommendations``),
-  ``intake``, ``take``, ``hole_watch`` and ``monitoring``.
+  ``take`` (the fetch loop into batches), ``offset_gaps`` and ``monitoring``.
 - ``faust_internals``: every use of Faust's, aiokafka's and the RocksDB
   store's private parts, for one pinned faust-streaming version.
 - ``tansu_compat``: what the worker needs against the embedded Tansu broker only.

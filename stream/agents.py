@@ -20,8 +20,9 @@ from recstream.schemas.messages import now_ms
 from recstream.stream import faust_internals
 from recstream.stream.batched_send import Delivered, Record, send_as_batches
 from recstream.stream.deadletter import dead_letter_json
-from recstream.stream.hole_watch import HoleWatch
+from recstream.stream.last_recommendations import OnlineQuality
 from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.offset_gaps import HoleWatch
 from recstream.stream.sequence import (
     StateDecodeError,
     UserSequence,
@@ -53,12 +54,6 @@ class Emitter(Protocol):
         ...
 
 
-class AppliedObserver(Protocol):
-    """Told of each user's newly applied events, under that user's table partition."""
-
-    def on_applied(self, user_key: bytes, events: Sequence[Event]) -> None: ...
-
-
 class ProducerEmitter:
     """Sends through the app's own producer, which Faust flushes before it commits."""
 
@@ -87,17 +82,9 @@ class BatchProcessor:
     """Applies one batch of events. Bad input never raises; it goes to the DLQ."""
 
     def __init__(
-        self,
-        *,
-        emitter: Emitter,
-        metrics: WorkerMetrics,
-        topics: WorkerTopics,
-        max_len: int,
-        partitions: int,
-        observer: AppliedObserver,
-        holes: HoleWatch,
-        writer: DirectWriter,
-    ) -> None:
+        self, *, emitter: Emitter, metrics: WorkerMetrics, topics: WorkerTopics, max_len: int,
+        partitions: int, observer: OnlineQuality, holes: HoleWatch, writer: DirectWriter,
+    ) -> None:  # fmt: skip
         self._writer = writer  # the table's one writer, shared with the deletions agent
         self._observer = observer
         self._emitter = emitter
@@ -108,11 +95,8 @@ class BatchProcessor:
         self._holes = holes
 
     async def apply(self, batch: Sequence[EventT]) -> Awaitable[None]:
-        """Apply a batch to the table and send its outputs; return their delivery.
-
-        The batch may be acknowledged only once the returned awaitable is done
-        (at-least-once); the next batch may be applied meanwhile.
-        """
+        """Apply a batch and send its outputs; return their delivery, which must be
+        done before the batch is acknowledged (the next may be applied meanwhile)."""
         started = time.perf_counter()
         ingest_ms = now_ms()
         metrics = self._metrics
@@ -138,9 +122,8 @@ class BatchProcessor:
         pending.extend(sends)
         # The score requests first: they are on the path to a recommendation.
         for partition, records in outbox.items():
-            pending.append(
-                await self._emitter.send_records(self._topics.score_requests, partition, records)
-            )
+            send = self._emitter.send_records(self._topics.score_requests, partition, records)
+            pending.append(await send)
         if changelog:  # (a deletion in between may have flushed them already)
             async with self._writer.lock:
                 await self._writer.flush()
@@ -178,11 +161,9 @@ class BatchProcessor:
                     # Keyless or wrongly keyed, on another user's partition: to the
                     # user's partition, where its table entry lives (as group_by).
                     metrics.repartitioned.inc()
-                    pending.append(
-                        await self._emitter.send(
-                            self._topics.repartition, user_key, message.value, target
-                        )
-                    )
+                    send = self._emitter.send(self._topics.repartition, user_key, message.value,
+                                              target)  # fmt: skip
+                    pending.append(await send)
                     continue
             group = groups.get((message.partition, user_key))
             if group is None:
@@ -203,13 +184,9 @@ class BatchProcessor:
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _apply_user(
-        self,
-        user_key: bytes,
-        pairs: list[tuple[Event, EventT]],
-        ingest_ms: int,
-        changelog: set[Awaitable[Any]],
-        outbox: dict[int, list[Record]],
-    ) -> tuple[int, int, list[Awaitable[Any]]]:
+        self, user_key: bytes, pairs: list[tuple[Event, EventT]], ingest_ms: int,
+        changelog: set[Awaitable[Any]], outbox: dict[int, list[Record]],
+    ) -> tuple[int, int, list[Awaitable[Any]]]:  # fmt: skip
         """Apply one user's events of the batch; queue its score request in
         ``outbox``; return (applied, duplicates, dead letters)."""
         events = [event for event, _ in pairs]
@@ -233,12 +210,8 @@ class BatchProcessor:
                     if applied:
                         self._observer.on_applied(user_key, applied)
         if failure is not None:
-            log.error(
-                "failed to apply %d events of user %r",
-                len(pairs),
-                events[0].user_id,
-                exc_info=failure,
-            )
+            log.error("failed to apply %d events of user %r", len(pairs), events[0].user_id,
+                      exc_info=failure)  # fmt: skip
             detail = f"{type(failure).__name__}: {failure}"[:300]
             letters = [
                 await self._dead_letter(r.message, "processing_error", detail, ingest_ms)
@@ -247,11 +220,9 @@ class BatchProcessor:
             return 0, 0, letters
         # One request per user per batch, sent again for a redelivery (the first
         # may have been lost in the crash), on the user's partition.
-        trigger = applied[-1] if applied else events[-1]
-        request = score_request_json(new_state, trigger, ingest_ms)
-        outbox.setdefault(user_partition(user_key, self._partitions), []).append(
-            (user_key, request)
-        )
+        request = score_request_json(new_state, applied[-1] if applied else events[-1], ingest_ms)
+        partition = user_partition(user_key, self._partitions)
+        outbox.setdefault(partition, []).append((user_key, request))
         return len(applied), len(events) - len(applied), []
 
     def _load(self, user_id: str, raw: bytes | None) -> UserSequence | None:
@@ -274,15 +245,11 @@ class BatchProcessor:
 
 
 def define_agent(
-    app: faust.App,
-    topics: WorkerTopics,
-    processor: BatchProcessor,
-    *,
-    batcher: Batcher,
+    app: faust.App, topics: WorkerTopics, processor: BatchProcessor, *, batcher: Batcher,
     on_fatal: FatalHandler,
-) -> AgentT:
+) -> AgentT:  # fmt: skip
     """The events agent: applies the batches of ``batcher``, which the fetch loop
-    fills (stream.intake); its stream only acknowledges."""
+    fills (stream.take.DirectIntake); its stream only acknowledges."""
 
     async def process_events(stream: StreamT) -> None:
         # Pipelined, at-least-once: a batch is acknowledged only after all its

@@ -23,19 +23,17 @@ from recstream.stream.agents import (
     define_agent,
 )
 from recstream.stream.deletions import DeletionProcessor, define_deletions_agent
-from recstream.stream.hole_watch import HoleWatch
-from recstream.stream.intake import DirectIntake
 from recstream.stream.last_recommendations import (
     OnlineQuality,
     define_last_recommendations_table,
     define_recommendations_agent,
-    define_recommendations_topic,
 )
 from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.offset_gaps import HoleWatch
 from recstream.stream.settings import WorkerSettings
 from recstream.stream.tables import USER_SEQUENCES, DeliveredTable, DirectWriter, define_table
-from recstream.stream.take import Batcher, behind_highwater
-from recstream.stream.topics import WorkerTopics, define_topics
+from recstream.stream.take import Batcher, DirectIntake, behind_highwater
+from recstream.stream.topics import define_topics
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,8 @@ PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 
 
 def exit_without_commit(exc: BaseException) -> None:
-    """Stop the process at once, committing nothing: the batch whose outputs were
-    not delivered is redelivered after the restart (the state update is idempotent)."""
+    """Stop at once, committing nothing: the batch whose outputs were not delivered
+    is redelivered after the restart (the state update is idempotent)."""
     log.critical("fatal error while processing a batch, exiting uncommitted: %r", exc)
     logging.shutdown()
     os._exit(EXIT_FATAL)
@@ -83,17 +81,12 @@ def _highwater(app: faust.App, tp: Any) -> int | None:
 @dataclass(frozen=True)
 class WorkerApp:
     app: faust.App
-    topics: WorkerTopics
-    table: TableT
-    processor: BatchProcessor
-    agent: AgentT
-    metrics: WorkerMetrics
-    deletions: DeletionProcessor
+    table: TableT  # user_sequences
+    agent: AgentT  # the events agent
     deletions_agent: AgentT
-    #: Takes the events topics' records from the fetch loop to the events agent.
-    intake: DirectIntake
-    #: /metrics, /healthz, /readyz; None where RECSTREAM_METRICS_PORT is 0.
-    probes: ProbeServer | None
+    metrics: WorkerMetrics
+    intake: DirectIntake  # the events topics' records, from the fetch loop to the agent
+    probes: ProbeServer | None  # /metrics, /healthz, /readyz where a port is set
 
     def close(self) -> None:
         if self.probes is not None:
@@ -160,7 +153,6 @@ def create_app(
     last_recommendations = define_last_recommendations_table(app, partitions)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
-    recommendations = define_recommendations_topic(app, partitions)
     writer = DirectWriter(table, emitter.send_records)  # every write of user_sequences
     processor = BatchProcessor(
         emitter=emitter, metrics=metrics, topics=topics, max_len=settings.max_seq_len,
@@ -177,11 +169,11 @@ def create_app(
     )  # fmt: skip
     deletions_agent = define_deletions_agent(app, partitions, deletions, on_fatal=on_fatal)
     define_recommendations_agent(
-        app, recommendations, online, batch_size=settings.batch_size,
+        app, partitions, online, batch_size=settings.batch_size,
         batch_window_s=settings.batch_window_s, on_fatal=on_fatal, holes=HoleWatch(metrics, app),
     )  # fmt: skip
-    # Every agent's topics: their holes are re-read (stream.hole_watch).
-    watched = [*topics.source.topics, names.USER_DELETIONS, *recommendations.topics]
+    # Every agent's topics: their holes are re-read (stream.offset_gaps).
+    watched = [*topics.source.topics, names.USER_DELETIONS, names.RECOMMENDATIONS]
     monitoring.install(app, metrics, watched, [table, last_recommendations])
     intake = DirectIntake(app, batcher, topics.source.topics, metrics)
     faust_internals.install_fetch_loop(app, dict.fromkeys(intake.topics, intake.offer), watched)
@@ -193,5 +185,4 @@ def create_app(
     if settings.metrics_port:
         probes = metrics.serve(settings.metrics_port, live=loop_responds(app.loop))
         log.info("metrics on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
-    return WorkerApp(app, topics, table, processor, agent, metrics, deletions, deletions_agent,
-                     intake, probes)  # fmt: skip
+    return WorkerApp(app, table, agent, deletions_agent, metrics, intake, probes)

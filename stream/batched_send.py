@@ -27,14 +27,9 @@ Record = tuple[bytes | None, bytes | None]
 async def send_as_batches(
     producer: Any, topic: str, partition: int, records: Sequence[Record]
 ) -> Awaitable[Delivered | None]:
-    """Queue ``records`` on an aiokafka producer as few batches as its batch size
-    allows; return the delivery of them all (the last record's offset).
-
-    Raises what ``send_batch`` raises (a closed producer, an unknown partition);
-    the returned awaitable raises if any batch fails, and gives ``None`` where
-    the producer learns no offsets (``acks=0``). Batches of one partition
-    are queued in order, and aiokafka delivers a partition's batches in order.
-    """
+    """Queue ``records`` on an aiokafka producer, in order, as few batches as its batch
+    size allows; return their delivery: the last record's offset (None where the
+    producer learns no offsets, ``acks=0``), or the error of any batch."""
     if not records:
         raise ValueError("send_as_batches needs at least one record")
     sent: list[tuple[asyncio.Future[Any], int]] = []

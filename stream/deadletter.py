@@ -7,12 +7,9 @@ import base64
 from faust.types.tuples import Message
 from recstream.schemas import DeadLetter
 
-#: Most original bytes a dead letter carries. A letter must itself fit in one
-#: Kafka record (1 MiB by default, and base64 adds a third): a hostile record
-#: near that size would otherwise make the DLQ send fail, which stops the
-#: worker uncommitted, and the same record would stop it again after every
-#: restart. Anything this large is rejected as too_large; its head is enough
-#: to diagnose it, and the source offset points at the whole record.
+#: Most original bytes a dead letter carries: a letter must itself fit in one Kafka
+#: record (base64 adds a third), or a hostile record would fail the DLQ send, and
+#: so stop the worker, at every restart. The source offset points at the whole.
 DLQ_MAX_ORIGINAL_BYTES = 64 * 1024
 
 

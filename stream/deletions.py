@@ -21,9 +21,10 @@ from recstream.schemas.messages import MAX_EVENT_BYTES, now_ms
 from recstream.stream.agents import Emitter, FatalHandler, user_partition
 from recstream.stream.deadletter import dead_letter_json
 from recstream.stream.faust_internals import table_partition
-from recstream.stream.hole_watch import HoleWatch
 from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.offset_gaps import HoleWatch
 from recstream.stream.tables import DirectWriter, changelog_sends, delivered
+from recstream.stream.topics import raw_topic
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,9 @@ class DeletionProcessor:
     """Applies one ``user-deletions`` record. Bad input never raises; it goes to the DLQ."""
 
     def __init__(
-        self,
-        *,
-        tables: Sequence[TableT],
-        writer: DirectWriter,
-        emitter: Emitter,
-        metrics: WorkerMetrics,
-        dlq: str,
-        partitions: int,
-        holes: HoleWatch,
-    ) -> None:
+        self, *, tables: Sequence[TableT], writer: DirectWriter, emitter: Emitter,
+        metrics: WorkerMetrics, dlq: str, partitions: int, holes: HoleWatch,
+    ) -> None:  # fmt: skip
         # Every per-user table: Faust's (``tables``) and the one written through
         # ``writer``, which must be deleted through it too.
         self._tables = list(tables)
@@ -116,15 +110,7 @@ class DeletionProcessor:
 def define_deletions_agent(
     app: faust.App, partitions: int, processor: DeletionProcessor, *, on_fatal: FatalHandler
 ) -> AgentT:
-    topic = app.topic(
-        names.USER_DELETIONS,
-        key_type=bytes,
-        value_type=bytes,
-        # Raw bytes: validated here, and a bad record goes to the DLQ untouched.
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
+    topic = raw_topic(app, names.USER_DELETIONS, partitions=partitions)
 
     async def process_deletions(stream: StreamT) -> None:
         # One at a time (deletions are rare); a record is acknowledged when the

@@ -1,12 +1,9 @@
 """Every use of private parts of faust-streaming, aiokafka and Faust's RocksDB store.
 
-Written against faust-streaming ``FAUST_VERSION`` exactly (the pin in
-pyproject.toml); the worker refuses to start on any other version
-(:func:`check_version`). Nothing else in the worker touches a private
-attribute of those libraries, so a Faust upgrade means reviewing this module
-against the new release and then moving the pin. Why each bypass exists, and
-what it saved when measured, is in bench/RESULTS.md ("Stream worker: the Faust
-bypasses").
+Written against faust-streaming ``FAUST_VERSION`` exactly (pinned in pyproject.toml;
+the worker refuses another version). A Faust upgrade means reviewing this module
+against the new release, then moving the pin. Why each bypass exists, and what it
+saved when measured: bench/RESULTS.md, "Stream worker: the Faust bypasses".
 """
 
 from __future__ import annotations
@@ -73,15 +70,13 @@ class _Rest:
                 coro.close()
                 raise
             except BaseException as exc:  # noqa: BLE001 - passed on, as yield from does
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
+                step, value = coro.throw, exc
             else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+                step, value = coro.send, sent
+            try:
+                waiting_on = step(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 def start(coro: Coroutine[Any, Any, Any]) -> _Rest | None:
@@ -94,7 +89,7 @@ def start(coro: Coroutine[Any, Any, Any]) -> _Rest | None:
 
 
 #: ``offer(message)`` takes a record past the conductor; an awaitable returned
-#: must be awaited before the next record (stream.intake.DirectIntake.offer).
+#: must be awaited before the next record (stream.take.DirectIntake.offer).
 Offer = Callable[[Any], Awaitable[Any] | None]
 
 
@@ -108,7 +103,7 @@ async def _drain_messages(
       that waits goes through ``wait_first`` (four tasks per record in Faust's);
     * records of a topic in ``offers`` go to its offer instead of the conductor;
     * records of ``unfiltered`` topics skip the read-offset filter and the gap
-      recording: stream.hole_watch handles their holes (see :func:`skip_offsets`).
+      recording: stream.offset_gaps handles their holes (see :func:`skip_offsets`).
     """
     callback, getmany = self.callback, self.getmany
     offer_for = offers.get

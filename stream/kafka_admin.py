@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from recstream.schemas.settings import KafkaSettings, bounded_bootstrap
@@ -26,29 +25,19 @@ class BrokerUnreachable(RuntimeError):
 WAITING_EVERY_S = 5.0
 
 
-@contextmanager
-def _quiet_kafka_python() -> Iterator[None]:
-    """kafka-python logs every refused connection at ERROR, ten times a second
-    while it retries: noise while we wait for a broker that is still starting."""
-    logger = logging.getLogger("kafka")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def admin_call(kafka: KafkaSettings, call: Callable[[Any], T], timeout_s: float = 30.0) -> T:
     """``call(admin)`` on a fresh kafka-python admin client (with the security
     settings), retried every 0.5 s until it succeeds or ``timeout_s`` passed.
     While it waits it logs one WARNING every :data:`WAITING_EVERY_S` with the
-    last failure, instead of kafka-python's line per connection attempt."""
+    last failure, instead of kafka-python's ERROR line per refused connection."""
     from kafka import KafkaAdminClient
 
     start = time.monotonic()
     deadline, next_note = start + timeout_s, start + WAITING_EVERY_S
-    with _quiet_kafka_python():
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
         while True:
             # Each attempt's bootstrap bounded: kafka-python 3's 30 s default alone
             # would overrun a shorter wait and hide every attempt after the first.
@@ -70,3 +59,5 @@ def admin_call(kafka: KafkaSettings, call: Callable[[Any], T], timeout_s: float 
                                 kafka.bootstrap, now - start, timeout_s, exc)
                     next_note = now + WAITING_EVERY_S
                 time.sleep(0.5)
+    finally:
+        kafka_log.setLevel(level)

@@ -12,13 +12,13 @@ import logging
 from collections.abc import Callable, Sequence
 
 import faust
-from faust.types import AgentT, EventT, StreamT, TableT, TopicT
+from faust.types import AgentT, EventT, StreamT, TableT
 from recstream.schemas import Event
 from recstream.schemas import topics as names
 from recstream.schemas.messages import now_ms
 from recstream.stream.faust_internals import table_partition
-from recstream.stream.hole_watch import HoleWatch
 from recstream.stream.metrics import WorkerMetrics
+from recstream.stream.offset_gaps import HoleWatch
 from recstream.stream.online_quality import (
     K,
     LastRecommendation,
@@ -27,6 +27,7 @@ from recstream.stream.online_quality import (
     parse_recommendation,
 )
 from recstream.stream.tables import changelog_sends, define_table, delivered, read_value
+from recstream.stream.topics import raw_topic
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,6 @@ def define_last_recommendations_table(app: faust.App, partitions: int) -> TableT
     return define_table(app, LAST_RECOMMENDATIONS, partitions)
 
 
-def define_recommendations_topic(app: faust.App, partitions: int) -> TopicT:
-    return app.topic(
-        names.RECOMMENDATIONS,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-
-
 class OnlineQuality:
     """Keeps the last list per user and judges it against the user's next event."""
 
@@ -61,28 +51,26 @@ class OnlineQuality:
 
     async def remember(self, batch: Sequence[EventT]) -> None:
         """Store the newest list of each user in a batch of ``recommendations`` records."""
-        now = now_ms()
+        now, m = now_ms(), self._metrics
         with changelog_sends() as sends:
-            self._remember(batch, now)
+            for record in batch:
+                self._remember(record, now, m)
         await delivered(sends)
 
-    def _remember(self, batch: Sequence[EventT], now: int) -> None:
-        m = self._metrics
-        for record in batch:
-            try:
-                parsed = parse_recommendation(record.message.value, K)
-            except ValueError as exc:
-                # Not ours to dead-letter (the scorer owns that topic); count and go on.
-                m.recommendations_bad.inc()
-                log.debug("unusable recommendation at offset %d: %s", record.message.offset, exc)
-                continue
-            m.recommendations_in.labels(parsed.last.model_version).inc()
-            m.event_to_recommendation.observe(max(0, now - parsed.ingest_ms) / 1000)
-            key = parsed.user_id.encode()
-            with table_partition(record):
-                old = self._load(self._table.get(key))
-                if parsed.last.newer_than(old):
-                    self._table[key] = parsed.last.encode()
+    def _remember(self, record: EventT, now: int, m: WorkerMetrics) -> None:
+        try:
+            parsed = parse_recommendation(record.message.value, K)
+        except ValueError as exc:  # the scorer's topic, not ours to dead-letter
+            m.recommendations_bad.inc()
+            log.debug("unusable recommendation at offset %d: %s", record.message.offset, exc)
+            return
+        m.recommendations_in.labels(parsed.last.model_version).inc()
+        m.event_to_recommendation.observe(max(0, now - parsed.ingest_ms) / 1000)
+        key = parsed.user_id.encode()
+        with table_partition(record):
+            old = self._load(self._table.get(key))
+            if parsed.last.newer_than(old):
+                self._table[key] = parsed.last.encode()
 
     def on_applied(self, user_key: bytes, events: Sequence[Event]) -> None:
         """Judge the user's stored list against the first later event; call under the
@@ -118,18 +106,14 @@ class OnlineQuality:
 
 
 def define_recommendations_agent(
-    app: faust.App,
-    topic: TopicT,
-    online: OnlineQuality,
-    *,
-    batch_size: int,
-    batch_window_s: float,
-    on_fatal: Callable[[BaseException], None],
-    holes: HoleWatch,
-) -> AgentT:
+    app: faust.App, partitions: int, online: OnlineQuality, *, batch_size: int,
+    batch_window_s: float, on_fatal: Callable[[BaseException], None], holes: HoleWatch,
+) -> AgentT:  # fmt: skip
+    topic = raw_topic(app, names.RECOMMENDATIONS, partitions=partitions)
+
     async def remember_recommendations(stream: StreamT) -> None:
-        # Same shape as the events agent: a batch is acknowledged only after
-        # remember() returned, and a failure stops the worker uncommitted.
+        # A batch is acknowledged once remember() returned; a failure stops the
+        # worker uncommitted.
         async for batch in stream.take_events(batch_size, within=batch_window_s):
             try:
                 for record in batch:  # (a repeat is remembered again: harmless)

@@ -1,25 +1,33 @@
-"""Offsets that never reached an agent, and re-reading them (pure logic).
+"""Offsets that never reached an agent, and re-reading them.
 
-Within one consumer generation a partition's offsets should reach the agent in
-order and without gaps. After a rebalance they sometimes did not (bench/RESULTS.md,
-"Stream worker: the Faust bypasses"), and Faust's commit would then pass the
-missing events. :class:`OffsetGaps` notices such a hole and says where to seek
-back to. Records fetched before the seek keep arriving for a while; then the
-re-read starts, recognised by its offsets going back. A re-read that passes the
-hole without filling it is evidence that no record is there (transaction
-markers, compaction); after ``MAX_ATTEMPTS`` of those the hole is given up. A
-seek that shows no re-read within ``RETRY_S`` is repeated without counting, so
-a slow worker does not give up on records that are there.
-:class:`stream.hole_watch.HoleWatch` does the seeking, logging and counting.
+Within a consumer generation a partition's offsets should reach the agent in
+order and without gaps; after a rebalance they sometimes did not, and Faust's
+commit would pass the missing records (bench/RESULTS.md, "Stream worker: the
+Faust bypasses"). :class:`OffsetGaps` (pure logic) notices a hole and says where
+to seek back to; a re-read shows as offsets going back. A hole that
+``MAX_ATTEMPTS`` re-reads pass without filling holds no record (transaction
+markers, compaction) and is given up; a seek with no re-read within ``RETRY_S``
+is repeated without counting. :class:`HoleWatch` does the seeking, logging and
+counting for each agent, whose topics skip Faust's read-offset filter.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
+
+import faust
+from faust.types.tuples import Message
+from recstream.stream import faust_internals
+from recstream.stream.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
 
 #: Re-reads that pass a hole without filling it before giving up on the hole.
 MAX_ATTEMPTS = 3
@@ -224,3 +232,53 @@ class OffsetGaps:
             part.hole = Hole(part.frontier, part.ahead.first() - 1)
             part.last_seek = float("-inf")  # sought at the next offset beyond it
         return Verdict(abandoned=abandoned)
+
+
+class HoleWatch:
+    """Call :meth:`check` with every message an agent receives, in order. It also
+    tells a repeat (so a malformed record read again gets no second dead letter)."""
+
+    def __init__(self, metrics: WorkerMetrics, app: faust.App) -> None:
+        self._gaps = OffsetGaps()
+        self._metrics = metrics
+        self._app = app
+        self._committed = partial(faust_internals.committed_offset, app)
+
+    def check(self, message: Message) -> bool | Awaitable[bool]:
+        """Whether ``message`` is a repeat in this generation; where there is a hole
+        before it, an awaitable that acts on the hole first. (A plain call per
+        message, a coroutine only for a hole.)"""
+        verdict = self._gaps.observe(
+            message.tp, message.generation_id or 0, message.offset, time.monotonic(),
+            self._committed,
+        )  # fmt: skip
+        if verdict is NOTHING:
+            return False
+        if verdict is REPEAT:
+            return True
+        return self._on_hole(message, verdict)
+
+    async def _on_hole(self, message: Message, verdict: Verdict) -> bool:
+        where = f"{message.topic}[{message.partition}]"
+        if verdict.filled is not None:
+            self._metrics.offset_holes.labels("filled").inc()
+            log.info("%s: offsets %d..%d re-read, hole filled", where, *verdict.filled)
+        elif verdict.abandoned is not None:
+            self._metrics.offset_holes.labels("abandoned").inc()
+            await faust_internals.skip_offsets(self._app, message.tp, *verdict.abandoned)
+            log.error(
+                "%s: offsets %d..%d never arrived after re-reads; skipped (transaction "
+                "markers or compaction leave such holes; otherwise those records are lost)",
+                where, *verdict.abandoned,
+            )  # fmt: skip
+        elif verdict.seek_to is not None:
+            self._metrics.offset_holes.labels("seek").inc()
+            log.warning(
+                "%s: offset %d arrived but %d did not; seeking back to re-read",
+                where, message.offset, verdict.seek_to,
+            )  # fmt: skip
+            try:
+                await self._app.consumer.seek(message.tp, verdict.seek_to)
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile; retried later
+                log.warning("%s: seek to %d failed: %r", where, verdict.seek_to, exc)
+        return verdict.repeat

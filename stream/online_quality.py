@@ -1,11 +1,8 @@
 """Online quality, the pure part: score a user's next event against their last list.
 
-The worker keeps, per user, the last recommendation the scorer sent
-(:class:`LastRecommendation`, stored compactly in the ``last_recommendations``
-table). When the user's next event arrives, :func:`judge` says whether its item
-was in that list and at which rank; the worker then forgets the list, so each
-list is judged once, against the event that followed it. Nothing here touches
-Faust or Prometheus; :mod:`stream.last_recommendations` is the glue.
+:func:`judge` says whether the event's item was in the user's last list
+(:class:`LastRecommendation`) and at which rank; stream.last_recommendations
+is the Faust glue, which forgets each list once judged.
 """
 
 from __future__ import annotations
@@ -31,11 +28,8 @@ def rank_of(item_id: str, ranked: list[str] | tuple[str, ...], k: int = K) -> in
 def hit_and_ndcg(
     item_id: str, ranked: list[str] | tuple[str, ...], k: int = K
 ) -> tuple[bool, float]:
-    """HR@k and NDCG@k of one next item against one ranked list (one relevant item).
-
-    With a single relevant item the ideal DCG is 1, so NDCG is ``1/log2(rank+2)``
-    at a hit and 0 otherwise.
-    """
+    """HR@k and NDCG@k of one next item against one ranked list: with one relevant
+    item the ideal DCG is 1, so NDCG is ``1/log2(rank+2)`` at a hit, else 0."""
     rank = rank_of(item_id, ranked, k)
     if rank is None:
         return False, 0.0
@@ -75,11 +69,8 @@ class ParsedRecommendation:
 
 
 def parse_recommendation(raw: bytes | None, k: int = K) -> ParsedRecommendation:
-    """The parts of a ``recommendations`` value the worker keeps; ValueError if unusable.
-
-    Plain orjson, not the pydantic model: this runs for every recommendation
-    and needs five fields.
-    """
+    """The parts of a ``recommendations`` value the worker keeps; ValueError if unusable
+    (plain orjson, not the pydantic model: five fields of every recommendation)."""
     try:
         msg = orjson.loads(raw or b"")
         user = msg["user_id"]
@@ -107,11 +98,8 @@ class Judgement:
 def judge(
     last: LastRecommendation | None, event_id: str, item_id: str, ts: int, k: int = K
 ) -> Judgement | None:
-    """Score the user's next event against the last list, or None if there is nothing to judge.
-
-    The list must come from an earlier event: the event that triggered it (or
-    one older than its trigger, arriving out of order) does not test it.
-    """
+    """Score the user's next event against the last list; None if there is nothing to
+    judge (the event that triggered the list, or an older one, does not test it)."""
     if last is None or event_id == last.trigger_event_id or ts < last.trigger_ts:
         return None
     hit, ndcg = hit_and_ndcg(item_id, last.items, k)

@@ -1,21 +1,14 @@
-"""The per-user sequence state and its pure update function.
+"""The per-user sequence state and its pure update, ``apply_events(state | None,
+events) -> (state, applied)``: no broker, no Faust, no I/O.
 
-Bytewax ``stateful_map`` style: ``apply_events(state | None, events) -> (state,
-applied)``, no broker, no Faust, no I/O, so every rule is unit-tested with plain
-lists. The Faust agent is thin glue around it.
-
-Delivery is at-least-once, so the update must be idempotent: an event already
-applied (still in the window, or already evicted from it) is a no-op. The rules
-below make that exact, not best effort:
+Delivery is at-least-once, so applying an event again (still in the window, or
+evicted from it) must change nothing:
 
 * a duplicate ``event_id`` inside the window is skipped;
 * once the window is full, an event not newer than the oldest kept entry is
-  skipped. The window only ever moves forward in time, so every evicted event
-  stays "not newer than the oldest kept entry" forever and its redelivery is a
-  no-op. ``<=`` rather than ``<`` matters: an event that was evicted while tied
-  with the oldest entry would otherwise come back on redelivery;
-* a late event is inserted in time order, after entries with the same ``ts``
-  (stable: equal timestamps keep arrival order);
+  skipped (``<=``: the window only moves forward in time, so an evicted event,
+  even one tied with the oldest entry, stays skipped on redelivery);
+* a late event is inserted in time order, after entries with the same ``ts``;
 * the window keeps the newest ``max_len`` entries.
 
 Applying a batch is the same as applying its events one by one, in order.
@@ -42,12 +35,8 @@ class StateDecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class UserSequence:
-    """One user's recent events, oldest first, as parallel lists.
-
-    Parallel lists rather than a list of entry objects: they encode and decode
-    as four JSON arrays at C speed and feed ``ScoreRequest`` without a copy
-    loop. Treat instances as immutable; :func:`apply_events` never mutates one.
-    """
+    """One user's recent events, oldest first, as parallel lists (four JSON arrays
+    for the codec, no copy for ``ScoreRequest``). Never mutated once built."""
 
     event_ids: list[str] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
@@ -125,9 +114,6 @@ def apply_events(
     return UserSequence(ids, items, types, ts), applied
 
 
-# -- table value codec ------------------------------------------------------
-
-
 def encode_state(state: UserSequence) -> bytes:
     """Table value: ``[version, event_ids, items, event_types, ts]`` as JSON."""
     return orjson.dumps([CODEC_VERSION, state.event_ids, state.items, state.event_types, state.ts])
@@ -153,9 +139,6 @@ def decode_state(raw: bytes) -> UserSequence:
     return UserSequence(ids, items, types, ts)
 
 
-# -- score requests -----------------------------------------------------------
-
-
 def _score_request_fields(state: UserSequence, trigger: Event, ingest_ms: int) -> dict[str, object]:
     # In ScoreRequest's field order, so that orjson's output equals pydantic's.
     # No copies of the lists: states are never mutated once built.
@@ -173,19 +156,12 @@ def _score_request_fields(state: UserSequence, trigger: Event, ingest_ms: int) -
 
 
 def build_score_request(state: UserSequence, trigger: Event, ingest_ms: int) -> ScoreRequest:
-    """The scorer's input for ``trigger.user_id`` after ``trigger`` was applied.
-
-    Built with ``model_construct`` (no validation): every entry of the state
-    came from a validated :class:`Event`, and validating 600 list entries again
-    per request would cost ~40 µs, a large share of the per-user budget.
-    """
+    """The scorer's input for ``trigger.user_id`` after ``trigger`` was applied
+    (not validated again: every entry of the state came from a validated Event)."""
     return ScoreRequest.model_construct(**_score_request_fields(state, trigger, ingest_ms))
 
 
 def score_request_json(state: UserSequence, trigger: Event, ingest_ms: int) -> bytes:
-    """``build_score_request(...).model_dump_json()`` as bytes, without the model (hot path).
-
-    About 3x cheaper than building the model and dumping it with pydantic; the
-    unit tests hold the two byte for byte equal.
-    """
+    """``build_score_request(...).model_dump_json()`` as bytes, without the model
+    (the hot path); the unit tests hold the two byte for byte equal."""
     return orjson.dumps(_score_request_fields(state, trigger, ingest_ms))

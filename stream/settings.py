@@ -40,28 +40,22 @@ class WorkerSettings:
     broker_wait_s: int = 30
 
     def __post_init__(self) -> None:
-        if self.max_seq_len < 1:
-            raise ValueError(f"RECSTREAM_MAX_SEQ_LEN must be >= 1, got {self.max_seq_len}")
-        if self.batch_size < 1:
-            raise ValueError(f"RECSTREAM_WORKER_BATCH must be >= 1, got {self.batch_size}")
-        if self.batch_window_ms < 1:
-            raise ValueError(
-                f"RECSTREAM_WORKER_BATCH_WINDOW_MS must be >= 1, got {self.batch_window_ms}"
-            )
-        if self.producer_linger_ms < 0:
-            raise ValueError(
-                f"RECSTREAM_PRODUCER_LINGER_MS must be >= 0, got {self.producer_linger_ms}"
-            )
-        if self.fetch_wait_ms < 1:
-            raise ValueError(f"RECSTREAM_FETCH_WAIT_MS must be >= 1, got {self.fetch_wait_ms}")
+        for name, value, least in (
+            ("RECSTREAM_MAX_SEQ_LEN", self.max_seq_len, 1),
+            ("RECSTREAM_WORKER_BATCH", self.batch_size, 1),
+            ("RECSTREAM_WORKER_BATCH_WINDOW_MS", self.batch_window_ms, 1),
+            ("RECSTREAM_PRODUCER_LINGER_MS", self.producer_linger_ms, 0),
+            ("RECSTREAM_FETCH_WAIT_MS", self.fetch_wait_ms, 1),
+            ("RECSTREAM_BROKER_WAIT_S", self.broker_wait_s, 1),
+        ):
+            if value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"RECSTREAM_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if not self.worker_id:
             raise ValueError("RECSTREAM_WORKER_ID must not be empty")
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise ValueError(f"RECSTREAM_LOG_LEVEL must be a log level name, got {self.log_level!r}")
-        if self.broker_wait_s < 1:
-            raise ValueError(f"RECSTREAM_BROKER_WAIT_S must be >= 1, got {self.broker_wait_s}")
 
     @property
     def batch_window_s(self) -> float:
@@ -70,22 +64,21 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
         env = os.environ if env is None else env
-        defaults = cls.__dataclass_fields__
-        worker_id = env.get("RECSTREAM_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
+        fields = cls.__dataclass_fields__
+
+        def number(name: str, attr: str) -> int:
+            return env_number(env, name, fields[attr].default)
+
         return cls(
             kafka=KafkaSettings.from_env(env),
             state_dir=Path(env.get("RECSTREAM_STATE_DIR") or "./state"),
-            max_seq_len=env_number(env, "RECSTREAM_MAX_SEQ_LEN", defaults["max_seq_len"].default),
-            batch_size=env_number(env, "RECSTREAM_WORKER_BATCH", defaults["batch_size"].default),
-            batch_window_ms=env_number(
-                env, "RECSTREAM_WORKER_BATCH_WINDOW_MS", defaults["batch_window_ms"].default
-            ),
-            producer_linger_ms=env_number(
-                env, "RECSTREAM_PRODUCER_LINGER_MS", defaults["producer_linger_ms"].default
-            ),
-            fetch_wait_ms=env_number(env, "RECSTREAM_FETCH_WAIT_MS", defaults["fetch_wait_ms"].default),
-            worker_id=worker_id,
-            metrics_port=env_number(env, "RECSTREAM_METRICS_PORT", 0),
+            max_seq_len=number("RECSTREAM_MAX_SEQ_LEN", "max_seq_len"),
+            batch_size=number("RECSTREAM_WORKER_BATCH", "batch_size"),
+            batch_window_ms=number("RECSTREAM_WORKER_BATCH_WINDOW_MS", "batch_window_ms"),
+            producer_linger_ms=number("RECSTREAM_PRODUCER_LINGER_MS", "producer_linger_ms"),
+            fetch_wait_ms=number("RECSTREAM_FETCH_WAIT_MS", "fetch_wait_ms"),
+            worker_id=env.get("RECSTREAM_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            metrics_port=number("RECSTREAM_METRICS_PORT", "metrics_port"),
             log_level=(env.get("RECSTREAM_LOG_LEVEL") or "INFO").upper(),
-            broker_wait_s=env_number(env, "RECSTREAM_BROKER_WAIT_S", defaults["broker_wait_s"].default),
+            broker_wait_s=number("RECSTREAM_BROKER_WAIT_S", "broker_wait_s"),
         )

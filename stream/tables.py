@@ -24,14 +24,9 @@ _sends: ContextVar[list[FutureMessage] | None] = ContextVar(
 
 
 class DeliveredTable(faust.Table):  # type: ignore[misc]  # faust's classes are untyped
-    """A Faust table whose changelog sends the writing code can await.
-
-    Faust queues changelog records and gives up flushing them after 0.1 s
-    before a commit, so a commit could cover events whose table updates never
-    reached the changelog. Awaiting the sends before acknowledging a batch
-    makes every acknowledged update durable. ``user_sequences`` is written
-    through a :class:`DirectWriter` instead.
-    """
+    """A Faust table whose changelog sends the writing code can await: Faust gives up
+    flushing them 0.1 s into a commit, which could then cover updates that never
+    reached the changelog. (``user_sequences`` is written by a DirectWriter.)"""
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         fut = super().send_changelog(*args, **kwargs)
@@ -68,8 +63,7 @@ def define_table(app: faust.App, name: str, partitions: int) -> TableT:
 
 
 def read_value(table: TableT, key: bytes) -> bytes | None:
-    """``table.get(key)`` in one store lookup instead of two; call under
-    ``table_partition``. Writes must go through the table or a DirectWriter."""
+    """``table.get(key)`` in one store lookup instead of two; call under ``table_partition``."""
     value: bytes | None = table.data.get(key)
     return value
 
@@ -82,15 +76,11 @@ SendRecords = Callable[[str, int, Sequence[Record]], Awaitable[Awaitable["Delive
 class DirectWriter:
     """Writes one RocksDB table without Faust's per-record changelog machinery.
 
-    A write goes straight to the record partition's database and queues its
-    changelog record here; :meth:`flush` sends the queue as one producer batch
-    per partition. The caller awaits the future a write returned before it
-    acknowledges the batch, then records the newest offsets (:meth:`persisted`).
-
-    Every read-then-write, delete and flush of the table goes through one
-    instance, inside ``async with writer.lock`` (else a deletion could land
-    between a read and the write of a value based on it). Queued records keep
-    the order of the store writes, whoever flushes them.
+    A write goes to the record partition's database and queues its changelog
+    record; :meth:`flush` sends the queue as one producer batch per partition, in
+    store-write order whoever flushes. The caller awaits a write's future before
+    acknowledging, then records the newest offsets (:meth:`persisted`). Every
+    read-then-write, delete and flush goes through one instance, under ``lock``.
     """
 
     def __init__(self, table: TableT, send_records: SendRecords) -> None:
@@ -98,12 +88,12 @@ class DirectWriter:
         self._send_records = send_records
         self._topic = table.changelog_topic.get_topic_name()
         self.lock = asyncio.Lock()
-        self._store: Any = None  # Faust creates the store lazily: found at first use
+        self._store: Any = None  # Faust creates it lazily: looked up at the first use
         # Changelog partition -> (records queued since the last flush, their delivery).
         self._queued: dict[int, tuple[list[Record], asyncio.Future[Delivered | None]]] = {}
 
     def _rocksdb(self) -> Any:
-        if self._store is None:
+        if self._store is None:  # (a store is a Mapping: no truth test)
             self._store = faust_internals.rocksdb_store(self._table)
         return self._store
 

@@ -1,40 +1,40 @@
-"""Batches for the events agent: small and at once when caught up, large when behind.
+"""The events agent's input: records from the fetch loop, batched by the load.
 
 Faust's ``take(max_, within)`` waits the whole window for every batch that does
-not fill, which adds latency at a light load, while a short window shrinks a
-backlog's batches until per-batch costs dominate. :class:`Batcher` hands a
-batch over as soon as
+not fill (latency at a light load), while a short window shrinks a backlog's
+batches until per-batch costs dominate. :class:`Batcher` hands a batch over as
+soon as it holds ``max_`` events, or its newest event was the partition's last
+one at the broker when fetched (caught up), or its oldest has waited
+``max_wait_s``.
 
-* it holds ``max_`` events; or
-* its newest event was the partition's last one at the broker when fetched
-  (``offset + 1 >= highwater``): waiting would only add latency; or
-* its oldest event has waited ``max_wait_s``.
-
-The fetch loop fills it (stream.intake) while the agent works on the previous
-batch, so a busy agent finds its next batch ready; a full batcher holds the
-fetch loop back. Nothing is acknowledged here: the agent acks each event once
-its outputs are delivered.
+:class:`DirectIntake` fills it from the fetch loop, past Faust's conductor,
+channel queue and stream (three tasks per record), doing to each record what
+that path does: a record fetched before a rebalance is dropped unacknowledged
+(the seek to the committed offsets fetches it again); a record taken is
+tracked as unacknowledged, seen by the ``on_message_in`` sensors and given one
+reference, which the agent's ``stream.ack`` releases once its outputs are
+delivered. A full batcher holds the fetch loop back; a busy agent finds its
+next batch ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import faust
 from faust.types import EventT, StreamT
+from recstream.stream.metrics import WorkerMetrics
 
 #: ``behind(message)``: is there more in the message's partition than has been fetched?
 Behind = Callable[[Any], bool]
 
 
 def behind_highwater(highwater: Callable[[Any], int | None]) -> Behind:
-    """``behind`` from the consumer's last known end offset per partition (None: unknown).
-
-    An end already seen beyond the event answers without asking the consumer
-    (an end offset only grows); the consumer is asked only near the end.
-    """
+    """``behind`` from the consumer's last known end offset per partition (None: unknown);
+    asked only near an end seen before (an end offset only grows)."""
     ends: dict[Any, int] = {}
 
     def behind(message: Any) -> bool:
@@ -106,6 +106,42 @@ class Batcher:
                 return batch
         self.room.set()
         return batch
+
+
+class DirectIntake:
+    """Takes the records of ``topics`` from the fetch loop into ``batcher``."""
+
+    def __init__(
+        self, app: faust.App, batcher: Batcher, topics: Iterable[str], metrics: WorkerMetrics
+    ) -> None:
+        self.app = app
+        self.batcher = batcher
+        self.topics = frozenset(topics)
+        self._metrics = metrics
+        self._parts: tuple[Any, ...] | None = None  # the app's parts, looked up once
+
+    def offer(self, message: Any) -> Awaitable[Any] | None:
+        """Take ``message``; an awaitable means the batcher is full: await it
+        before the next record (None: go on)."""
+        app = self.app
+        if self._parts is None:
+            self._parts = (app.flow_control.is_active, app.consumer.unacked.add,
+                           app.sensors.on_message_in, app.monitor.stream_inbound_time,
+                           app.conf.Event)  # fmt: skip
+        flow_active, track, on_message_in, inbound_time, event_cls = self._parts
+        if not flow_active() or message.generation_id != app.consumer_generation_id:
+            self._metrics.stale_records.inc()
+            return None
+        tp = message.tp
+        if not message.tracked:
+            message.tracked = True
+            track(message)
+            on_message_in(tp, message.offset, message)
+        inbound_time[tp] = time.monotonic()
+        message.incref()
+        event = event_cls(app, message.key, message.value, message.headers, message)
+        full = self.batcher.add(event)
+        return None if full is None else full.wait()
 
 
 async def adaptive_take(stream: StreamT, batcher: Batcher) -> AsyncIterator[list[EventT]]:

@@ -66,30 +66,19 @@ def compat_wanted(
 
 
 async def true_end_offsets(
-    reported: Mapping[TPKey, int],
-    consumer_kwargs: Mapping[str, Any],
-    timeout_s: float = 15.0,
+    reported: Mapping[TPKey, int], consumer_kwargs: Mapping[str, Any], timeout_s: float = 15.0
 ) -> dict[TPKey, int]:
-    """Correct Tansu's end offsets: ``last offset of the last batch + 1`` per partition.
-
-    ``reported - 1`` is the first offset of the last batch (that is the defect),
-    so one fetch from there returns the whole last batch.
-    """
+    """Correct Tansu's end offsets to ``last offset of the last batch + 1``: ``reported
+    - 1`` is the first offset of that batch, so one fetch from there returns it."""
     result = dict(reported)
-    wanted = {
-        TopicPartition(tp[0], tp[1]): tp
-        for tp, end in reported.items()
-        if end is not None and end > 0
-    }
+    wanted = {TopicPartition(*tp): tp for tp, end in reported.items()
+              if end is not None and end > 0}  # fmt: skip
     if not wanted:
         return result
     consumer = AIOKafkaConsumer(
-        **consumer_kwargs,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_uncommitted",
-        client_id="recstream-tansu-compat",
-    )
+        **consumer_kwargs, group_id=None, enable_auto_commit=False,
+        isolation_level="read_uncommitted", client_id="recstream-tansu-compat",
+    )  # fmt: skip
     await consumer.start()
     try:
         consumer.assign(list(wanted))
@@ -112,12 +101,8 @@ async def true_end_offsets(
             tp = wanted[atp]
             if highwater is not None:
                 result[tp] = max(result[tp], highwater)
-            log.warning(
-                "tansu compat: no record fetched for %s at offset %d; using end offset %d",
-                atp,
-                reported[tp] - 1,
-                result[tp],
-            )
+            log.warning("tansu compat: no record fetched for %s at offset %d; using end offset %d",
+                        atp, reported[tp] - 1, result[tp])  # fmt: skip
     finally:
         await consumer.stop()
     return result

@@ -1,13 +1,8 @@
 """Start-up check: the per-user topics the worker uses have its partition count.
 
-The worker places a user by ``murmur2(key) % RECSTREAM_PARTITIONS`` (its table,
-the score requests it writes by partition) and expects every topic it reads
-per user to be co-partitioned with that. A topic created with another count
-would misplace users silently (events on a partition the worker's table does
-not have, a score request on a partition the topic lacks), so the worker
-refuses to start and names the topic instead. Topics that do not exist yet are
-left to whoever creates them (``recstream broker`` and the demo create them all
-with one count; against Kafka, the operator).
+The worker places a user by ``murmur2(key) % RECSTREAM_PARTITIONS``; a topic of
+another count would misplace users silently, so the worker refuses to start and
+names the topic. Topics that do not exist yet are left to whoever creates them.
 """
 
 from __future__ import annotations
@@ -58,11 +53,8 @@ def check_partition_counts(
     kafka: KafkaSettings, topics: Iterable[str] = WORKER_TOPICS, timeout_s: float = 30.0
 ) -> None:
     """Raise :class:`PartitionCountError` if an existing topic of ``topics`` has
-    another partition count than ``kafka.partitions``.
-
-    A broker that does not answer within ``timeout_s`` is not this check's
-    business (the worker's clients retry and report it): it logs and passes.
-    """
+    another partition count than ``kafka.partitions``; a broker that does not
+    answer within ``timeout_s`` is left to the clients (logged, passed)."""
     try:
         # All topics: asking for some by name may auto-create them.
         counts = partition_counts(admin_call(kafka, lambda a: a.describe_topics(), timeout_s))

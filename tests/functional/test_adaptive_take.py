@@ -16,9 +16,8 @@ import faust
 import pytest
 from faust.transport.consumer import ConsumerMessage
 from faust.types import TP
-from recstream.stream.intake import DirectIntake
 from recstream.stream.metrics import WorkerMetrics
-from recstream.stream.take import Batcher, adaptive_take, behind_highwater
+from recstream.stream.take import Batcher, DirectIntake, adaptive_take, behind_highwater
 
 TP0 = TP("events", 0)
 

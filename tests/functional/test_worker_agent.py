@@ -152,7 +152,8 @@ class Harness:
 
     def state(self, user: str) -> UserSequence | None:
         """Read the table as Faust does, in the user's partition."""
-        with table_partition(_FakeEvent(user_partition(user.encode(), PARTITIONS))):  # type: ignore[arg-type]
+        probe = _FakeEvent(user_partition(user.encode(), PARTITIONS))
+        with table_partition(probe):  # type: ignore[arg-type]
             raw = self.worker.table.get(user.encode())
         return None if raw is None else decode_state(raw)
 

@@ -1,4 +1,4 @@
-"""stream.intake.DirectIntake on a real Faust app's consumer (no broker): what it does
+"""stream.take.DirectIntake on a real Faust app's consumer (no broker): what it does
 to a record is what the conductor and the agent's stream did (tracking, one
 reference, the skip of records fetched before a rebalance)."""
 
@@ -11,9 +11,8 @@ import faust
 import pytest
 from faust.transport.consumer import ConsumerMessage
 from faust.types import TP
-from recstream.stream.intake import DirectIntake
 from recstream.stream.metrics import WorkerMetrics
-from recstream.stream.take import Batcher
+from recstream.stream.take import Batcher, DirectIntake
 
 TP0 = TP("events", 0)
 

@@ -14,10 +14,8 @@ from recstream.stream.settings import WorkerSettings
 
 
 async def _fetch_wait(tmp_path: Path, tansu: bool, **settings: int) -> tuple[int, bool]:
-    worker = create_app(
-        WorkerSettings(state_dir=tmp_path / "state", worker_id="t", **settings),  # type: ignore[arg-type]
-        tansu=tansu,
-    )
+    worker_settings = WorkerSettings(state_dir=tmp_path / "state", worker_id="t", **settings)
+    worker = create_app(worker_settings, tansu=tansu)
     app = worker.app
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     try:
