@@ -175,12 +175,10 @@ class BatchProcessor:
     async def _delivery(
         self, changelog: list[Awaitable[Any]], pending: list[Awaitable[Any]], started: float
     ) -> None:
-        # Delivery of every output before the batch is acknowledged; a failure
-        # raises to the agent, which stops the worker without acknowledging.
+        # A failure raises to the agent, which stops the worker without acknowledging.
         if changelog or pending:
             delivered = await asyncio.gather(*changelog, *pending)
             self._writer.persisted(delivered[: len(changelog)])
-        # From the start of apply() to the last delivery.
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _apply_user(
@@ -191,8 +189,7 @@ class BatchProcessor:
         ``outbox``; return (applied, duplicates, dead letters)."""
         events = [event for event, _ in pairs]
         record = pairs[-1][1]  # any record of the group: they share the partition
-        # Table errors are not caught: they are the worker's problem, not the
-        # events', and must stop it.
+        # Table errors are not caught: they are the worker's, not the events', problem.
         async with self._writer.lock:
             with faust_internals.table_partition(record):
                 state = self._load(events[0].user_id, self._writer.get(user_key, record))
@@ -213,11 +210,8 @@ class BatchProcessor:
             log.error("failed to apply %d events of user %r", len(pairs), events[0].user_id,
                       exc_info=failure)  # fmt: skip
             detail = f"{type(failure).__name__}: {failure}"[:300]
-            letters = [
-                await self._dead_letter(r.message, "processing_error", detail, ingest_ms)
-                for _, r in pairs
-            ]
-            return 0, 0, letters
+            return 0, 0, [await self._dead_letter(r.message, "processing_error", detail, ingest_ms)
+                          for _, r in pairs]  # fmt: skip
         # One request per user per batch, sent again for a redelivery (the first
         # may have been lost in the crash), on the user's partition.
         request = score_request_json(new_state, applied[-1] if applied else events[-1], ingest_ms)
@@ -236,9 +230,7 @@ class BatchProcessor:
             log.error("user %r: unreadable stored state, starting over: %s", user_id, exc)
             return None
 
-    async def _dead_letter(
-        self, message: Message, reason: str, detail: str, now: int
-    ) -> Awaitable[Any]:
+    async def _dead_letter(self, message: Message, reason: str, detail: str, now: int) -> Any:
         self._metrics.dlq.labels(reason).inc()
         letter = dead_letter_json(message, reason, detail, now)
         return await self._emitter.send(self._topics.dlq, message.key, letter)

@@ -9,8 +9,7 @@ from typing import Any
 
 import faust
 from faust.exceptions import ConsumerNotStarted
-from faust.sensors import Sensor
-from faust.types import AgentT, AppT, TableT
+from faust.types import AgentT, TableT
 from recstream.schemas import KafkaSettings
 from recstream.schemas import topics as names
 from recstream.schemas.probes import ProbeServer, loop_responds
@@ -52,22 +51,6 @@ def exit_without_commit(exc: BaseException) -> None:
     log.critical("fatal error while processing a batch, exiting uncommitted: %r", exc)
     logging.shutdown()
     os._exit(EXIT_FATAL)
-
-
-class ReadinessSensor(Sensor):
-    """``ready`` = 1 between the end of a rebalance (tables recovered) and the next one."""
-
-    def __init__(self, metrics: WorkerMetrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._metrics = metrics
-
-    def on_rebalance_start(self, app: AppT) -> dict[str, Any]:
-        self._metrics.ready.set(0)
-        return {}
-
-    def on_rebalance_end(self, app: AppT, state: dict[str, Any]) -> None:
-        self._metrics.ready.set(1)
-        log.info("worker ready: partitions assigned, tables recovered")
 
 
 def _highwater(app: faust.App, tp: Any) -> int | None:
@@ -147,7 +130,6 @@ def create_app(
     metrics.broker_compat.set(1 if tansu else 0)
     partitions = settings.kafka.partitions
     app = _faust_app(settings)
-    app.sensors.add(ReadinessSensor(metrics))
     topics = define_topics(app, settings.app_id, partitions)
     table = define_table(app, USER_SEQUENCES, partitions)
     last_recommendations = define_last_recommendations_table(app, partitions)

@@ -101,10 +101,9 @@ class DeletionProcessor:
         log.info("user %r deleted from %d table(s)", deletion.user_id, len(self._tables) + 1)
 
     async def _dead_letter(self, record: EventT, reason: str, detail: str) -> Awaitable[Any]:
-        message = record.message
         self._metrics.dlq.labels(reason).inc()
-        letter = dead_letter_json(message, reason, detail, now_ms())
-        return await self._emitter.send(self._dlq, message.key, letter)
+        letter = dead_letter_json(record.message, reason, detail, now_ms())
+        return await self._emitter.send(self._dlq, record.message.key, letter)
 
 
 def define_deletions_agent(
@@ -113,8 +112,7 @@ def define_deletions_agent(
     topic = raw_topic(app, names.USER_DELETIONS, partitions=partitions)
 
     async def process_deletions(stream: StreamT) -> None:
-        # One at a time (deletions are rare); a record is acknowledged when the
-        # loop asks for the next one, after its delete and outputs are done.
+        # One at a time; a record is acknowledged when the loop asks for the next.
         async for record in stream.events():
             try:
                 await processor.process(record)

@@ -88,8 +88,7 @@ def start(coro: Coroutine[Any, Any, Any]) -> _Rest | None:
     return _Rest(coro, waiting_on)
 
 
-#: ``offer(message)`` takes a record past the conductor; an awaitable returned
-#: must be awaited before the next record (stream.take.DirectIntake.offer).
+#: ``offer(message)`` takes a record past the conductor (stream.take.DirectIntake.offer).
 Offer = Callable[[Any], Awaitable[Any] | None]
 
 

@@ -1,13 +1,20 @@
-"""One admin request to the brokers, retried until they answer: the worker's start-up checks."""
+"""The worker's start-up checks against the brokers: one admin request retried until
+they answer (:func:`admin_call`), and the partition counts of the per-user topics.
+
+The worker places a user by ``murmur2(key) % RECSTREAM_PARTITIONS``; a topic of
+another count would misplace users silently, so the worker refuses to start and
+names the topic. Topics that do not exist yet are left to whoever creates them.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from recstream.schemas.settings import KafkaSettings, bounded_bootstrap
+from recstream.schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS, USER_DELETIONS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -61,3 +68,51 @@ def admin_call(kafka: KafkaSettings, call: Callable[[Any], T], timeout_s: float 
                 time.sleep(0.5)
     finally:
         kafka_log.setLevel(level)
+
+
+#: Read or written per user by the worker.
+WORKER_TOPICS = (EVENTS, SCORE_REQUESTS, RECOMMENDATIONS, USER_DELETIONS)
+
+
+class PartitionCountError(ValueError):
+    """A per-user topic's partition count differs from the worker's."""
+
+
+def partition_counts(described: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``{topic: partitions}`` from kafka-python's ``describe_topics()`` (errors left out)."""
+    return {str(t["name"]): len(t["partitions"]) for t in described
+            if not t.get("error_code") and t.get("name") is not None}  # fmt: skip
+
+
+def mismatches(counts: Mapping[str, int], want: int, topics: Iterable[str]) -> dict[str, int]:
+    """The ``topics`` that exist in ``counts`` with a count other than ``want``."""
+    return {t: counts[t] for t in topics if t in counts and counts[t] != want}
+
+
+def error_message(bad: Mapping[str, int], want: int) -> str:
+    listed = ", ".join(f"{t} has {n}" for t, n in sorted(bad.items()))
+    return (
+        f"partition counts differ from RECSTREAM_PARTITIONS={want}: {listed}. Every "
+        "per-user topic must have the worker's partition count (a user's partition is "
+        f"murmur2(key) % {want}); set RECSTREAM_PARTITIONS to the topics' count or "
+        "recreate the topics"
+    )
+
+
+def check_partition_counts(
+    kafka: KafkaSettings, topics: Iterable[str] = WORKER_TOPICS, timeout_s: float = 30.0
+) -> None:
+    """Raise :class:`PartitionCountError` if an existing topic of ``topics`` has
+    another partition count than ``kafka.partitions``; a broker that does not
+    answer within ``timeout_s`` is left to the clients (logged, passed)."""
+    try:
+        # All topics: asking for some by name may auto-create them.
+        counts = partition_counts(admin_call(kafka, lambda a: a.describe_topics(), timeout_s))
+    except BrokerUnreachable as exc:
+        log.warning("partition counts not checked: %s", exc)
+        return
+    bad = mismatches(counts, kafka.partitions, topics)
+    if bad:
+        raise PartitionCountError(error_message(bad, kafka.partitions))
+    log.info("partition counts match RECSTREAM_PARTITIONS=%d: %s", kafka.partitions,
+             {t: counts[t] for t in topics if t in counts} or "no topic yet")  # fmt: skip

@@ -75,10 +75,8 @@ def parse_recommendation(raw: bytes | None, k: int = K) -> ParsedRecommendation:
         msg = orjson.loads(raw or b"")
         user = msg["user_id"]
         last = LastRecommendation(
-            model_version=str(msg["model_version"]),
-            trigger_event_id=str(msg["trigger_event_id"]),
-            trigger_ts=int(msg["trigger_ts"]),
-            items=tuple(str(it["item_id"]) for it in msg["items"][:k]),
+            str(msg["model_version"]), str(msg["trigger_event_id"]), int(msg["trigger_ts"]),
+            tuple(str(it["item_id"]) for it in msg["items"][:k]),
         )
         ingest_ms = int(msg["ingest_ms"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -63,11 +63,8 @@ def apply_events(
     events: Iterable[Event],
     max_len: int = DEFAULT_MAX_LEN,
 ) -> tuple[UserSequence, list[Event]]:
-    """Apply ``events`` (arrival order) to ``state``; return the new state and the applied events.
-
-    An event counts as applied when it changed the state at the moment it was
-    applied, even if a newer event of the same batch evicted it again.
-    """
+    """Apply ``events`` (arrival order) to ``state``; return the new state and the events
+    that changed it when applied (even if a newer one of the batch evicted them)."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if state is None:

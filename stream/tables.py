@@ -56,10 +56,8 @@ async def delivered(sends: list[FutureMessage]) -> None:
 
 def define_table(app: faust.App, name: str, partitions: int) -> TableT:
     """A RocksDB table of raw bytes keyed by user id (utf-8), as the record keys are."""
-    return app.Table(
-        name, key_type=bytes, value_type=bytes, partitions=partitions,
-        options={"driver": "rocksdict"},
-    )  # fmt: skip
+    return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions,
+                     options={"driver": "rocksdict"})  # fmt: skip
 
 
 def read_value(table: TableT, key: bytes) -> bytes | None:
@@ -68,8 +66,7 @@ def read_value(table: TableT, key: bytes) -> bytes | None:
     return value
 
 
-#: ``Emitter.send_records`` (stream.agents): ``await send(topic, partition, records)``
-#: gives the future of their delivery (the last record's :class:`Delivered`, or None).
+#: ``Emitter.send_records`` (stream.agents): awaited, the future of the records' delivery.
 SendRecords = Callable[[str, int, Sequence[Record]], Awaitable[Awaitable["Delivered | None"]]]
 
 

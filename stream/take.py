@@ -114,9 +114,7 @@ class DirectIntake:
     def __init__(
         self, app: faust.App, batcher: Batcher, topics: Iterable[str], metrics: WorkerMetrics
     ) -> None:
-        self.app = app
-        self.batcher = batcher
-        self.topics = frozenset(topics)
+        self.app, self.batcher, self.topics = app, batcher, frozenset(topics)
         self._metrics = metrics
         self._parts: tuple[Any, ...] | None = None  # the app's parts, looked up once
 

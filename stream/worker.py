@@ -12,7 +12,7 @@ import faust
 from faust.exceptions import ConsistencyError
 from recstream.schemas.probes import ProbePortError
 from recstream.schemas.state_lock import StateDirError, lock_state_dir
-from recstream.stream import faust_internals, tansu_compat, topic_check
+from recstream.stream import faust_internals, kafka_admin, tansu_compat
 from recstream.stream.app import create_app
 from recstream.stream.settings import WorkerSettings
 
@@ -26,7 +26,7 @@ class StaleStateError(RuntimeError):
 #: Start-up errors, reported as one line; the exit status is 2 (fix the settings
 #: or the environment) except for brokers that never answered (1).
 START_ERRORS = (
-    topic_check.PartitionCountError, StaleStateError, ProbePortError, StateDirError,
+    kafka_admin.PartitionCountError, StaleStateError, ProbePortError, StateDirError,
     faust_internals.FaustVersionError, tansu_compat.BrokerDetectionError,
 )  # fmt: skip
 
@@ -71,7 +71,7 @@ def _run(settings: WorkerSettings) -> None:
     )
     log.info("broker compat %s (%s)", "ON" if tansu else "off", why)
     # Before anything is read: a topic of another partition count misplaces users.
-    topic_check.check_partition_counts(settings.kafka, timeout_s=wait_s)
+    kafka_admin.check_partition_counts(settings.kafka, timeout_s=wait_s)
     # Faust and mode look the loop up with get_event_loop(): give them a fresh one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

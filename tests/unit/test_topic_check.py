@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recstream.stream.topic_check import WORKER_TOPICS, error_message, mismatches, partition_counts
+from recstream.stream.kafka_admin import WORKER_TOPICS, error_message, mismatches, partition_counts
 
 
 def test_counts_come_from_describe_topics_and_skip_errors() -> None:
