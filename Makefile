@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint venv clean bench-deps browser
+.PHONY: demo test lint venv clean bench-deps browser kafka
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/dev.txt
 demo: venv
 	$(VENV)/bin/recstream demo $(DEMO_ARGS)
 
-test: venv browser lint
+test: venv browser kafka lint
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 # The dashboard's browser test drives Debian's Chromium through ChromeDriver.
@@ -30,6 +30,18 @@ browser:
 	else echo "note: chromium/chromedriver missing and no root: the browser test will skip"; exit 0; fi; \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver
+
+# Apache Kafka's jars from Maven Central, once, into ~/.cache/recstream (the
+# integration tests and the demo run on it). Maven is installed when missing and
+# we may. Without Java the tests run on the embedded Tansu broker, except under
+# CI=1, where a missing Java or Kafka fails the run.
+kafka: venv
+	@if ! command -v java >/dev/null && [ -z "$$CI" ]; then \
+	  echo "note: no Java: the integration tests run on the embedded Tansu broker"; exit 0; fi; \
+	if ! command -v mvn >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends maven; fi; \
+	$(VENV)/bin/recstream broker --engine kafka --fetch-only
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -112,6 +113,12 @@ def check_java() -> str:
     return java
 
 
+def java_tag() -> str:
+    """A name for the running Java (archives of classes are only valid for it)."""
+    java = java_binary() or "java"
+    return hashlib.sha256(os.path.realpath(java).encode()).hexdigest()[:12]
+
+
 def kafka_libs() -> Path:
     """The classpath folder of Kafka's jars, fetched with Maven on first use."""
     root = cache_root()
@@ -165,6 +172,8 @@ class _Node:
     controller_port: int
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: A class-data-sharing archive this node writes when it exits, if any.
+    archive: Path | None = None
 
 
 class KafkaBroker:
@@ -263,12 +272,13 @@ class KafkaBroker:
         log4j.write_text(_LOG4J2.format(level=level))
         return path
 
-    def _java(self, java: str, libs: Path, main: str, *args: str, heap_mb: int = 256) -> list[str]:
+    def _java(self, java: str, libs: Path, *args: str, heap_mb: int = 256) -> list[str]:
+        """``java`` with our heap, GC and logging flags, then ``args`` (flags, main class, ...)."""
         return [
             java, f"-Xmx{heap_mb}m", f"-Xms{min(heap_mb, 128)}m", "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
-            "-cp", f"{libs}/*", main, *args,
+            "-cp", f"{libs}/*", *args,
         ]
 
     def _format(self, java: str, libs: Path, node: _Node, config: Path) -> None:
@@ -341,11 +351,25 @@ class KafkaBroker:
         config = self.data_dir / f"server-{node.node_id}.properties"
         out = self._log_file(node)
         node.proc = subprocess.Popen(
-            self._java(java, libs, "kafka.Kafka", str(config), heap_mb=self.heap_mb),
+            self._java(java, libs, *self._class_sharing(node), "kafka.Kafka", str(config),
+                       heap_mb=self.heap_mb),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         if out is not subprocess.DEVNULL:
             out.close()
+
+    def _class_sharing(self, node: _Node) -> list[str]:
+        """JVM flags for a class-data-sharing archive of Kafka's classes.
+
+        The archive halves a node's start. The first node started without one
+        writes it when it exits cleanly (to a name of its own, renamed into
+        place by ``stop``); a JVM that cannot use an archive ignores it.
+        """
+        archive = cache_root() / f"classes-{java_tag()}.jsa"
+        if archive.exists():
+            return [f"-XX:SharedArchiveFile={archive}"]
+        node.archive = archive.with_name(f"{archive.name}.{os.getpid()}-{node.node_id}.tmp")
+        return [f"-XX:ArchiveClassesAtExit={node.archive}"]
 
     def _log_file(self, node: _Node):  # type: ignore[no-untyped-def]
         if self.log_path is None:
@@ -406,6 +430,12 @@ class KafkaBroker:
                 proc.wait()
         for node in self.nodes:
             node.proc = None
+            self._keep_archive(node)
+
+    def _keep_archive(self, node: _Node) -> None:
+        written, node.archive = node.archive, None
+        if written is not None and written.exists():
+            written.rename(written.with_name(written.name.split(".jsa.")[0] + ".jsa"))
 
     def pause(self) -> None:
         """SIGSTOP every node (fault tests)."""

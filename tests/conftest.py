@@ -2,8 +2,9 @@
 
 The ``broker`` fixture is Apache Kafka (KRaft, one node) unless a test is
 marked ``tansu`` (the small tier that keeps the pip-only engine working) or
-``RECSTREAM_TEST_ENGINE`` names another engine. A missing Java or Kafka fails
-the test; it never skips.
+``RECSTREAM_TEST_ENGINE`` names another engine. On a machine without Java
+outside CI the default is Tansu (the header says so); under CI a missing Java
+or Kafka fails the tests, they never skip.
 """
 
 from __future__ import annotations
@@ -15,18 +16,30 @@ from pathlib import Path
 import pytest
 
 from recstream.broker import Broker, make_broker
+from recstream.kafka_broker import java_binary
 
 
-def test_engine(request: pytest.FixtureRequest) -> str:
+def default_engine() -> str:
+    named = os.environ.get("RECSTREAM_TEST_ENGINE")
+    if named:
+        return named
+    return "kafka" if os.environ.get("CI") or java_binary() else "tansu"
+
+
+def pytest_report_header() -> str:
+    return f"recstream broker engine for integration tests: {default_engine()}"
+
+
+def engine_for(request: pytest.FixtureRequest) -> str:
     if request.node.get_closest_marker("tansu") is not None:
         return "tansu"
-    return os.environ.get("RECSTREAM_TEST_ENGINE", "kafka")
+    return default_engine()
 
 
 @pytest.fixture()
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     """A fresh broker on free loopback ports, every topic created."""
-    b = make_broker(test_engine(request), tmp_path / "broker", partitions=4,
+    b = make_broker(engine_for(request), tmp_path / "broker", partitions=4,
                     log_path=tmp_path / "broker.log")
     b.start()
     try:

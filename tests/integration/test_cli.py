@@ -71,7 +71,7 @@ def test_a_worker_without_a_broker_says_so_and_exits_1(tmp_path: Path) -> None:
     assert "no broker at 127.0.0.1:" in out.stderr and "RECSTREAM_BROKER_WAIT_S" in out.stderr
     assert "Traceback" not in out.stderr and "ECONNREFUSED (" not in out.stderr, out.stderr
     # What it said while it waited, on a line that names the worker.
-    assert "WARNING w-probe stream.kafka_admin: waiting for the brokers at" in out.stderr
+    assert "WARNING w-probe recstream.stream.kafka_admin: waiting for the brokers at" in out.stderr
 
 
 def wait_for_line(child: Child, text: str, timeout_s: float) -> None:

@@ -41,11 +41,13 @@ def logs(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def test_demo_quick_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["kafka", pytest.param("tansu", marks=pytest.mark.tansu)])
+def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     out, run_dir = tmp_path / "out.json", tmp_path / "run"
     stale = run_dir / "state" / "left-by-an-earlier-run"  # a reused --run-dir
     stale.mkdir(parents=True)
-    argv = demo_argv("--duration", "20", "--json", str(out), "--run-dir", str(run_dir), *SMALL)
+    argv = demo_argv("--engine", engine, "--duration", "20", "--json", str(out),
+                     "--run-dir", str(run_dir), *SMALL)
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=500, cwd=tmp_path, env=child_env()
     )
@@ -60,6 +62,7 @@ def test_demo_quick_start(tmp_path: Path) -> None:
         "p99_ms",
     ):
         assert key in summary, key
+    assert summary["engine"] == engine, summary
     assert summary["events_in"] > 1000, summary
     assert summary["recommendations_out"] > 0 and summary["users_with_recommendations"] > 0
     assert summary["dlq"] == summary["malformed_sent"] > 0, summary

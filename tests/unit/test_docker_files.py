@@ -63,6 +63,14 @@ def test_compose_creates_every_topic_with_one_partition_count() -> None:
     assert COMPOSE["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
 
+def test_compose_runs_the_kafka_version_the_tests_run() -> None:
+    from recstream.kafka_broker import KAFKA_VERSION
+
+    images = {svc["image"] for svc in COMPOSE["services"].values()
+              if svc.get("image", "").startswith("apache/kafka:")}
+    assert images == {f"apache/kafka:{KAFKA_VERSION}"}
+
+
 def test_prometheus_scrapes_served_ports() -> None:
     prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
