@@ -77,6 +77,9 @@ def broker(
             help="serve /metrics, /healthz, /readyz on this port (0: none)",
         ),
     ] = 0,
+    fetch_only: Annotated[
+        bool, typer.Option("--fetch-only", help="fetch Kafka's jars (once, with Maven) and exit")
+    ] = False,
 ) -> None:
     """Run a broker with every topic in the foreground until SIGTERM or Ctrl-C."""
     from prometheus_client import CollectorRegistry, Gauge
@@ -85,6 +88,9 @@ def broker(
     from recstream.schemas.probes import ProbePortError, ProbeServer
     from recstream.schemas.settings import KafkaSettings
 
+    if fetch_only:
+        _fetch_kafka()
+        return
     if partitions is None:
         partitions = _settings("broker", KafkaSettings.from_env).partitions
     _check_port_free(host, port)
@@ -131,6 +137,19 @@ def broker(
         if probes is not None:
             probes.close()
     typer.echo("broker stopped")
+
+
+def _fetch_kafka() -> None:
+    from recstream.broker import BrokerError
+    from recstream.kafka_broker import KAFKA_VERSION, check_java, kafka_libs
+
+    try:
+        check_java()
+        libs = kafka_libs()
+    except BrokerError as exc:
+        typer.echo(f"broker: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Apache Kafka {KAFKA_VERSION}: {libs}")
 
 
 def _check_port_free(host: str, port: int) -> None:
