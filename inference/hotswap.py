@@ -53,6 +53,8 @@ UPDATE_FETCH_WAIT_MS = 200
 CATCH_UP_S = 30.0
 #: How often to look for the topic's partitions when it had none at start.
 ASSIGN_RETRY_S = 5.0
+#: How long one look waits for the subscription's partitions.
+ASSIGN_WAIT_S = 2.0
 #: GIL switch interval while a version loads beside the scoring loop.
 LOAD_SWITCH_INTERVAL_S = 0.001
 #: Users in the synthetic warm-up batch.
@@ -363,13 +365,20 @@ class ModelSwapper:
     # ---- internals --------------------------------------------------------
 
     async def _assign(self) -> list[TopicPartition]:
-        """Assign every partition of the topic, from its beginning; [] if it has none."""
+        """Every partition of the topic, from its beginning; [] if it has none yet.
+
+        A started consumer knows no topic's partitions on Kafka (Tansu lists them
+        all), so it subscribes: without a group, aiokafka then assigns every
+        partition the broker's metadata lists.
+        """
         assert self._consumer is not None
-        await self._consumer.topics()  # fetches metadata, so the partitions are known
-        parts = self._consumer.partitions_for_topic(MODEL_UPDATES) or set()
-        tps = [TopicPartition(MODEL_UPDATES, p) for p in sorted(parts)]
+        if not self._consumer.subscription():
+            self._consumer.subscribe([MODEL_UPDATES])
+        deadline = time.monotonic() + ASSIGN_WAIT_S
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        tps = sorted(self._consumer.assignment())
         if tps:
-            self._consumer.assign(tps)
             await self._consumer.seek_to_beginning(*tps)
         return tps
 
