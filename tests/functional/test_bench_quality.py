@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 N_ITEMS = 30
 
 
-def _write_ml100k(root: Path) -> None:
+def _write_ml100k(root: Path, text: bool = True) -> None:
     folder = root / "ml-100k"
     folder.mkdir(parents=True)
     rng = random.Random(0)
@@ -26,6 +26,8 @@ def _write_ml100k(root: Path) -> None:
             item = (item + 1) % N_ITEMS if rng.random() < 0.9 else rng.randrange(N_ITEMS)
             ts += rng.randrange(60, 86_400)
     (folder / "ml-100k.inter").write_text("\n".join(lines) + "\n")
+    if not text:  # no .item file: no text encoder to load, a quicker run
+        return
     items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
     items += [f"{i + 1}\tFilm {i}\t1995\tDrama" for i in range(N_ITEMS)]
     (folder / "ml-100k.item").write_text("\n".join(items) + "\n")
@@ -53,6 +55,88 @@ def test_bench_quality_rows_and_json_shape(tmp_path: Path) -> None:
     assert rows["ours"]["hr@10"] > rows["popularity"]["hr@10"] + 0.2
     # 30 items: "auto" keeps the full softmax, and the row says so.
     assert rows["ours"]["loss"] == rows["sasrec"]["loss"] == "full"
+    # One seed by default: the row is its one seed's result.
+    assert result["seeds"] == [0] and rows["ours"]["seeds"] == [0]
+    assert rows["ours"]["per_seed"][0]["ndcg@10"] == rows["ours"]["ndcg@10"]
+    assert rows["sasrec"]["paired_vs_ours"]["ndcg@10"]["n"] == 1
+
+
+def _fake_peers(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """RecBole stand-ins: sasrec converged, bert4rec (higher) cut short, gru4rec converged."""
+    import recstream.bench.recbole_peers as peers
+
+    scores = {"sasrec": (0.2, True), "bert4rec": (0.6, False), "gru4rec": (0.1, True)}
+
+    def run_peer(peer, split, max_len, **kwargs):  # type: ignore[no-untyped-def]
+        ndcg, converged = scores[peer]
+        metrics = {"hr@10": 2 * ndcg, "ndcg@10": ndcg, "mrr@10": ndcg, "hr@20": 2 * ndcg,
+                   "ndcg@20": ndcg, "mrr@20": ndcg, "users": len(split.users)}
+        return peers.PeerResult(metrics, metrics, 3, 2, 1.0, converged, {})
+
+    monkeypatch.setattr(peers, "recbole_version", lambda: "0.0-fake")
+    monkeypatch.setattr(peers, "run_peer", run_peer)
+
+
+def test_ratio_counts_converged_peers_and_seeds_are_paired(tmp_path: Path,
+                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from recstream.cli import app
+
+    _fake_peers(monkeypatch)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _write_ml100k(tmp_path / "data", text=False)
+    out = tmp_path / "q.json"
+    res = CliRunner().invoke(app, [
+        "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),
+        "--peers", "sasrec,bert4rec,gru4rec", "--ours", "ours,sasrec", "--max-epochs", "1",
+        "--seeds", "2", "--seed", "3", "--threads", "1", "--no-progress",
+        "--json", str(out),
+    ])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())["ml-100k"]
+    rows = {r["model"]: r for r in result["rows"]}
+    # bert4rec scores highest but did not converge: the ratio is against sasrec.
+    assert result["best_peer"] == "recbole-sasrec"
+    assert result["peers_not_converged"] == ["recbole-bert4rec"]
+    assert result["ours_over_best_peer_ndcg10"] == round(rows["ours"]["ndcg@10"] / 0.2, 4)
+    assert result["ours_over_best_peer_reason"] is None
+    assert "best converged peer: recbole-sasrec" in res.output
+    # Each of our rows: one result per seed, the row their mean, ablations paired.
+    assert result["seeds"] == [3, 4] and rows["recbole-sasrec"]["settings"]["seed"] == 3
+    for name in ("ours", "sasrec"):
+        assert [s["seed"] for s in rows[name]["per_seed"]] == [3, 4]
+        mean = sum(s["ndcg@10"] for s in rows[name]["per_seed"]) / 2
+        assert abs(rows[name]["ndcg@10"] - mean) < 1e-5
+    paired = rows["sasrec"]["paired_vs_ours"]["ndcg@10"]
+    diffs = [a["ndcg@10"] - b["ndcg@10"]
+             for a, b in zip(rows["sasrec"]["per_seed"], rows["ours"]["per_seed"], strict=True)]
+    assert paired["n"] == 2 and abs(paired["mean"] - sum(diffs) / 2) < 1e-5
+    assert abs(paired["se"] - abs(diffs[0] - diffs[1]) / 2) < 1e-5
+    assert "paired_vs_ours" not in rows["ours"]
+    # Where the figures came from.
+    assert result["command"].startswith("recstream") and result["argv"]
+    assert "git_commit" in result and result["machine"]["cpus"] >= 1
+    assert result["machine"]["cpu"] and "gpu" in result["machine"]
+    assert result["versions"]["torch"] and result["versions"]["numpy"]
+    assert "recbole" in result["versions"]
+
+
+def test_no_converged_peer_gives_no_ratio(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from recstream.cli import app
+
+    _fake_peers(monkeypatch)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _write_ml100k(tmp_path / "data", text=False)
+    out = tmp_path / "q.json"
+    res = CliRunner().invoke(app, [
+        "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),
+        "--peers", "bert4rec", "--ours", "ours", "--max-epochs", "1", "--threads", "1",
+        "--no-progress", "--json", str(out),
+    ])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())["ml-100k"]
+    assert result["ours_over_best_peer_ndcg10"] is None and result["best_peer"] is None
+    assert result["ours_over_best_peer_reason"].startswith("no peer converged")
+    assert "no ours / best peer ratio: no peer converged" in res.output
 
 
 def test_our_loss_is_sampled_only_for_large_catalogues(tmp_path: Path) -> None:

@@ -63,10 +63,47 @@ def _toy_split():
 
 def test_evaluator_on_constant_scores_is_chance_level() -> None:
     split = _toy_split()
-    m = evaluate(random_score_fn(split), split, "test", seed=0)
+    # One batch, so the tie-break draws are one torch.rand(300) from the seed.
+    m = evaluate(random_score_fn(split), split, "test", seed=0, batch_size=300)
     assert m["users"] == 300 and m["seed"] == 0
-    # 50 items, 5 history items excluded (targets never): ~45 allowed candidates.
-    assert m["hr@10"] == pytest.approx(10 / 45, abs=0.06)
+    # 50 items, 5 distinct history items excluded (targets never): each target ties
+    # with exactly 44 others, so its rank is floor(u * 45), never floor(u * 50).
+    u = torch.rand(300, generator=torch.Generator().manual_seed(0))
+    expected = metrics_from_ranks(torch.floor(u * 45).long())
+    assert {k: m[k] for k in expected} == pytest.approx(expected, rel=1e-12, abs=0)
+    assert expected != metrics_from_ranks(torch.floor(u * 50).long())
+
+
+def test_evaluator_excludes_the_history_but_never_the_target() -> None:
+    # u: 12 history items, then valid v1, then test t. w: test target "a" repeats
+    # its first event, and "h1" (u's item, not in w's history) beats it.
+    rows = [("u", f"h{k}") for k in range(1, 13)] + [("u", "v1"), ("u", "t")]
+    rows += [("w", "a"), ("w", "b"), ("w", "c"), ("w", "a")]
+    data = Interactions("toy", [Interaction(u, i, ts, "view") for ts, (u, i) in enumerate(rows)],
+                        has_time=True)
+    split = leave_one_out(data)
+    index = {raw: k + 1 for k, raw in enumerate(split.item_ids)}
+    # Distinct scores (no tie-break draws): the user's history on top, then "h1",
+    # then the target, then every other item.
+    def score(cases):  # type: ignore[no-untyped-def]
+        out = -torch.arange(split.n_items + 1, dtype=torch.float32).repeat(len(cases), 1)
+        for r, c in enumerate(cases):
+            out[r, index["h1"]] = 60.0
+            out[r, c.target] = 50.0
+            for k, item in enumerate(c.items):
+                if item != c.target:
+                    out[r, item] = 100.0 + k
+        return out
+
+    m = evaluate(score, split, "test", seed=0)
+    # With the history excluded: u ranks 0 (its 13 history items, h1 included, are
+    # out), w ranks 1 (only h1 is above; "a" stays in though it is in w's history).
+    # Without the exclusion u would rank 13 and w 3 (b, c and h1 above it).
+    assert m["users"] == 2
+    assert m["hr@10"] == 1.0 and m["hr@20"] == 1.0
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 2, rel=1e-12)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 2) / 2, rel=1e-12)
+    assert m == pytest.approx({**metrics_from_ranks([0, 1]), "users": 2, "seed": 0})
 
 
 def test_evaluator_output_shape_is_checked() -> None:
