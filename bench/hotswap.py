@@ -1,6 +1,6 @@
 """``recstream bench hotswap``: the scorer's latency and losses while model versions swap.
 
-A real embedded broker and a real ``recstream scorer`` process following a
+A real broker (``engine``: Kafka or Tansu) and a real ``recstream scorer`` process following a
 model registry. Score requests are produced at a fixed rate, straight to
 ``score-requests``, each stamped with its send time; every recommendation is
 matched to its request. Versions are staged (weights + ONNX export) before the
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -39,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recstream.schemas import ModelUpdate, Recommendation, ScoreRequest
 from recstream.schemas.topics import MODEL_UPDATES, RECOMMENDATIONS, SCORE_REQUESTS
 
-from recstream.broker import EmbeddedBroker, free_port
+from recstream.broker import free_port, make_broker
 from recstream.processes import Child, recstream_command
 
 MODEL_NAME = "recstream"
@@ -242,6 +243,8 @@ class HotswapConfig:
     #: (bench.hotswap_freshness); without it, freshness is publish -> served.
     trainer: bool = False
     trainer_timeout_s: float = 300.0
+    #: Broker engine (recstream.broker.make_broker): auto, kafka or tansu.
+    engine: str = "auto"
 
 
 def run_hotswap_bench(cfg: HotswapConfig, root: Path | None = None) -> dict[str, Any]:
@@ -253,7 +256,9 @@ def run_hotswap_bench(cfg: HotswapConfig, root: Path | None = None) -> dict[str,
     staged = [stage_version(registry, seed, cfg.shape, onnx=onnx, k=cfg.k)
               for seed in range(cfg.swaps + 1)]
     prepare_s = time.perf_counter() - t
-    with EmbeddedBroker(partitions=4, log_path=root / "broker.log") as broker:
+    shutil.rmtree(root / "kafka", ignore_errors=True)  # a reused root: a fresh broker
+    broker = make_broker(cfg.engine, root, partitions=4, log_path=root / "broker.log")
+    with broker:
         first = publish(registry, staged[0])
         asyncio.run(send_update(broker.bootstrap, first))
         port = free_port()
@@ -283,6 +288,7 @@ def run_hotswap_bench(cfg: HotswapConfig, root: Path | None = None) -> dict[str,
                     if proc.wait(30) is None:
                         proc.kill()
     result["prepare_s"] = round(prepare_s, 1)
+    result["engine"] = broker.engine
     return result
 
 

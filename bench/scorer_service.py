@@ -1,6 +1,6 @@
 """The scorer service end to end: Kafka in, Kafka out, users/s from a backlog.
 
-A real embedded broker, a real ``recstream scorer`` process, a backlog of
+A real broker (Kafka or Tansu), a real ``recstream scorer`` process, a backlog of
 score requests produced before the scorer starts. Throughput is measured
 between the first and the last recommendation received (start-up, export and
 group join excluded), for a MovieLens-1M-shaped model served through a
@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from recstream.bench.jsonio import write_json_atomic
 from recstream.schemas import ScoreRequest
 from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
-from recstream.broker import EmbeddedBroker
+from recstream.broker import make_broker
 from recstream.processes import Child, recstream_command
 
 T0 = 1_700_000_000_000
@@ -105,9 +106,10 @@ def run_service_bench(
     *, requests: int = 5000, seq_len: int = 200, batch: int = 256, backend: str = "auto",
     threads: int | None = None, root: Path | None = None, model_dir: Path | None = None,
     age_bias_layers: str = "last",  # ModelConfig's default
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """``model_dir``: a model version to serve; default a MovieLens-1M-shaped one
-    (with ``age_bias_layers``)."""
+    (with ``age_bias_layers``). ``engine``: the broker's (auto, kafka, tansu)."""
     from recstream.inference.model_dir import CONFIG, ITEM_IDS
 
     root = Path(root or tempfile.mkdtemp(prefix="recstream-bench-service-"))
@@ -116,7 +118,9 @@ def run_service_bench(
     catalogue = json.loads((model_dir / ITEM_IDS).read_text())
     values = _requests(requests, seq_len, catalogue, 0)
     in_process = _in_process(model_dir, values, batch, backend, threads)
-    with EmbeddedBroker(partitions=4, log_path=root / "broker.log") as broker:
+    shutil.rmtree(root / "kafka", ignore_errors=True)  # a reused root: a fresh broker
+    broker = make_broker(engine, root, partitions=4, log_path=root / "broker.log")
+    with broker:
         asyncio.run(_produce(broker.bootstrap, values))
         env = {
             **os.environ, "RECSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -136,6 +140,7 @@ def run_service_bench(
     service = ServiceRow("service (Kafka in/out)", used, seq_len, requests,
                          round((requests - 1) / seconds, 1), batch)
     return {
+        "engine": broker.engine,
         "rows": [asdict(in_process), asdict(service)],
         "service_users_per_s": service.users_per_s,
         "in_process_users_per_s": in_process.users_per_s,

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from recstream.cli_options import EngineOption
+
 
 def bench_hotswap(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
@@ -28,6 +30,7 @@ def bench_hotswap(
     trainer: Annotated[bool, typer.Option(
         help="then run recstream trainer: freshness from an event, not from a publish")] = True,
     root: Annotated[Path | None, typer.Option(help="working folder [default: a temp dir]")] = None,
+    engine: EngineOption = "auto",
 ) -> None:
     """p50/p99 request-to-recommendation latency steady vs around swaps, lost requests,
     swap duration and publish-to-served freshness (real broker, real scorer process)."""
@@ -41,6 +44,7 @@ def bench_hotswap(
         run_hotswap_bench,
     )
     from recstream.bench.jsonio import write_json_atomic
+    from recstream.broker import BrokerError
     from recstream.inference.service import BACKENDS
     from recstream.processes import ChildFailed
 
@@ -53,13 +57,14 @@ def bench_hotswap(
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
     cfg = HotswapConfig(swaps=swaps, rate=rate, steady_s=steady, seq_len=seq_len,
                         backend=backend, threads=threads, batch=batch,
-                        shape=TinyModel(n_items=n_items, d_model=d_model), trainer=trainer)
+                        shape=TinyModel(n_items=n_items, d_model=d_model), trainer=trainer,
+                        engine=engine)
     try:
         report = run_hotswap_bench(cfg, root)
     except ValueError as exc:  # e.g. a model shape the versions cannot have
         typer.echo(f"bench hotswap: {exc}", err=True)
         raise typer.Exit(2) from None
-    except ChildFailed as exc:
+    except (ChildFailed, BrokerError) as exc:
         typer.echo(f"bench hotswap: {exc}", err=True)
         raise typer.Exit(1) from None
     if drift:

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from recstream.cli_options import EngineOption
+
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
@@ -109,14 +111,20 @@ def bench_scorer_service(
     age_bias_layers: Annotated[
         str, typer.Option(help="the MovieLens-1M-shaped model's age-bias layers: last, all")
     ] = "last",
+    engine: EngineOption = "auto",
 ) -> None:
     """Scorer service end to end (Kafka in, Kafka out): users/s from a backlog."""
     from recstream.bench.scorer_service import format_table, run_service_bench, write_json
+    from recstream.broker import BrokerError
 
-    report = run_service_bench(
-        requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads,
-        model_dir=model, age_bias_layers=_age_bias_layers(age_bias_layers),
-    )
+    try:
+        report = run_service_bench(
+            requests=requests, seq_len=seq_len, batch=batch, backend=backend, threads=threads,
+            model_dir=model, age_bias_layers=_age_bias_layers(age_bias_layers), engine=engine,
+        )
+    except BrokerError as exc:
+        typer.echo(f"bench scorer-service: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(format_table(report))
     if json_out is not None:
         write_json(report, json_out)
