@@ -340,6 +340,7 @@ class KafkaBroker:
                 self._wait(node, timeout_s)
             create_topics(self.bootstrap, self.partitions, self.topics,
                           replication_factor=self.replication)
+            self._wait_for_leaders(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -393,14 +394,30 @@ class KafkaBroker:
 
     def leaders(self, topic: str) -> dict[int, int]:
         """Partition -> the node id leading it now (-1: none), from the metadata."""
+        return self._leaders([topic])[topic]
+
+    def _leaders(self, topics: Iterable[str]) -> dict[str, dict[int, int]]:
         from kafka import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
-            (described,) = admin.describe_topics([topic])
+            described = admin.describe_topics(list(topics))
         finally:
             admin.close()
-        return {p["partition_index"]: p["leader_id"] for p in described["partitions"]}
+        return {t["name"]: {p["partition_index"]: p["leader_id"] for p in t["partitions"]}
+                for t in described}
+
+    def _wait_for_leaders(self, timeout_s: float) -> None:
+        """Return once every partition of our topics has a leader: a producer that
+        starts earlier logs NotLeaderForPartition retries until they are elected."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            known = self._leaders(self.topics) if self.topics else {}
+            if all(leader >= 0 for parts in known.values() for leader in parts.values()):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"partitions without a leader after {timeout_s:.0f}s: {known}")
+            time.sleep(0.1)
 
     def busiest_leader(self, topic: str) -> int:
         """The node that leads the most partitions of ``topic`` (the one a fault test kills)."""

@@ -87,7 +87,8 @@ def wait_for_line(child: Child, text: str, timeout_s: float) -> None:
 def test_broker_serves_topics_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     probes = free_port()
-    argv = [recstream_bin(), "broker", "--port", str(port), "--partitions", "2"]
+    argv = [recstream_bin(), "broker", "--port", str(port), "--partitions", "2",
+            "--data-dir", str(tmp_path / "data")]
     argv += ["--metrics-port", str(probes)]
     broker = Child("broker", argv, child_env(), tmp_path / "broker.log").start()
     try:
