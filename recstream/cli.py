@@ -210,9 +210,10 @@ def _settings(process: str, from_env: Callable[[], T]) -> T:
 def demo(
     engine: EngineOption = "auto",
     duration: Annotated[
-        float, typer.Option(help="seconds of replay once the pipeline is ready")
-    ] = 60.0,
-    rate: Annotated[float, typer.Option(help="events per second")] = 500.0,
+        float, typer.Option(help="seconds of replay once the pipeline is ready (room for the "
+                            "first Transformer version and at least one more)")
+    ] = 240.0,
+    rate: Annotated[float, typer.Option(help="events per second")] = 150.0,
     data: Annotated[
         Path | None,
         typer.Option(help="MovieLens atomic files (*.inter, *.item) instead of synthetic"),
@@ -232,8 +233,11 @@ def demo(
         int, typer.Option(min=0, max=65535,
                           help="port of the live page (taken if free, else any; 0: any)")
     ] = 8050,
+    trainer: Annotated[
+        bool, typer.Option(help="run the side trainer; the scorer hot-swaps its versions")
+    ] = True,
 ) -> None:
-    """Start broker, worker and scorer; replay a stream; show live figures and a summary."""
+    """Start broker, worker, scorer, trainer and dashboard; replay a stream; show a summary."""
     from recstream.demo import DemoError, DemoOptions, run_demo
 
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:
@@ -255,6 +259,7 @@ def demo(
             startup_timeout_s=startup_timeout,
             dashboard_port=dashboard_port,
             engine=engine,
+            trainer=trainer,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -161,6 +161,8 @@ class Dashboard:
                     "recs_per_s": snap["recs_per_s"],
                     **{f"latency_{k}": v for k, v in snap["latency_ms"].items()},
                     "lag_total": self.figures.get("lag_total"),
+                    # The served version: the page marks each change (a swap) on its charts.
+                    "model_version": self.figures.get("model_version") or self.live.latest_version,
                     "hr": {
                         v: o["rolling_hr_at_10"]
                         for v, o in online.items()

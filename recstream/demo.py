@@ -1,7 +1,9 @@
-"""``make demo``: the whole pipeline on one machine, with live figures.
+"""``make demo``: the whole product on one machine, with live figures.
 
-Starts the embedded broker, then the worker and the scorer as real child
-processes, waits for the first recommendation, replays a stream at a steady
+Starts the broker, then the worker, the scorer, the side trainer and the
+dashboard as real child processes, waits for the first recommendation (the
+scorer starts on the co-occurrence model and hot-swaps each version the
+trainer publishes; see :mod:`recstream.demo_versions`), replays a stream at a steady
 rate with a few malformed events mixed in, and reports what came out:
 recommendations, DLQ, and event -> recommendation latency measured from this
 process's send of an event to its receipt of the recommendation that event
@@ -32,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from recstream import dashboard_child
+from recstream import demo_versions as dv
 from recstream.broker import ENGINES, BrokerError, free_port, make_broker
 from recstream.processes import Child, ChildFailed, embedded_broker_env, recstream_command, stop_all
 from recstream.schemas.messages import Event, Recommendation, now_ms
@@ -61,8 +64,10 @@ class ReplayData(Protocol):
 
 @dataclass(frozen=True)
 class DemoOptions:
-    duration_s: float = 60.0
-    rate: float = 500.0
+    #: 4 minutes: time for the first Transformer version and at least one more.
+    duration_s: float = 240.0
+    #: Sized for 2 cores shared by broker, worker, scorer, trainer and dashboard.
+    rate: float = 150.0
     data: Path | None = None
     json_out: Path | None = None
     users: int = 2000
@@ -77,6 +82,8 @@ class DemoOptions:
     dashboard_port: int = dashboard_child.DEFAULT_PORT
     #: auto (Kafka where Java 17+ is found, else Tansu), kafka or tansu.
     engine: str = "auto"
+    #: Run the side trainer (the scorer then hot-swaps what it publishes).
+    trainer: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -117,6 +124,10 @@ class Figures:
     per_user: Counter[str] = field(default_factory=Counter)
     first_rec_at: float | None = None
     last_rec_at: float = 0.0
+    #: Per-version online quality and swaps; set when the replay starts.
+    tally: dv.VersionTally | None = None
+    watch: dv.TrainerWatch | None = None
+    scorer_counters: dict[str, float] = field(default_factory=dict)
 
     def percentile(self, q: float, values: list[float] | None = None) -> float | None:
         values = self.latencies_ms if values is None else values
@@ -135,6 +146,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         f"[bold]recstream demo[/]: {len(data.events):,} events ready, {len(data.items):,} items; "
         f"logs and state in {run_dir}"
     )
+    items_path = _prepare_texts(opts, data, run_dir, console)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     # A demo starts from nothing: Kafka's data of an earlier run in this folder goes.
     shutil.rmtree(run_dir / "kafka", ignore_errors=True)
@@ -155,12 +167,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             RECSTREAM_PARTITIONS=str(opts.partitions),
             fresh_state=run_dir / "state",
         )
-        ports = {"worker": free_port(), "scorer": free_port()}
-        for name in ("worker", "scorer"):
-            own_env = {**env, "RECSTREAM_METRICS_PORT": str(ports[name])}
-            children.append(
-                Child(name, recstream_command(name), own_env, run_dir / f"{name}.log").start()
-            )
+        ports = {"worker": free_port(), "scorer": free_port(), "trainer": free_port()}
+        children.extend(_start_pipeline(opts, env, ports, run_dir, items_path))
         dashboard, dashboard_url = dashboard_child.start_dashboard(
             broker.bootstrap,
             env,
@@ -170,7 +178,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             f"http://127.0.0.1:{ports['scorer']}",
         )
         children.append(dashboard)
-        console.print(f"{broker.engine} broker on {broker.bootstrap}; worker and scorer starting ...")
+        console.print(f"{broker.engine} broker on {broker.bootstrap}; "
+                      f"{', '.join(c.name for c in children[:-1])} starting ...")
         try:
             dashboard_child.wait_serving(dashboard, dashboard_url)
         except ChildFailed as exc:
@@ -179,7 +188,13 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             f"[bold]dashboard:[/] {dashboard_url}  (live while the demo runs; "
             f"or `recstream top --url {dashboard_url}`)"
         )
-        figures = asyncio.run(_pipeline(opts, broker.bootstrap, data, children, console))
+        figures = Figures()
+        if opts.trainer:
+            figures.watch = dv.TrainerWatch(run_dir / "state" / "trainer" / "state.json", 0.0)
+        figures = asyncio.run(
+            _pipeline(opts, broker.bootstrap, data, children, console, figures,
+                      f"http://127.0.0.1:{ports['scorer']}/metrics")
+        )
     finally:
         # A second Ctrl-C must not cut the clean-up short: it is bounded anyway
         # (SIGTERM, a grace period, then SIGKILL).
@@ -196,10 +211,48 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     summary["dashboard_url"] = dashboard_url
     _print_samples(console, figures, data.items, opts.samples)
     _print_summary(console, summary)
+    dv.print_versions(console, summary)
     if opts.json_out:
         opts.json_out.parent.mkdir(parents=True, exist_ok=True)
         opts.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _prepare_texts(
+    opts: DemoOptions, data: ReplayData, run_dir: Path, console: Console
+) -> Path | None:
+    """The catalogue's texts for the trainer, embedded once (MiniLM, cached on disk)."""
+    if not opts.trainer:
+        return None
+    path = dv.write_item_texts(data.items, run_dir / "items.jsonl")
+    with console.status("embedding the catalogue's texts (MiniLM; cached) ..."):
+        took = dv.precompute_text_embeddings(path)
+    console.print(f"item texts: {len(data.items):,} embedded or read from cache in {took:.1f}s")
+    return path
+
+
+def _start_pipeline(
+    opts: DemoOptions,
+    env: dict[str, str],
+    ports: dict[str, int],
+    run_dir: Path,
+    items_path: Path | None,
+) -> list[Child]:
+    """Worker, scorer and (unless --no-trainer) the side trainer, on one registry."""
+    registry = {"RECSTREAM_MODEL_REGISTRY": str((run_dir / "models").resolve())}
+    extra: dict[str, dict[str, str]] = {"worker": {}, "scorer": {}}
+    if opts.trainer and items_path is not None:
+        extra["scorer"] = {**registry, **dv.SCORER_ENV}
+        extra["trainer"] = {**registry, **dv.TRAINER_ENV,
+                            "RECSTREAM_TRAINER_ITEMS": str(items_path.resolve())}
+        shutil.rmtree(run_dir / "models", ignore_errors=True)
+    started = []
+    for name, own in extra.items():
+        own_env = {**env, **own, "RECSTREAM_METRICS_PORT": str(ports[name])}
+        started.append(
+            Child(name, recstream_command(name), own_env, run_dir / f"{name}.log").start()
+        )
+    return started
 
 
 def _wall_ms() -> float:
@@ -231,6 +284,8 @@ async def _pipeline(
     data: ReplayData,
     children: list[Child],
     console: Console,
+    figures: Figures,
+    scorer_metrics: str,
 ) -> Figures:
     # SIGTERM cancels this task (as asyncio.run does for Ctrl-C) instead of
     # raising KeyboardInterrupt wherever the loop happens to be: raised inside
@@ -248,7 +303,8 @@ async def _pipeline(
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
-        return await _run_pipeline(opts, bootstrap, data, children, console)
+        return await _run_pipeline(opts, bootstrap, data, children, console, figures,
+                                   scorer_metrics)
     except asyncio.CancelledError:
         if terminated:
             raise KeyboardInterrupt(f"signal {signal.SIGTERM}") from None
@@ -264,8 +320,9 @@ async def _run_pipeline(
     data: ReplayData,
     children: list[Child],
     console: Console,
+    figures: Figures,
+    scorer_metrics: str,
 ) -> Figures:
-    figures = Figures()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=False)
     # No group: this reader gets every partition at once and commits nothing.
     consumer = AIOKafkaConsumer(
@@ -282,6 +339,7 @@ async def _run_pipeline(
         stream = iter(data.events)
         await _warm_up(opts, producer, stream, figures, children, console)
         await _replay(opts, producer, stream, figures, children, console, reader)
+        figures.scorer_counters = await asyncio.to_thread(dv.scrape_counters, scorer_metrics)
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
@@ -300,14 +358,16 @@ async def _read(consumer: AIOKafkaConsumer, figures: Figures) -> None:
                 continue
             for record in records:
                 rec = Recommendation.model_validate_json(record.value)
+                sent = figures.sent_at.pop(rec.trigger_event_id, None)
+                if figures.tally is not None:
+                    figures.tally.received(rec, now / 1000, None if sent is None else now - sent)
                 figures.recommendations_out += 1
                 figures.users.add(rec.user_id)
                 figures.latest[rec.user_id] = rec
                 figures.last_rec_at = now
                 if figures.first_rec_at is None:
                     figures.first_rec_at = now
-                # pop: a redelivered recommendation is not a second sample.
-                sent = figures.sent_at.pop(rec.trigger_event_id, None)
+                # popped above: a redelivered recommendation is not a second sample.
                 if sent is not None:
                     figures.latencies_ms.append(now - sent)
                     stages = figures.stages_ms
@@ -319,6 +379,8 @@ async def _read(consumer: AIOKafkaConsumer, figures: Figures) -> None:
 async def _send(producer: AIOKafkaProducer, event: Event, figures: Figures, timed: bool) -> Any:
     if timed:
         figures.sent_at[event.event_id] = _wall_ms()
+        if figures.tally is not None:
+            figures.tally.judge(event.item_id, figures.latest.get(event.user_id))
     figures.events_in += 1
     figures.history[event.user_id].append((event.item_id, event.event_type))
     figures.per_user[event.user_id] += 1
@@ -372,6 +434,10 @@ async def _replay(
     acks: list[asyncio.Future[Any]] = []
     sent = 0
     t0 = time.monotonic()
+    figures.tally = dv.VersionTally(t0=time.time())
+    if figures.watch is not None:
+        figures.watch.t0 = time.time()
+    polled = t0
     with Live(_progress(figures, 0.0, opts), console=console, refresh_per_second=4) as live:
         while sent < planned:
             elapsed = time.monotonic() - t0
@@ -388,7 +454,10 @@ async def _replay(
                 acks.append(await _send(producer, event, figures, timed=True))
                 sent += 1
             acks = _raise_failed(acks)
-            _check(children, reader)
+            _check(children, reader, figures.watch)
+            if figures.watch is not None and time.monotonic() - polled >= 1.0:
+                figures.watch.poll()
+                polled = time.monotonic()
             live.update(_progress(figures, elapsed, opts))
             await asyncio.sleep(0.01)
         await asyncio.gather(*acks)
@@ -398,10 +467,12 @@ async def _replay(
             quiet = _wall_ms() - figures.last_rec_at
             if quiet > QUIET_S * 1000:
                 break
-            _check(children, reader)
+            _check(children, reader, figures.watch)
             live.update(_progress(figures, time.monotonic() - t0, opts, "draining"))
             await asyncio.sleep(0.1)
         live.update(_progress(figures, time.monotonic() - t0, opts, "done"))
+    if figures.watch is not None:
+        figures.watch.poll()
 
 
 def _raise_failed(acks: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
@@ -414,12 +485,20 @@ def _raise_failed(acks: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
     return pending
 
 
-def _check(children: Sequence[Child], reader: asyncio.Task[None] | None = None) -> None:
+def _check(
+    children: Sequence[Child],
+    reader: asyncio.Task[None] | None = None,
+    watch: dv.TrainerWatch | None = None,
+) -> None:
+    """Raise if a child died; a dead trainer is only noted (the scorer keeps serving)."""
     for child in children:
         try:
             child.check_alive()
         except ChildFailed as exc:
-            raise DemoError(str(exc)) from None
+            if child.name != "trainer":
+                raise DemoError(str(exc)) from None
+            if watch is not None and watch.died is None:
+                watch.died = f"trainer exited with code {child.returncode}; see {child.log_path}"
     if reader is not None and reader.done() and not reader.cancelled():
         raise DemoError(f"reading recommendations failed: {reader.exception()!r}")
 
@@ -470,7 +549,18 @@ def _progress(figures: Figures, elapsed: float, opts: DemoOptions, phase: str = 
         f"{figures.dlq}  ",
         ("latency ", "bold"),
         lat,
+        ("  model ", "bold"),
+        _serving(figures),
     )
+
+
+def _serving(figures: Figures) -> str:
+    """The version of the latest list, and the versions seen so far."""
+    tally = figures.tally
+    if tally is None or not tally.versions:
+        return "-"
+    last = max(tally.versions.values(), key=lambda v: v.served_from_s)
+    return f"{last.version} ({len(tally.versions)} served)"
 
 
 def _summary(opts: DemoOptions, f: Figures, run_dir: Path, wall_s: float) -> dict[str, Any]:
@@ -489,6 +579,7 @@ def _summary(opts: DemoOptions, f: Figures, run_dir: Path, wall_s: float) -> dic
         "wall_s": round(wall_s, 1),
         "data": str(opts.data) if opts.data else "synthetic",
         "run_dir": str(run_dir),
+        **dv.summary_keys(f.tally, f.watch, f.scorer_counters),
     }
 
 

@@ -50,6 +50,8 @@ class LiveState:
         self._rec_times: deque[tuple[float, float]] = deque()  # (arrival, latency ms)
         self._users: OrderedDict[str, UserTimeline] = OrderedDict()
         self.versions: Counter[str] = Counter()
+        #: The model version of the newest recommendation read.
+        self.latest_version: str | None = None
 
     # -- feeding ----------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class LiveState:
             return
         self.recs_total += 1
         self.versions[entry["model_version"]] += 1
+        self.latest_version = entry["model_version"]
         self._rec_times.append((now, latency_ms))
         if isinstance(user, str):
             self._timeline(user).recs.append(entry)

@@ -11,11 +11,44 @@ const fmt = (v, digits = 0) =>
   v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const age = (s) => (s === null || s === undefined ? "–" : s < 120 ? `${fmt(s)} s` : s < 7200 ? `${fmt(s / 60, 1)} min` : `${fmt(s / 3600, 1)} h`);
 
+// Swaps: [{t, version}] where the served model version changed (marked on the time axis).
+const swaps = [];
+const swapMarks = {
+  hooks: {
+    draw: [(u) => {
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.strokeStyle = "#888";
+      ctx.fillStyle = "#555";
+      ctx.setLineDash([4, 3]);
+      ctx.font = `${10 * devicePixelRatio}px sans-serif`;
+      for (const s of swaps) {
+        const x = u.valToPos(s.t, "x", true);
+        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+        ctx.fillText(s.version, x + 3, u.bbox.top + 10 * devicePixelRatio);
+      }
+      ctx.restore();
+    }],
+  },
+};
+
+function noteSwap(p) {
+  if (!p.model_version) return;
+  const last = swaps.length ? swaps[swaps.length - 1].version : null;
+  if (last === p.model_version) return;
+  // The first version seen is where serving started; a later change is a swap.
+  swaps.push({ t: p.t, version: p.model_version });
+}
+
 function makeChart(el, labels, opts = {}) {
   const series = [{}].concat(labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true })));
   const data = [[]].concat(labels.map(() => []));
   const width = Math.max(400, el.parentElement.clientWidth - 16);
-  const chart = new uPlot({ width, height: 200, series, scales: { x: { time: true }, ...(opts.scales || {}) }, axes: [{}, { size: 60 }] }, data, el);
+  const chart = new uPlot({ width, height: 200, series, plugins: [swapMarks], scales: { x: { time: true }, ...(opts.scales || {}) }, axes: [{}, { size: 60 }] }, data, el);
   return { chart, data, labels };
 }
 
@@ -39,6 +72,7 @@ function addPoint(p, redraw = true) {
   push(charts.throughput, p.t, [p.events_per_s, p.recs_per_s]);
   push(charts.latency, p.t, [p.latency_p50, p.latency_p95, p.latency_p99]);
   push(charts.lag, p.t, [p.lag_total]);
+  noteSwap(p);
   charts.hrPoints.push(p);
   if (charts.hrPoints.length > MAX_POINTS) charts.hrPoints.shift();
   if (redraw) redrawAll();
@@ -84,7 +118,7 @@ function renderTiles(msg) {
   $("online-trials").textContent = o ? fmt(o.trials) : "–";
   $("model-version").textContent = m.model_version || "–";
   $("model-age").textContent = age(m.model_age_s);
-  $("model-swaps").textContent = m.swaps ? fmt(m.swaps.model_swaps || 0) : "–";
+  $("model-swaps").textContent = m.swaps ? fmt(m.swaps.model_swaps || 0) : fmt(Math.max(0, swaps.length - 1));
   $("scorer-batch").textContent = fmt(m.scorer_batch_mean, 1);
   $("scorer-batch-ms").textContent = m.scorer_batch_ms ? fmt(m.scorer_batch_ms.p50, 1) : "–";
   $("table-keys").textContent = m.table_keys ? Object.entries(m.table_keys).map(([t, n]) => `${t} ${fmt(n)}`).join(" · ") : "–";

@@ -34,7 +34,7 @@ def demo_argv(*args: str) -> list[str]:
 
 def logs(run_dir: Path) -> str:
     parts = []
-    for name in ("worker.log", "scorer.log"):
+    for name in ("worker.log", "scorer.log", "trainer.log"):
         path = run_dir / name
         text = path.read_text(errors="replace") if path.exists() else "(missing)"
         parts.append(f"--- {name} ---\n" + "\n".join(text.splitlines()[-30:]))
@@ -46,7 +46,8 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     out, run_dir = tmp_path / "out.json", tmp_path / "run"
     stale = run_dir / "state" / "left-by-an-earlier-run"  # a reused --run-dir
     stale.mkdir(parents=True)
-    argv = demo_argv("--engine", engine, "--duration", "20", "--json", str(out),
+    # Long enough for the trainer's first version and its swap into the scorer.
+    argv = demo_argv("--engine", engine, "--duration", "100", "--json", str(out),
                      "--run-dir", str(run_dir), *SMALL)
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=500, cwd=tmp_path, env=child_env()
@@ -67,9 +68,31 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     assert summary["recommendations_out"] > 0 and summary["users_with_recommendations"] > 0
     assert summary["dlq"] == summary["malformed_sent"] > 0, summary
     assert summary["p50_ms"] is not None and summary["p50_ms"] <= summary["p99_ms"]
+    _assert_versions(summary, run_dir)
     assert "recstream demo summary" in proc.stdout
     assert "scorer stopped" in (run_dir / "scorer.log").read_text()
     assert not stale.exists()  # the new broker's worker started on empty state
+
+
+def _assert_versions(summary: dict, run_dir: Path) -> None:
+    """Per-version figures, at least one swap to a sequence version, no stall at a swap."""
+    for key in ("versions", "swaps", "refused", "gate_decisions", "by_model"):
+        assert key in summary, key
+    rows = summary["versions"]
+    assert rows and rows[0]["model"] == "cooccurrence", rows
+    for row in rows:
+        assert set(row) >= {"version", "model", "served_from_s", "online_hr10",
+                            "online_ndcg10", "judged"}, row
+    sequence = [r for r in rows if r["model"] == "sequence"]
+    assert sequence, f"no sequence version served: {summary}\n{logs(run_dir)}"
+    assert summary["swaps"] >= 1, summary
+    assert any(d["published"] for d in summary["gate_decisions"]), summary["gate_decisions"]
+    to_sequence = [c for c in summary["version_changes"] if not c["to"].startswith("cooc")]
+    assert to_sequence, summary["version_changes"]
+    # Recommendations never stopped during a swap: the lists kept coming across each change.
+    for change in summary["version_changes"]:
+        assert change["gap_ms"] < 5000, change
+    assert summary["max_recommendation_gap_ms"] < 10_000, summary
 
 
 def _children_of(pid: int) -> set[int]:
