@@ -10,7 +10,7 @@ Each file is written under a temporary name in the same directory and renamed
 into place, and ``export.json`` only after the ONNX files, so a reader that
 goes by the manifest never sees half an export. A trainer publishing a new
 version should call :func:`export_onnx_files` on its temporary directory
-*before* renaming that into place (STYLE.md 11); :func:`export_model_dir`
+*before* renaming that into place (readers never see half a version); :func:`export_model_dir`
 adds an export to a directory that is already published.
 
 The exporter is torch's dynamo-based one (``dynamo=True``, the default and the

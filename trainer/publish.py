@@ -1,6 +1,6 @@
 """Publish a trained model into the registry and announce it on ``model-updates``.
 
-Order (STYLE.md 11): write the whole version under the registry's staging
+Order: write the whole version under the registry's staging
 folder (weights, config, id maps, metrics, ONNX), seal it with the manifest and
 rename it into place (:meth:`inference.registry.Registry.publish`), then send
 the :class:`schemas.ModelUpdate` whose ``sha256`` is the manifest's hash and

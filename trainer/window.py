@@ -20,7 +20,7 @@ returns: a crash after that never loses an event, and a redelivery before it is
 dropped by ``event_id`` (at-least-once in, idempotent state).
 
 The merge of new events into a user's list is the pure function
-:func:`merge_user` (STYLE.md 4).
+:func:`merge_user`, a pure function.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ consumer could drop a short run of offsets in every partition (the events
 never reached the agent: the table lost them and the committed offset stalled
 in front of them), and a seek back to re-read them could be dropped the same
 way (about one run in four under load lost an event). The worker now turns
-that filter of Faust's off for its source topics (stream/faust_gaps.py), and
+that filter of Faust's off for its source topics (stream/faust_internals.py), and
 still notices holes and seeks back to re-read them (stream/offset_gaps.py);
 the survivor logs each hole it filled and counts them in
 ``recstream_worker_offset_holes_total``. Had the fix not worked, the state
