@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements/dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: venv
+demo: venv kafka
 	$(VENV)/bin/recstream demo $(DEMO_ARGS)
 
 test: venv browser kafka lint
