@@ -52,8 +52,8 @@ def bench_faults(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     faults: Annotated[str | None, typer.Option(help=(
         "comma-separated: worker_kill, scorer_kill, broker_pause, broker_kill (Kafka, one "
-        "node), leader_kill (--cluster) [default: worker_kill,scorer_kill,broker_pause; "
-        "with --cluster: leader_kill]"
+        "node), leader_kill (--cluster); default: worker_kill,scorer_kill,broker_pause, "
+        "with --cluster leader_kill"
     ))] = None,
     engine: EngineOption = "auto",
     cluster: Annotated[bool, typer.Option(
@@ -71,7 +71,7 @@ def bench_faults(
         float, typer.Option(help="seconds of load before and after each fault")
     ] = 5.0,
     run_dir: Annotated[
-        Path | None, typer.Option(help="logs, state and Kafka's data [default: a temp dir]")
+        Path | None, typer.Option(help="logs, state and Kafka's data (default: a temp dir)")
     ] = None,
     static_membership: Annotated[bool, typer.Option(
         help="restarted processes keep their RECSTREAM_GROUP_INSTANCE_ID (static group members)"
