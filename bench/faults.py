@@ -434,11 +434,6 @@ def run_fault(kind: str, broker: Broker, run_dir: Path, load: FaultLoad) -> dict
     run_dir.mkdir(parents=True, exist_ok=True)
     state_dir = run_dir / "state"
     extra = {"RECSTREAM_GROUP_INSTANCE_ID": "bench-faults-0"} if load.static_membership else {}
-    if _nodes(broker) > 1:
-        # Faust creates the worker's changelog topics with its own replication
-        # factor, 1 unless its TOPIC_REPLICATION_FACTOR says otherwise: on a
-        # cluster, each changelog partition would live on one node only.
-        extra["TOPIC_REPLICATION_FACTOR"] = str(_nodes(broker))
     env = embedded_broker_env(
         broker.bootstrap,
         RECSTREAM_PARTITIONS=str(broker.partitions),

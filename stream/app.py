@@ -90,7 +90,7 @@ def _credentials(kafka: KafkaSettings) -> Any:
     )
 
 
-def _faust_app(settings: WorkerSettings) -> faust.App:
+def _faust_app(settings: WorkerSettings, replication_factor: int) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.kafka.faust_broker_url,
@@ -103,6 +103,8 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
         broker_heartbeat_interval=2.0,
         consumer_group_instance_id=settings.kafka.group_instance_id,
         topic_partitions=settings.kafka.partitions,
+        # Changelogs and repartition topics, replicated like the input topics.
+        topic_replication_factor=replication_factor,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
@@ -116,20 +118,22 @@ def create_app(
     settings: WorkerSettings,
     *,
     tansu: bool = False,
+    replication_factor: int = 1,
     metrics: WorkerMetrics | None = None,
     emitter: Emitter | None = None,
     on_fatal: FatalHandler = exit_without_commit,
 ) -> WorkerApp:
     """Build the worker: app, tables, agents, intake, Faust patches and probes.
 
-    ``tansu``: apply stream.tansu_compat. Serves the probes where
+    ``tansu``: apply stream.tansu_compat. ``replication_factor``: of the topics
+    Faust creates (changelogs, repartition), that of ``events`` on the broker. Serves the probes where
     ``settings.metrics_port`` is set; no other I/O. Call with the event loop
     the app will run on set as the current one.
     """
     metrics = metrics or WorkerMetrics()
     metrics.broker_compat.set(1 if tansu else 0)
     partitions = settings.kafka.partitions
-    app = _faust_app(settings)
+    app = _faust_app(settings, replication_factor)
     topics = define_topics(app, settings.app_id, partitions)
     table = define_table(app, USER_SEQUENCES, partitions)
     last_recommendations = define_last_recommendations_table(app, partitions)

@@ -101,18 +101,32 @@ def error_message(bad: Mapping[str, int], want: int) -> str:
 
 def check_partition_counts(
     kafka: KafkaSettings, topics: Iterable[str] = WORKER_TOPICS, timeout_s: float = 30.0
-) -> None:
+) -> int | None:
     """Raise :class:`PartitionCountError` if an existing topic of ``topics`` has
     another partition count than ``kafka.partitions``; a broker that does not
-    answer within ``timeout_s`` is left to the clients (logged, passed)."""
+    answer within ``timeout_s`` is left to the clients (logged, passed).
+
+    Returns the replication factor of ``events`` (None if unknown): the worker
+    creates its changelogs with it, so a cluster replicates state like input.
+    """
     try:
         # All topics: asking for some by name may auto-create them.
-        counts = partition_counts(admin_call(kafka, lambda a: a.describe_topics(), timeout_s))
+        described = admin_call(kafka, lambda a: a.describe_topics(), timeout_s)
     except BrokerUnreachable as exc:
         log.warning("partition counts not checked: %s", exc)
-        return
+        return None
+    counts = partition_counts(described)
     bad = mismatches(counts, kafka.partitions, topics)
     if bad:
         raise PartitionCountError(error_message(bad, kafka.partitions))
     log.info("partition counts match RECSTREAM_PARTITIONS=%d: %s", kafka.partitions,
              {t: counts[t] for t in topics if t in counts} or "no topic yet")  # fmt: skip
+    return replication_factor(described, EVENTS)
+
+
+def replication_factor(described: Iterable[Mapping[str, Any]], topic: str) -> int | None:
+    """Replicas of ``topic``'s first partition in a ``describe_topics()`` answer."""
+    for t in described:
+        if t.get("name") == topic and not t.get("error_code") and t["partitions"]:
+            return len(t["partitions"][0]["replica_nodes"]) or None
+    return None

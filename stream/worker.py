@@ -71,11 +71,11 @@ def _run(settings: WorkerSettings) -> None:
     )
     log.info("broker compat %s (%s)", "ON" if tansu else "off", why)
     # Before anything is read: a topic of another partition count misplaces users.
-    kafka_admin.check_partition_counts(settings.kafka, timeout_s=wait_s)
+    replication = kafka_admin.check_partition_counts(settings.kafka, timeout_s=wait_s)
     # Faust and mode look the loop up with get_event_loop(): give them a fresh one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker_app = create_app(settings, tansu=tansu)
+    worker_app = create_app(settings, tansu=tansu, replication_factor=replication or 1)
     worker = faust.Worker(
         worker_app.app, loop=loop, loglevel=settings.log_level,
         override_logging=False, redirect_stdouts=False,  # keep the logging set up above

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from recstream.stream.kafka_admin import WORKER_TOPICS, error_message, mismatches, partition_counts
+from recstream.stream.kafka_admin import (
+    WORKER_TOPICS,
+    error_message,
+    mismatches,
+    partition_counts,
+    replication_factor,
+)
 
 
 def test_counts_come_from_describe_topics_and_skip_errors() -> None:
@@ -25,3 +31,15 @@ def test_the_message_names_each_topic_and_the_setting() -> None:
     text = error_message({"score-requests": 8, "events": 2}, 4)
     assert "RECSTREAM_PARTITIONS=4" in text
     assert "events has 2, score-requests has 8" in text
+
+
+def test_the_changelogs_take_the_replication_of_events() -> None:
+    def topic(name: str, replicas: int, error: int = 0) -> dict:
+        parts = [{"partition_index": i, "replica_nodes": list(range(replicas))} for i in range(4)]
+        return {"name": name, "error_code": error, "partitions": parts}
+
+    described = [topic("score-requests", 1), topic("events", 3)]
+    assert replication_factor(described, "events") == 3
+    assert replication_factor(described, "score-requests") == 1
+    assert replication_factor(described, "nope") is None
+    assert replication_factor([topic("events", 3, error=3)], "events") is None
