@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recstream.bench.jsonio import write_json_atomic
+from recstream.bench.jsonio import write_report
 from recstream.bench.quality import MAX_LEN, BenchError, _machine, dataset_path
 
 if TYPE_CHECKING:
@@ -247,8 +247,7 @@ def run_coldstart_on(
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
             "machine": _machine(opts.device),
         }
-        write_json_atomic(opts.json_out, result)
-        return result
+        return write_report(opts.json_out, result)
 
     print(f"[{opts.dataset}] {len(cs.cold)} cold items (seed {opts.seed}), "
           f"{cs.removed_train_events} training events removed, "

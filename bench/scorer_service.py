@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from recstream.bench.jsonio import write_json_atomic
+from recstream.bench.jsonio import write_report
 from recstream.schemas import ScoreRequest
 from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
@@ -187,4 +187,4 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    write_json_atomic(path, report)
+    write_report(path, report, [report["engine"]] if "engine" in report else [])

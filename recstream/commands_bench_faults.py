@@ -81,7 +81,7 @@ def bench_faults(
     import logging
 
     from recstream.bench.faults import NODE_FAULTS, FaultBenchError, FaultLoad, run_faults_bench
-    from recstream.bench.jsonio import write_json_atomic
+    from recstream.bench.jsonio import write_report
     from recstream.broker import BrokerError
     from recstream.processes import ChildFailed
     from recstream.stream.testing import WorkerFailed
@@ -104,7 +104,7 @@ def bench_faults(
         raise typer.Exit(1) from None
     _print(report, rate, folder)
     if json_out is not None:
-        write_json_atomic(json_out, report)
+        write_report(json_out, report, [report["engine"]])
         typer.echo(f"wrote {json_out}")
 
 

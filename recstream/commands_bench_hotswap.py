@@ -43,7 +43,7 @@ def bench_hotswap(
         format_table,
         run_hotswap_bench,
     )
-    from recstream.bench.jsonio import write_json_atomic
+    from recstream.bench.jsonio import write_report
     from recstream.broker import BrokerError
     from recstream.inference.service import BACKENDS
     from recstream.processes import ChildFailed
@@ -71,7 +71,7 @@ def bench_hotswap(
         add_drift(report)
     Console().print(format_table(report))
     if json_out is not None:
-        write_json_atomic(json_out, report)
+        write_report(json_out, report, [report["engine"]])
         typer.echo(f"wrote {json_out}")
 
 

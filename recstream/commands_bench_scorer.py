@@ -6,7 +6,6 @@ imported inside the command so that ``recstream --help`` stays light.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,6 +60,7 @@ def bench_scorer(
         help="also time RecBole's SASRec at the same shape (needs `make bench-deps`)")] = True,
 ) -> None:
     """Users/s and p50/p99 batch latency per backend, batch size and length; baseline = eager torch."""
+    from recstream.bench.jsonio import write_report
     from recstream.bench.scorer import BenchConfig, format_table, run_bench
     from recstream.inference.backends.base import BackendUnavailable
 
@@ -89,8 +89,7 @@ def bench_scorer(
         raise typer.Exit(2) from None
     typer.echo(format_table(report))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_report(json_out, report.to_dict())
         typer.echo(f"wrote {json_out}")
 
 
