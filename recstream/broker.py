@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Self, Union
 
+from recstream.processes import free_port
 from recstream.schemas.settings import bounded_bootstrap
 from recstream.schemas.topics import ALL_TOPIC_NAMES
 
@@ -30,12 +31,6 @@ log = logging.getLogger(__name__)
 
 class BrokerError(RuntimeError):
     pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def tansu_binary() -> str:
@@ -134,7 +129,28 @@ def create_topics(
         admin.close()
 
 
-class EmbeddedBroker:
+class StartedBroker:
+    """A broker process we start and stop: usable as a context manager."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(StartedBroker):
     """Start Tansu on a loopback port; stop it on exit. Usable as a context manager."""
 
     engine = "tansu"
@@ -204,16 +220,6 @@ class EmbeddedBroker:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 ENGINES = ("auto", "kafka", "tansu")

@@ -25,9 +25,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from recstream.broker import BrokerError, create_topics, free_port, wait_until_serving
+from recstream.broker import (
+    BrokerError,
+    StartedBroker,
+    create_topics,
+    free_port,
+    wait_until_serving,
+)
 from recstream.schemas.topics import ALL_TOPIC_NAMES
 
 log = logging.getLogger(__name__)
@@ -176,7 +181,7 @@ class _Node:
     archive: Path | None = None
 
 
-class KafkaBroker:
+class KafkaBroker(StartedBroker):
     """One or more Kafka nodes on loopback; the same interface as the Tansu broker."""
 
     engine = "kafka"
@@ -470,14 +475,3 @@ class KafkaBroker:
         for node in self.nodes:
             if node.proc is not None:
                 node.proc.send_signal(signal.SIGCONT)
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
