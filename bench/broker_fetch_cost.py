@@ -35,11 +35,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from recstream.bench.jsonio import write_json_atomic
-from recstream.bench.stream_io import cpu_pct, cpu_seconds, percentile
+from recstream.bench.jsonio import write_report
+from recstream.bench.stream_io import cpu_pct, cpu_seconds
 from recstream.stream.tansu_compat import TANSU_FETCH_MAX_WAIT_MS
 
 from recstream.broker import EmbeddedBroker
+from recstream.harness import percentile
 
 BIG, SMALL = "fetch-cost-big", "fetch-cost-small"
 PAYLOAD = b"x" * 300
@@ -179,7 +180,7 @@ def main() -> None:
             print(f"{r['setting']:<22} {r['topic']:<6} {r['broker_cpu_pct']:>6} "
                   f"{r['p50_ms']!s:>7} {r['p99_ms']!s:>7} {r['records']:>7}")
     if args.json:
-        write_json_atomic(args.json, report)
+        write_report(args.json, report, ["tansu"])
 
 
 if __name__ == "__main__":

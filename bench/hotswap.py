@@ -40,8 +40,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recstream.schemas import ModelUpdate, Recommendation, ScoreRequest
 from recstream.schemas.topics import MODEL_UPDATES, RECOMMENDATIONS, SCORE_REQUESTS
 
-from recstream.broker import free_port, make_broker
-from recstream.processes import Child, recstream_command
+from recstream.broker import make_broker
+from recstream.harness import percentile
+from recstream.processes import Child, free_port, recstream_command, wait_for_async
 
 MODEL_NAME = "recstream"
 #: Why freshness is publish -> first served and not event -> first served.
@@ -204,20 +205,8 @@ async def collect(bootstrap: str, traffic: Traffic, stop: asyncio.Event, child: 
         await consumer.stop()
 
 
-async def wait_for(cond: Any, timeout_s: float, what: str, child: Child) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        child.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s:.0f}s\n{child.describe_log()}")
-        await asyncio.sleep(0.05)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    xs = sorted(values)
-    return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))]
+def _p(values: list[float], q: float) -> float | None:
+    return percentile(values, q, method="nearest")
 
 
 def _ms(v: float | None) -> float | None:
@@ -301,7 +290,7 @@ async def _run(cfg: HotswapConfig, bootstrap: str, registry: Path, staged: list[
                                                  catalogue(cfg.shape), cfg.seq_len))
     swaps: list[dict[str, Any]] = []
     try:
-        await wait_for(lambda: first.version in traffic.first_seen, READY_S,
+        await wait_for_async(lambda: first.version in traffic.first_seen, READY_S,
                        "first recommendation", child)
         # Not measured: the backlog of requests sent while the scorer joined its group.
         await asyncio.sleep(cfg.warmup_s)
@@ -311,7 +300,7 @@ async def _run(cfg: HotswapConfig, bootstrap: str, registry: Path, staged: list[
             update = publish(registry, path)
             published = time.time()
             await send_update(bootstrap, update)
-            await wait_for(lambda v=update.version: v in traffic.first_seen, READY_S,
+            await wait_for_async(lambda v=update.version: v in traffic.first_seen, READY_S,
                            f"version {update.version} served", child)
             served = traffic.first_seen[update.version]
             await asyncio.sleep(0.3)  # the scorer sets its gauge right after the switch
@@ -358,8 +347,8 @@ def _report(cfg: HotswapConfig, traffic: Traffic, swaps: list[dict[str, Any]],
         "swaps_counted_by_scorer": int(metric(metrics, "recstream_scorer_model_swaps_total")),
         "refused": int(refused), "versions_in_order": versions_in_order,
         "steady_requests": len(steady), "swap_requests": len(swapping),
-        "p50_steady_ms": _ms(percentile(steady, 50)), "p99_steady_ms": _ms(percentile(steady, 99)),
-        "p50_swap_ms": _ms(percentile(swapping, 50)), "p99_swap_ms": _ms(percentile(swapping, 99)),
+        "p50_steady_ms": _ms(_p(steady, 0.50)), "p99_steady_ms": _ms(_p(steady, 0.99)),
+        "p50_swap_ms": _ms(_p(swapping, 0.50)), "p99_swap_ms": _ms(_p(swapping, 0.99)),
         "swap_s": round(statistics.mean(swap_s), 3) if swap_s else None,
         "swap_s_max": max(swap_s) if swap_s else None,
         "freshness_s": round(statistics.mean(fresh), 3) if fresh else None,
@@ -384,7 +373,7 @@ def _timeline(traffic: Traffic, since: float, windows: list[tuple[float, float]]
     for sec in sorted(buckets):
         lat = buckets[sec]
         swap = any(a - 1 <= since + sec <= b for a, b in windows)
-        rows.append([sec, len(lat), _ms(percentile(lat, 50)), _ms(max(lat)), int(swap)])
+        rows.append([sec, len(lat), _ms(_p(lat, 0.50)), _ms(max(lat)), int(swap)])
     return rows
 
 

@@ -36,6 +36,8 @@ from recstream.inference.export import ExportError
 from recstream.inference.features import SequenceBatch
 from recstream.inference.model import ModelConfig, SeqRecModel
 
+from recstream.harness import percentile
+
 log = logging.getLogger(__name__)
 
 BASELINE = "torch-model"  # SeqRecModel.topk, eager
@@ -128,8 +130,9 @@ def _time(fn: Callable[[], object], cfg: BenchConfig, cuda: bool) -> list[float]
 
 
 def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    value = percentile(values, q, method="nearest")
+    assert value is not None, "no latencies measured"
+    return value
 
 
 def _baseline_fn(model: SeqRecModel, batch: SequenceBatch, exclude: torch.Tensor, k: int,

@@ -21,17 +21,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from recstream.bench.stream_io import synthetic_records
 from recstream.schemas.topics import EVENTS
-from recstream.stream.testing import WorkerProcess, wait_for
 from rich.console import Console
 from rich.table import Table
 
 from recstream.broker import ENGINES, make_broker
-from recstream.processes import embedded_broker_env
-
-DONE_METRICS = (
-    "recstream_worker_events_applied_total",
-    "recstream_worker_events_duplicate_total",
-)
+from recstream.processes import WorkerProcess, embedded_broker_env, wait_for
 
 
 class SoakError(RuntimeError):
@@ -87,12 +81,6 @@ def slope_per_min(samples: list[tuple[float, float]]) -> float | None:
     return cov / var * 60.0
 
 
-def _done(worker: WorkerProcess) -> float:
-    m = worker.metrics()
-    dlq = sum(v for k, v in m.items() if k.startswith("recstream_worker_events_dlq_total"))
-    return sum(m.get(name, 0.0) for name in DONE_METRICS) + dlq
-
-
 async def _produce_and_sample(
     bootstrap: str,
     records: list[tuple[bytes, bytes]],
@@ -121,7 +109,7 @@ async def _produce_and_sample(
                 mb = rss_mb(pid)
                 if mb is not None:
                     samples.append((round(now - t0, 2), round(mb, 2)))
-                done.append((round(now - t0, 2), _done(worker)))
+                done.append((round(now - t0, 2), worker.events_done()))
                 next_sample += cfg.sample_every_s
             due = min(len(records), int((now - t0) * cfg.rate) + 1)
             while sent < due:
@@ -170,10 +158,10 @@ def run_soak(cfg: SoakConfig, console: Console | None = None) -> dict[str, Any]:
                     _produce_and_sample(broker.bootstrap, records, cfg, worker)
                 )
             try:
-                wait_for(lambda: _done(worker) >= sent, 60, "soak events done", interval_s=0.25)
+                wait_for(lambda: worker.events_done() >= sent, 60, "soak events done", interval_s=0.25)
             except TimeoutError:
                 pass  # reported as backlog_at_end below
-            done = _done(worker)
+            done = worker.events_done()
             worker.terminate(60)
     warm = [s for s in samples if s[0] >= samples[-1][0] / 4] if samples else []
     slope_all = slope_per_min(samples)

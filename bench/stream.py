@@ -35,12 +35,11 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recstream.bench import stored_batches
 from recstream.bench.soak import slope_per_min
 from recstream.bench.stream_io import (
@@ -49,30 +48,30 @@ from recstream.bench.stream_io import (
     cpu_seconds,
     movielens_records,
     peak_rss_mb,
-    percentile,
     produce_all,
     raw_read_rate,
     synthetic_records,
 )
-from recstream.schemas.messages import Recommendation
 from recstream.schemas.topics import EVENTS, RECOMMENDATIONS, SCORE_REQUESTS
-from recstream.stream.testing import WorkerProcess, wait_for
 from rich.console import Console
 from rich.table import Table
 
+from recstream import harness
 from recstream.broker import ENGINES, Broker, make_broker, resolve_engine
-from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
+from recstream.harness import Latency, percentile
+from recstream.processes import (
+    Child,
+    WorkerProcess,
+    embedded_broker_env,
+    recstream_command,
+    stop_all,
+    wait_for,
+)
 
 log = logging.getLogger(__name__)
 
-DONE_METRICS = (
-    "recstream_worker_events_applied_total",
-    "recstream_worker_events_duplicate_total",
-)
 #: A phase gives up when the worker made no progress for this long.
 STALL_S = 120.0
-QUIET_S = 3.0
-DRAIN_MAX_S = 30.0
 
 
 class BenchError(RuntimeError):
@@ -147,38 +146,6 @@ class StreamBenchConfig:
                              f"version folder; {self.scorer_model!r} is neither")
 
 
-#: Latency segments: bench producer -> the worker's batch starts (fetch and the
-#: batch window), -> the scorer sends the list (worker processing, the
-#: score-requests hop, scorer batching and scoring), -> the bench reads it.
-SEGMENTS = ("to_worker", "worker_to_scorer_send", "scorer_send_to_reader")
-
-
-@dataclass
-class _Latency:
-    sent_at: dict[str, float] = field(default_factory=dict)
-    samples_ms: list[float] = field(default_factory=list)
-    #: When each sample's event was sent (wall ms), for the latency over time.
-    sample_sent_ms: list[float] = field(default_factory=list)
-    #: The same samples cut at the worker's read (ingest_ms) and the scorer's send
-    #: (emitted_ms), both stamped on the recommendation: where the time goes.
-    segments_ms: dict[str, list[float]] = field(
-        default_factory=lambda: {name: [] for name in SEGMENTS}
-    )
-    triggers: set[str] = field(default_factory=set)
-    recommendations: int = 0
-    last_at: float = 0.0
-
-
-def _wall_ms() -> float:
-    return time.time_ns() / 1e6
-
-
-def _done(worker: WorkerProcess) -> float:
-    m = worker.metrics()
-    dlq = sum(v for k, v in m.items() if k.startswith("recstream_worker_events_dlq_total"))
-    return sum(m.get(name, 0.0) for name in DONE_METRICS) + dlq
-
-
 def _wait_done(worker: WorkerProcess, total: int) -> list[tuple[float, float]]:
     """Poll the worker's counters until ``total`` events are done; return (t, done) samples."""
     samples: list[tuple[float, float]] = []
@@ -186,7 +153,7 @@ def _wait_done(worker: WorkerProcess, total: int) -> list[tuple[float, float]]:
     while True:
         if not worker.alive:
             raise BenchError(f"worker exited with {worker.returncode()}\n{worker.log_tail()}")
-        now, done = time.monotonic(), _done(worker)
+        now, done = time.monotonic(), worker.events_done()
         if samples and done > samples[-1][1]:
             last_progress = now
         samples.append((now, done))
@@ -325,26 +292,6 @@ def _batch_figures(metrics: dict[str, float]) -> dict[str, Any]:
     }
 
 
-async def _read_recs(consumer: AIOKafkaConsumer, lat: _Latency) -> None:
-    while True:
-        batches = await consumer.getmany(timeout_ms=100)
-        now = _wall_ms()
-        for records in batches.values():
-            for record in records:
-                rec = Recommendation.model_validate_json(record.value)
-                lat.recommendations += 1
-                lat.last_at = now
-                lat.triggers.add(rec.trigger_event_id)
-                sent = lat.sent_at.pop(rec.trigger_event_id, None)
-                if sent is not None:
-                    lat.samples_ms.append(now - sent)
-                    lat.sample_sent_ms.append(sent)
-                    seg = lat.segments_ms
-                    seg["to_worker"].append(rec.ingest_ms - sent)
-                    seg["worker_to_scorer_send"].append(rec.emitted_ms - rec.ingest_ms)
-                    seg["scorer_send_to_reader"].append(now - rec.emitted_ms)
-
-
 async def _replay(
     bootstrap: str,
     records: list[tuple[bytes, bytes]],
@@ -355,74 +302,51 @@ async def _replay(
     startup_timeout_s: float,
     linger_ms: int,
     fetch_wait_ms: int,
-) -> tuple[_Latency, int, dict[str, str]]:
+) -> tuple[Latency, int, dict[str, str]]:
     """Warm up until the first recommendation, then replay at ``rate``; return what was seen."""
-    lat = _Latency()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=linger_ms, enable_idempotence=False
-    )
-    consumer = AIOKafkaConsumer(
-        RECOMMENDATIONS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        fetch_max_wait_ms=fetch_wait_ms,
-    )  # fmt: skip
-    await producer.start()
-    await consumer.start()
-    reader = asyncio.create_task(_read_recs(consumer, lat))
+    lat = Latency()
     last_event: dict[str, str] = {}
+    stream = iter(records)
+    acks: list[Any] = []
     sent = 0
+    async with harness.replay_clients(bootstrap, lat.received, linger_ms=linger_ms,
+                                      fetch_wait_ms=fetch_wait_ms) as (producer, reader):
 
-    async def send(key: bytes, value: bytes, timed: bool) -> Any:
-        nonlocal sent
-        event_id = orjson.loads(value)["event_id"]
-        if timed:
-            lat.sent_at[event_id] = _wall_ms()
-        last_event[key.decode()] = event_id
-        sent += 1
-        return await producer.send(EVENTS, value, key=key)
-
-    def check() -> None:
-        if reader.done():
-            reader.result()
-        for child in children:
-            child.check_alive()
-        if not worker.alive:
-            raise BenchError(f"worker exited with {worker.returncode()}\n{worker.log_tail()}")
-
-    try:
-        stream = iter(records)
-        deadline = time.monotonic() + startup_timeout_s
-        while lat.recommendations == 0:  # the pipeline is live once one comes back
-            check()
-            if time.monotonic() > deadline:
-                raise BenchError(f"no recommendation within {startup_timeout_s:.0f}s")
+        async def send(timed: bool) -> Any:
+            nonlocal sent
             key, value = next(stream)
-            await (await send(key, value, timed=False))
-            await asyncio.sleep(0.5)
-        planned = min(len(records) - sent, max(1, int(rate * seconds)))
-        acks: list[Any] = []
-        t0, timed = time.monotonic(), 0
-        while timed < planned:
-            due = min(planned, int((time.monotonic() - t0) * rate) + 1)
-            while timed < due:
-                key, value = next(stream)
-                acks.append(await send(key, value, timed=True))
-                timed += 1
-            check()
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*acks)
-        drain_end = time.monotonic() + DRAIN_MAX_S
-        while time.monotonic() < drain_end:
-            check()
-            if set(last_event.values()) <= lat.triggers:
-                break  # every user's last event came back as a recommendation
-            if _wall_ms() - lat.last_at > QUIET_S * 1000:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await consumer.stop()
-        await producer.stop()
+            event_id = orjson.loads(value)["event_id"]
+            if timed:
+                lat.timed_send(event_id)
+            last_event[key.decode()] = event_id
+            sent += 1
+            return await producer.send(EVENTS, value, key=key)
+
+        async def send_untimed() -> bool:
+            await (await send(timed=False))
+            return True
+
+        async def send_timed(_: int) -> bool:
+            acks.append(await send(timed=True))
+            return True
+
+        def check() -> None:
+            harness.check_reader(reader)
+            for child in children:
+                child.check_alive()
+            if not worker.alive:
+                raise BenchError(f"worker exited with {worker.returncode()}\n{worker.log_tail()}")
+
+        try:
+            await harness.warm_up(send_untimed, lambda: lat.recommendations > 0, check,
+                                  startup_timeout_s)  # fmt: skip
+            planned = min(len(records) - sent, max(1, int(rate * seconds)))
+            await harness.paced(send_timed, planned, rate, lambda _: check(), tick_s=0.005)
+            await asyncio.gather(*acks)
+            # Until every user's last event came back as a recommendation, or quiet.
+            await harness.drain(lat, check, lambda: set(last_event.values()) <= lat.triggers)
+        except harness.ReplayError as exc:
+            raise BenchError(str(exc)) from None
     return lat, sent, last_event
 
 
@@ -506,10 +430,10 @@ def _timed_latency(
                 # grows with the stored batches: bench/broker_fetch_cost.py).
                 cpu = sampler.pct_overall()
                 try:
-                    wait_for(lambda: _done(worker) >= sent, 60, "latency phase events done")
+                    wait_for(lambda: worker.events_done() >= sent, 60, "latency phase events done")
                 except TimeoutError:
                     pass  # reported as lost below
-                done = _done(worker)
+                done = worker.events_done()
                 # What the broker's fetches had to scan by the end (the topics
                 # that are read during the replay; changelogs are not).
                 batches = stored_batches.count(
@@ -549,7 +473,7 @@ def _timed_latency(
 LATENCY_INTERVAL_S = 5.0
 
 
-def _by_interval(lat: _Latency, seconds: float, cpu: CpuSampler) -> list[dict[str, Any]]:
+def _by_interval(lat: Latency, seconds: float, cpu: CpuSampler) -> list[dict[str, Any]]:
     """p50/p99 per ``seconds`` of send time, from the first timed send, with each
     segment's p99 in that interval (which hop a slow interval's time went to) and
     each process's CPU over the interval (which one grew)."""
@@ -573,7 +497,7 @@ def _by_interval(lat: _Latency, seconds: float, cpu: CpuSampler) -> list[dict[st
     return out
 
 
-def _segments(lat: _Latency) -> dict[str, dict[str, float | None]]:
+def _segments(lat: Latency) -> dict[str, dict[str, float | None]]:
     """p50 and p99 of each segment of the event->recommendation path."""
     return {
         name: {"p50": _round(percentile(values, 0.50)), "p99": _round(percentile(values, 0.99))}
@@ -581,7 +505,7 @@ def _segments(lat: _Latency) -> dict[str, dict[str, float | None]]:
     }
 
 
-def p99_per_minute(lat: _Latency) -> list[float | None]:
+def p99_per_minute(lat: Latency) -> list[float | None]:
     """p99 of the samples sent in each minute of the replay, from the first timed send;
     a last partial minute counts, a minute without samples is None."""
     if not lat.sample_sent_ms:
@@ -593,7 +517,7 @@ def p99_per_minute(lat: _Latency) -> list[float | None]:
     return [_round(percentile(slots.get(i, []), 0.99)) for i in range(max(slots) + 1)]
 
 
-def _p99_trend(lat: _Latency) -> dict[str, Any]:
+def _p99_trend(lat: Latency) -> dict[str, Any]:
     """``p99_ms_per_minute`` and its least-squares slope in ms per minute (None
     with fewer than two minutes that have samples): a fixed-rate stream's p99
     should stay flat; a rising one is a cost that grows as the run goes on."""

@@ -29,8 +29,9 @@ from recstream.bench.stream import (
 from recstream.bench.stream_io import produce_all, synthetic_records
 from recstream.schemas.topics import EVENTS
 from recstream.stream.settings import WorkerSettings
-from recstream.stream.testing import read_table
 from rich.console import Console
+
+from recstream.readback import read_table
 
 #: The at-cap phase's broker, state and logs are numbered after the other phases'.
 PHASE = 3

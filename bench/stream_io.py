@@ -211,9 +211,3 @@ class CpuSampler:
         (t0, before), (t1, after) = self.samples[i], self.samples[j]
         return {name: cpu_pct(before[name], after[name], t1 - t0) for name in self._pids}
 
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -160,8 +160,7 @@ def _stream(cfg: StreamBenchConfig, both: bool, json_out: Path | None) -> None:
     from recstream.bench.provenance import provenance
     from recstream.broker import BrokerError
     from recstream.movielens import DataFormatError
-    from recstream.processes import ChildFailed
-    from recstream.stream.testing import WorkerFailed
+    from recstream.processes import ChildFailed, WorkerFailed
 
     _quiet_clients()
     console = Console()
@@ -195,7 +194,7 @@ def _soak(
     from recstream.bench.provenance import provenance
     from recstream.bench.soak import SoakConfig, SoakError, format_soak_table, run_soak
     from recstream.broker import BrokerError
-    from recstream.stream.testing import WorkerFailed
+    from recstream.processes import WorkerFailed
 
     if engine == BOTH:
         raise typer.BadParameter("--engine both is for the stream benchmark; run the soak "

@@ -8,8 +8,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from recstream.broker import free_port
-from recstream.processes import Child, ChildFailed, recstream_command
+from recstream.processes import Child, ChildFailed, free_port, recstream_command
 
 DEFAULT_PORT = 8050
 

@@ -20,35 +20,43 @@ import shutil
 import signal
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from recstream import dashboard_child
+from recstream import dashboard_child, harness
 from recstream import demo_versions as dv
-from recstream.broker import ENGINES, BrokerError, free_port, make_broker
-from recstream.processes import Child, ChildFailed, embedded_broker_env, recstream_command, stop_all
+from recstream.broker import ENGINES, BrokerError, make_broker
+from recstream.harness import Latency, percentile
+from recstream.processes import (
+    Child,
+    ChildFailed,
+    embedded_broker_env,
+    free_port,
+    recstream_command,
+    stop_all,
+)
 from recstream.schemas.messages import Event, Recommendation, now_ms
-from recstream.schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
+from recstream.schemas.topics import EVENTS
 from recstream.synthetic import CATEGORIES, CatalogItem
 
 #: The synthetic stream is generated up front; beyond this the replay ends early.
 MAX_EVENTS = 500_000
-#: While waiting for the pipeline, one event is sent this often.
-WARMUP_INTERVAL_S = 0.5
-#: After the replay, stop once no recommendation arrived for this long ...
-QUIET_S = 3.0
-#: ... or after this long at most.
-DRAIN_MAX_S = 30.0
+#: Where the time goes, per measured recommendation: demo send -> worker read,
+#: worker read -> scorer send, scorer send -> demo receipt (harness.SEGMENTS).
+STAGES = ("to_worker", "worker_to_scorer_emit", "to_demo")
+
+
+T = TypeVar("T")
 
 
 class DemoError(RuntimeError):
@@ -105,36 +113,34 @@ class Figures:
 
     events_in: int = 0
     malformed_sent: int = 0
-    recommendations_out: int = 0
     dlq: int = 0
     users: set[str] = field(default_factory=set)
-    latencies_ms: list[float] = field(default_factory=list)
-    #: Where the time goes, per measured recommendation: demo send -> worker read,
-    #: worker read -> scorer send, scorer send -> demo receipt (wall clocks of one host).
-    stages_ms: dict[str, list[float]] = field(
-        default_factory=lambda: {"to_worker": [], "worker_to_scorer_emit": [], "to_demo": []}
-    )
-    #: event_id -> wall ms at send, for events sent after start-up only.
-    sent_at: dict[str, float] = field(default_factory=dict)
+    #: Recommendations read; timed (latency, stages) for events sent after start-up only.
+    latency: Latency = field(default_factory=lambda: Latency(segment_names=STAGES))
     latest: dict[str, Recommendation] = field(default_factory=dict)
     #: user -> their last few (item_id, event_type), for the sample tables.
     history: dict[str, deque[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(lambda: deque(maxlen=5))
     )
     per_user: Counter[str] = field(default_factory=Counter)
-    first_rec_at: float | None = None
-    last_rec_at: float = 0.0
     #: Per-version online quality and swaps; set when the replay starts.
     tally: dv.VersionTally | None = None
     watch: dv.TrainerWatch | None = None
     scorer_counters: dict[str, float] = field(default_factory=dict)
 
     def percentile(self, q: float, values: list[float] | None = None) -> float | None:
-        values = self.latencies_ms if values is None else values
-        if not values:
-            return None
-        ordered = sorted(values)
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+        value = percentile(self.latency.samples_ms if values is None else values, q)
+        return None if value is None else round(value, 1)
+
+    def received(self, rec: Recommendation, now: float) -> None:
+        took = self.latency.received(rec, now)
+        if self.tally is not None:
+            self.tally.received(rec, now / 1000, took)
+        self.users.add(rec.user_id)
+        self.latest[rec.user_id] = rec
+
+    def dead_letters(self, n: int) -> None:
+        self.dlq += n
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
@@ -191,10 +197,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         figures = Figures()
         if opts.trainer:
             figures.watch = dv.TrainerWatch(run_dir / "state" / "trainer" / "state.json", 0.0)
-        figures = asyncio.run(
-            _pipeline(opts, broker.bootstrap, data, children, console, figures,
-                      f"http://127.0.0.1:{ports['scorer']}/metrics")
-        )
+        figures = asyncio.run(_cancelled_on_sigterm(
+            _run_pipeline(opts, broker.bootstrap, data, children, console, figures,
+                          f"http://127.0.0.1:{ports['scorer']}/metrics")
+        ))  # fmt: skip
     finally:
         # A second Ctrl-C must not cut the clean-up short: it is bounded anyway
         # (SIGTERM, a grace period, then SIGKILL).
@@ -255,11 +261,6 @@ def _start_pipeline(
     return started
 
 
-def _wall_ms() -> float:
-    # Wall clock, not monotonic: compared with the worker's and scorer's stamps.
-    return time.time_ns() / 1e6
-
-
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -278,15 +279,8 @@ def _load(opts: DemoOptions) -> ReplayData:
     return generate(n_events=wanted, n_users=opts.users, n_items=opts.items, seed=opts.seed)
 
 
-async def _pipeline(
-    opts: DemoOptions,
-    bootstrap: str,
-    data: ReplayData,
-    children: list[Child],
-    console: Console,
-    figures: Figures,
-    scorer_metrics: str,
-) -> Figures:
+async def _cancelled_on_sigterm(work: Awaitable[T]) -> T:
+    """Await ``work`` (the pipeline); a SIGTERM cancels it and ends as KeyboardInterrupt."""
     # SIGTERM cancels this task (as asyncio.run does for Ctrl-C) instead of
     # raising KeyboardInterrupt wherever the loop happens to be: raised inside
     # aiokafka's own tasks, it once left the clean-up below waiting for good
@@ -303,8 +297,7 @@ async def _pipeline(
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
-        return await _run_pipeline(opts, bootstrap, data, children, console, figures,
-                                   scorer_metrics)
+        return await work
     except asyncio.CancelledError:
         if terminated:
             raise KeyboardInterrupt(f"signal {signal.SIGTERM}") from None
@@ -323,62 +316,22 @@ async def _run_pipeline(
     figures: Figures,
     scorer_metrics: str,
 ) -> Figures:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=False)
-    # No group: this reader gets every partition at once and commits nothing.
-    consumer = AIOKafkaConsumer(
-        RECOMMENDATIONS,
-        EVENTS_DLQ,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,  # the embedded broker holds fetches long (see inference.service)
-    )
-    await producer.start()
-    await consumer.start()
-    reader = asyncio.create_task(_read(consumer, figures))
-    try:
-        stream = iter(data.events)
-        await _warm_up(opts, producer, stream, figures, children, console)
-        await _replay(opts, producer, stream, figures, children, console, reader)
+    async with harness.replay_clients(
+        bootstrap, figures.received, on_dead_letters=figures.dead_letters
+    ) as (producer, reader):
+        run = _Run(opts, producer, iter(data.events), figures, children, console, reader)
+        try:
+            await _warm_up(run)
+            await _replay(run)
+        except harness.ReplayError as exc:
+            raise DemoError(str(exc)) from None
         figures.scorer_counters = await asyncio.to_thread(dv.scrape_counters, scorer_metrics)
-    finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await consumer.stop()
-        await producer.stop()
     return figures
-
-
-async def _read(consumer: AIOKafkaConsumer, figures: Figures) -> None:
-    while True:
-        batches = await consumer.getmany(timeout_ms=100)
-        now = _wall_ms()
-        for tp, records in batches.items():
-            if tp.topic == EVENTS_DLQ:
-                figures.dlq += len(records)
-                continue
-            for record in records:
-                rec = Recommendation.model_validate_json(record.value)
-                sent = figures.sent_at.pop(rec.trigger_event_id, None)
-                if figures.tally is not None:
-                    figures.tally.received(rec, now / 1000, None if sent is None else now - sent)
-                figures.recommendations_out += 1
-                figures.users.add(rec.user_id)
-                figures.latest[rec.user_id] = rec
-                figures.last_rec_at = now
-                if figures.first_rec_at is None:
-                    figures.first_rec_at = now
-                # popped above: a redelivered recommendation is not a second sample.
-                if sent is not None:
-                    figures.latencies_ms.append(now - sent)
-                    stages = figures.stages_ms
-                    stages["to_worker"].append(rec.ingest_ms - sent)
-                    stages["worker_to_scorer_emit"].append(rec.emitted_ms - rec.ingest_ms)
-                    stages["to_demo"].append(now - rec.emitted_ms)
 
 
 async def _send(producer: AIOKafkaProducer, event: Event, figures: Figures, timed: bool) -> Any:
     if timed:
-        figures.sent_at[event.event_id] = _wall_ms()
+        figures.latency.timed_send(event.event_id)
         if figures.tally is not None:
             figures.tally.judge(event.item_id, figures.latest.get(event.user_id))
     figures.events_in += 1
@@ -389,87 +342,80 @@ async def _send(producer: AIOKafkaProducer, event: Event, figures: Figures, time
     )
 
 
-async def _warm_up(
-    opts: DemoOptions,
-    producer: AIOKafkaProducer,
-    stream: Iterator[Event],
-    figures: Figures,
-    children: list[Child],
-    console: Console,
-) -> None:
+@dataclass
+class _Run:
+    """What the warm-up and the replay work with."""
+
+    opts: DemoOptions
+    producer: AIOKafkaProducer
+    stream: Iterator[Event]
+    figures: Figures
+    children: list[Child]
+    console: Console
+    reader: asyncio.Task[None]
+
+
+async def _warm_up(run: _Run) -> None:
     """Trickle events until the first recommendation shows the pipeline is live."""
-    deadline = time.monotonic() + opts.startup_timeout_s
-    started = time.monotonic()
-    with console.status("waiting for the first recommendation ..."):
-        while figures.first_rec_at is None:
-            _check(children)
-            if time.monotonic() > deadline:
-                tails = "\n".join(c.describe_log() for c in children)
-                raise DemoError(
-                    f"no recommendation within {opts.startup_timeout_s:.0f}s of start-up\n{tails}"
-                )
-            event = next(stream, None)
-            if event is None:
-                raise DemoError("the stream ran out before the pipeline produced a recommendation")
+    opts, producer, stream, figures, children = (
+        run.opts, run.producer, run.stream, run.figures, run.children
+    )
+
+    async def send_next() -> bool:
+        event = next(stream, None)
+        if event is not None:
             await _send(producer, event, figures, timed=False)
-            await asyncio.sleep(WARMUP_INTERVAL_S)
-    console.print(
-        f"pipeline ready after {time.monotonic() - started:.1f}s; replaying at "
+        return event is not None
+
+    with run.console.status("waiting for the first recommendation ..."):
+        try:
+            took = await harness.warm_up(send_next, lambda: figures.latency.first_at is not None,
+                                         lambda: _check(children), opts.startup_timeout_s)
+        except harness.NotReady as exc:
+            tails = "\n".join(c.describe_log() for c in children)
+            raise DemoError(f"{exc}\n{tails}") from None
+    run.console.print(
+        f"pipeline ready after {took:.1f}s; replaying at "
         f"{opts.rate:.0f} events/s for {opts.duration_s:.0f}s"
     )
 
 
-async def _replay(
-    opts: DemoOptions,
-    producer: AIOKafkaProducer,
-    stream: Iterator[Event],
-    figures: Figures,
-    children: list[Child],
-    console: Console,
-    reader: asyncio.Task[None],
-) -> None:
+async def _replay(run: _Run) -> None:
+    """Replay at the rate asked for, with the malformed events mixed in, then drain."""
+    opts, producer, stream, figures = run.opts, run.producer, run.stream, run.figures
     planned = int(opts.rate * opts.duration_s)
     # Spread the malformed events evenly through the replay.
     bad_at = {planned * (i + 1) // (opts.malformed + 1): i for i in range(opts.malformed)}
     acks: list[asyncio.Future[Any]] = []
-    sent = 0
     t0 = time.monotonic()
     figures.tally = dv.VersionTally(t0=time.time())
     if figures.watch is not None:
         figures.watch.t0 = time.time()
     polled = t0
-    with Live(_progress(figures, 0.0, opts), console=console, refresh_per_second=4) as live:
-        while sent < planned:
-            elapsed = time.monotonic() - t0
-            if elapsed >= opts.duration_s:
-                break
-            target = min(planned, int(elapsed * opts.rate) + 1)
-            while sent < target:
-                if sent in bad_at:
-                    acks.append(await _send_malformed(producer, bad_at[sent], figures))
-                event = next(stream, None)
-                if event is None:
-                    planned = sent  # the stream is exhausted: end the replay early
-                    break
-                acks.append(await _send(producer, event, figures, timed=True))
-                sent += 1
-            acks = _raise_failed(acks)
-            _check(children, reader, figures.watch)
-            if figures.watch is not None and time.monotonic() - polled >= 1.0:
-                figures.watch.poll()
-                polled = time.monotonic()
-            live.update(_progress(figures, elapsed, opts))
-            await asyncio.sleep(0.01)
+
+    async def send_next(i: int) -> bool:
+        if i in bad_at:
+            acks.append(await _send_malformed(producer, bad_at[i], figures))
+        event = next(stream, None)  # None: the stream is exhausted, the replay ends early
+        if event is not None:
+            acks.append(await _send(producer, event, figures, timed=True))
+        return event is not None
+
+    def check(phase: str = "") -> None:
+        nonlocal acks, polled
+        acks = _raise_failed(acks)
+        _check(run.children, run.reader, figures.watch)
+        if not phase and figures.watch is not None and time.monotonic() - polled >= 1.0:
+            figures.watch.poll()
+            polled = time.monotonic()
+        live.update(_progress(figures, time.monotonic() - t0, opts, phase))
+
+    with Live(_progress(figures, 0.0, opts), console=run.console, refresh_per_second=4) as live:
+        await harness.paced(send_next, planned, opts.rate, lambda _: check(),
+                            max_s=opts.duration_s)  # fmt: skip
         await asyncio.gather(*acks)
         # Drain: stop when recommendations have stopped arriving for a while.
-        drain_end = time.monotonic() + DRAIN_MAX_S
-        while time.monotonic() < drain_end:
-            quiet = _wall_ms() - figures.last_rec_at
-            if quiet > QUIET_S * 1000:
-                break
-            _check(children, reader, figures.watch)
-            live.update(_progress(figures, time.monotonic() - t0, opts, "draining"))
-            await asyncio.sleep(0.1)
+        await harness.drain(figures.latency, lambda: check("draining"))
         live.update(_progress(figures, time.monotonic() - t0, opts, "done"))
     if figures.watch is not None:
         figures.watch.poll()
@@ -499,8 +445,8 @@ def _check(
                 raise DemoError(str(exc)) from None
             if watch is not None and watch.died is None:
                 watch.died = f"trainer exited with code {child.returncode}; see {child.log_path}"
-    if reader is not None and reader.done() and not reader.cancelled():
-        raise DemoError(f"reading recommendations failed: {reader.exception()!r}")
+    if reader is not None:
+        harness.check_reader(reader)
 
 
 def _malformed(n: int) -> bytes:
@@ -542,7 +488,7 @@ def _progress(figures: Figures, elapsed: float, opts: DemoOptions, phase: str = 
         ("events in ", "bold"),
         f"{figures.events_in:,}  ",
         ("recs out ", "bold"),
-        f"{figures.recommendations_out:,}  ",
+        f"{figures.latency.recommendations:,}  ",
         ("users ", "bold"),
         f"{len(figures.users):,}  ",
         ("DLQ ", "bold"),
@@ -566,14 +512,14 @@ def _serving(figures: Figures) -> str:
 def _summary(opts: DemoOptions, f: Figures, run_dir: Path, wall_s: float) -> dict[str, Any]:
     return {
         "events_in": f.events_in,
-        "recommendations_out": f.recommendations_out,
+        "recommendations_out": f.latency.recommendations,
         "users_with_recommendations": len(f.users),
         "dlq": f.dlq,
         "p50_ms": f.percentile(0.5),
         "p99_ms": f.percentile(0.99),
         "malformed_sent": f.malformed_sent,
-        "latency_samples": len(f.latencies_ms),
-        "stage_p50_ms": {k: f.percentile(0.5, v) for k, v in f.stages_ms.items()},
+        "latency_samples": len(f.latency.samples_ms),
+        "stage_p50_ms": {k: f.percentile(0.5, v) for k, v in f.latency.segments_ms.items()},
         "rate_target": opts.rate,
         "duration_s": opts.duration_s,
         "wall_s": round(wall_s, 1),

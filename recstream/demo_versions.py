@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from recstream import metrics_scrape
 from recstream.schemas.messages import Recommendation
 
 K = 10
@@ -221,17 +219,8 @@ def _round(x: Any) -> float | None:
 
 def scrape_counters(url: str) -> dict[str, float]:
     """Sum of each ``*_total`` counter at a ``/metrics`` URL ({} if it does not answer)."""
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                out[sample.name] = out.get(sample.name, 0.0) + sample.value
-    return out
+    samples = metrics_scrape.fetch(url, timeout_s=3.0)
+    return {} if samples is None else metrics_scrape.counters(samples)
 
 
 def swap_figures(tally: VersionTally, scorer_counters: Mapping[str, float]) -> dict[str, Any]:

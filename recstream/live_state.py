@@ -15,19 +15,14 @@ from typing import Any
 
 import orjson
 
+from recstream.harness import percentile
+
 #: Seconds of history behind the rates and latency percentiles.
 WINDOW_S = 10.0
 #: Users whose timelines are kept (least recently active dropped first).
 MAX_USERS = 20_000
 EVENTS_PER_USER = 20
 RECS_PER_USER = 10
-
-
-def percentile(ordered: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list."""
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

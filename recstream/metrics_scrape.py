@@ -38,6 +38,24 @@ def fetch(url: str, timeout_s: float = 2.0) -> Samples | None:
         return None
 
 
+def flat(samples: Samples) -> dict[str, float]:
+    """The samples by name, labels folded into it (``name{k="v",...}``, sorted by label)."""
+    out: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        folded = ",".join(f'{k}="{v}"' for k, v in labels)
+        out[f"{name}{{{folded}}}" if folded else name] = value
+    return out
+
+
+def counters(samples: Samples) -> dict[str, float]:
+    """Each ``*_total`` counter summed over its labels."""
+    out: dict[str, float] = defaultdict(float)
+    for (name, _), value in samples.items():
+        if name.endswith("_total"):
+            out[name] += value
+    return dict(out)
+
+
 def total(samples: Samples, name: str, **match: str) -> float:
     return sum(
         v

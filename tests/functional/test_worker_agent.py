@@ -34,8 +34,9 @@ from recstream.stream.faust_internals import table_partition
 from recstream.stream.sequence import UserSequence, decode_state
 from recstream.stream.settings import WorkerSettings
 from recstream.stream.tables import DirectWriter, read_value
-from recstream.stream.testing import changelog_topic
 from recstream.stream.topics import repartition_topic_name
+
+from recstream.readback import changelog_topic
 
 T0 = 1_700_000_000_000
 PARTITIONS = 4

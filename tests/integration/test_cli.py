@@ -14,8 +14,7 @@ from kafka import KafkaAdminClient
 from recstream.schemas.jsonschema import render_all
 from recstream.schemas.topics import ALL_TOPIC_NAMES
 
-from recstream.broker import free_port
-from recstream.processes import Child, child_env
+from recstream.processes import Child, child_env, free_port
 
 pytestmark = pytest.mark.integration
 

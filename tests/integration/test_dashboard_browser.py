@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from recstream.broker import free_port
-from recstream.processes import child_env
+from recstream.processes import child_env, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -26,18 +26,16 @@ from recstream.schemas.messages import MAX_EVENT_BYTES, MAX_FUTURE_MS, MIN_TS_MS
 from recstream.schemas.topics import EVENTS_DLQ
 from recstream.stream.deadletter import DLQ_MAX_ORIGINAL_BYTES
 from recstream.stream.sequence import UserSequence, apply_events
-from recstream.stream.testing import (
-    WorkerProcess,
+
+from recstream.broker import Broker
+from recstream.processes import WorkerProcess, wait_for, worker_env
+from recstream.readback import (
     consume_all,
     latest_changelog_states,
     produce,
     read_table,
     wait_committed,
-    wait_for,
-    worker_env,
 )
-
-from recstream.broker import Broker
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

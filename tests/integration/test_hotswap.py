@@ -34,12 +34,12 @@ from recstream.bench.hotswap import (
     send_update,
     stage_version,
     stream_requests,
-    wait_for,
 )
 from recstream.schemas import ModelUpdate
 
-from recstream.broker import Broker, free_port
-from recstream.processes import Child, recstream_command
+from recstream.broker import Broker
+from recstream.processes import Child, free_port, recstream_command
+from recstream.processes import wait_for_async as wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ from recstream.schemas.messages import ModelUpdate
 from recstream.schemas.topics import MODEL_UPDATES
 from typer.testing import CliRunner
 
-from recstream.broker import Broker, free_port
+from recstream.broker import Broker
 from recstream.cli import app
+from recstream.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,16 +17,16 @@ import orjson
 import pytest
 from recstream.schemas import Recommendation
 from recstream.schemas.topics import RECOMMENDATIONS
-from recstream.stream.testing import (
+
+from recstream.processes import (
+    Child,
     WorkerProcess,
-    consume_all,
     free_port,
-    produce,
+    recstream_command,
     wait_for,
     worker_env,
 )
-
-from recstream.processes import Child, recstream_command
+from recstream.readback import consume_all, produce
 
 pytestmark = pytest.mark.integration
 

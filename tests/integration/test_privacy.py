@@ -13,18 +13,17 @@ import pytest
 from recstream.schemas import DeadLetter, ScoreRequest
 from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS, USER_DELETIONS
 from recstream.stream.agents import user_partition
-from recstream.stream.testing import (
-    WorkerProcess,
+from test_worker import T0, expected_states, make_event
+
+from recstream.broker import Broker
+from recstream.processes import WorkerProcess, worker_env
+from recstream.readback import (
     consume_all,
     latest_changelog_states,
     produce,
     read_table,
     wait_committed,
-    worker_env,
 )
-from test_worker import T0, expected_states, make_event
-
-from recstream.broker import Broker
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -50,20 +50,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from recstream.schemas.messages import Event, Recommendation, now_ms
 from recstream.schemas.topics import EVENTS, RECOMMENDATIONS
 from recstream.stream.sequence import UserSequence, apply_events, decode_state
-from recstream.stream.testing import (
+
+from recstream.broker import Broker
+from recstream.processes import (
+    Child,
     WorkerProcess,
+    free_port,
+    recstream_command,
+    stop_all,
+    worker_env,
+)
+from recstream.readback import (
     changelog_topic,
     committed_offsets,
     consume_all,
-    free_port,
     latest_changelog_states,
     read_table,
     wait_committed,
-    worker_env,
 )
-
-from recstream.broker import Broker
-from recstream.processes import Child, recstream_command, stop_all
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from recstream.schemas import Recommendation, ScoreRequest
 from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
 
-from recstream.broker import Broker, free_port
-from recstream.processes import Child, recstream_command
+from recstream.broker import Broker
+from recstream.processes import Child, free_port, recstream_command
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from recstream.schemas import Recommendation, ScoreRequest
 from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
-from recstream.stream.testing import consume_all, produce, wait_for
 
 from recstream.broker import Broker
-from recstream.processes import Child, recstream_command
+from recstream.processes import Child, recstream_command, wait_for
+from recstream.readback import consume_all, produce
 
 pytestmark = pytest.mark.integration
 

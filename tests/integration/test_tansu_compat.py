@@ -22,16 +22,10 @@ from kafka.structs import TopicPartition as KafkaTopicPartition
 from recstream.schemas import KafkaSettings
 from recstream.stream.sequence import UserSequence
 from recstream.stream.tansu_compat import compat_wanted, true_end_offsets
-from recstream.stream.testing import (
-    WorkerProcess,
-    latest_changelog_states,
-    produce,
-    read_table,
-    wait_committed,
-    worker_env,
-)
 
 from recstream.broker import EmbeddedBroker
+from recstream.processes import WorkerProcess, worker_env
+from recstream.readback import latest_changelog_states, produce, read_table, wait_committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from recstream.stream.testing import produce, wait_for
 
-from recstream.broker import Broker, free_port
-from recstream.processes import Child, recstream_command
+from recstream.broker import Broker
+from recstream.processes import Child, free_port, recstream_command, wait_for
+from recstream.readback import produce
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from recstream.inference.registry import Registry, verify_version_dir
 from recstream.schemas.messages import Event, ModelUpdate, UserDeletion, now_ms
 from recstream.schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
-from recstream.stream.testing import http_status
 from recstream.trainer.window import TrainingWindow, WindowBounds
 
-from recstream.broker import Broker, free_port
-from recstream.processes import Child, recstream_command
+from recstream.broker import Broker
+from recstream.processes import Child, free_port, http_status, recstream_command
 from recstream.synthetic import generate
 
 pytestmark = pytest.mark.integration

@@ -20,19 +20,22 @@ import pytest
 from recstream.schemas import DeadLetter, ScoreRequest
 from recstream.schemas.topics import EVENTS_DLQ, SCORE_REQUESTS
 from recstream.stream.sequence import UserSequence
-from recstream.stream.testing import (
+
+from recstream.broker import Broker, EmbeddedBroker
+from recstream.processes import (
     WorkerProcess,
+    fresh_state_dir,
+    recstream_command,
+    wait_for,
+    worker_env,
+)
+from recstream.readback import (
     consume_all,
     latest_changelog_states,
     produce,
     read_table,
     wait_committed,
-    wait_for,
-    worker_env,
 )
-
-from recstream.broker import Broker, EmbeddedBroker
-from recstream.processes import fresh_state_dir, recstream_command
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -87,7 +87,7 @@ def test_scorer_model_is_a_keyword_or_a_model_folder(tmp_path) -> None:
 
 def _latency(points: list[tuple[float, float]]):
     """A replay's samples: (seconds after the first send, latency ms)."""
-    from recstream.bench.stream import _Latency
+    from recstream.harness import Latency as _Latency
 
     lat = _Latency()
     for at_s, ms in points:

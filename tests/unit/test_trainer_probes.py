@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 from recstream.schemas.probes import ProbeServer
-from recstream.stream.testing import http_status
 from recstream.trainer.continuous import STALLED_AFTER_S, ContinuousTrainer
 from recstream.trainer.process_metrics import TrainerMetrics
 from recstream.trainer.settings import TrainerSettings
+
+from recstream.processes import http_status
 
 
 @pytest.fixture
