@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from types import MappingProxyType
 
-from recstream.schemas.messages import RankedItem, ScoreRequest
+from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
 
 VERSION = "cooccurrence-v1"
 
@@ -89,6 +89,22 @@ class CooccurrenceRecommender:
     @property
     def n_items(self) -> int:
         return len(self._pop)
+
+    # -- what the Recommender protocol asks of a model without a compiled scorer --
+
+    #: No compiled scorer: a hot swap picks the next version's backend afresh.
+    backend: None = None
+
+    @property
+    def item_ids(self) -> Sequence[str]:
+        return ()  # learnt online: no fixed catalogue
+
+    @property
+    def can_explain(self) -> bool:
+        return False
+
+    def explain(self, requests: Sequence[ScoreRequest], top: int) -> list[list[Explanation]]:
+        return [[] for _ in requests]
 
     # -- learning ---------------------------------------------------------
 

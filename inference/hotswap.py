@@ -102,10 +102,9 @@ class SwapMetrics:
 def backend_kind(model: Recommender) -> str | None:
     """The backend name to load the next version with (``select_backend`` kinds),
     or None for a model without one (the co-occurrence baseline)."""
-    backend = getattr(model, "backend", None)
-    name = getattr(backend, "name", None)
-    if not isinstance(name, str):
+    if model.backend is None:
         return None
+    name = model.backend.name
     if name.startswith("tensorrt"):
         return "tensorrt"
     if name.startswith("torch-compile"):
@@ -138,7 +137,7 @@ def warm_requests(model: Recommender, recent: Sequence[ScoreRequest], max_len: i
     """The scorer's recent requests, or synthetic ones over the model's catalogue."""
     if recent:
         return list(recent)
-    catalogue: list[str] = list(getattr(model, "item_ids", []))[:1000] or ["warm-up"]
+    catalogue: list[str] = list(model.item_ids)[:1000] or ["warm-up"]
     t0 = now_ms() - 3_600_000
     out = []
     for u in range(WARM_USERS):
@@ -203,11 +202,10 @@ def _load_reason(exc: BaseException) -> str:
 def check_servable(model: Recommender, k: int) -> None:
     """Refuse a model whose compiled top-K cannot serve ``k`` items (an item list
     that does not fit the model is refused at load: ``ModelDirError``, "catalogue")."""
-    inner = getattr(model, "model", None)
-    n_items = getattr(getattr(inner, "cfg", None), "n_items", None)
-    backend = getattr(model, "backend", None)
-    max_k = getattr(backend, "max_k", None)
-    if max_k is not None and n_items is not None and max_k < min(k, n_items):
+    if model.backend is None:
+        return
+    max_k, n_items = model.backend.max_k, model.n_items
+    if max_k < min(k, n_items):
         raise Refused("top_k", f"the backend returns at most {max_k} items; {k} are served")
 
 

@@ -9,12 +9,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from recstream.schemas.messages import RankedItem, ScoreRequest
+from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
+
+if TYPE_CHECKING:
+    from recstream.inference.backends.base import ScoringBackend
 
 #: Module that loads a trained model version directory (owned by the model code).
 SEQUENCE_LOADER_MODULE = "recstream.inference.sequence_recommender"
+#: The scoring backends a trained model can be loaded with (``load_recommender``'s
+#: ``backend``, RECSTREAM_SCORER_BACKEND): named here, where no torch is imported,
+#: so that a bad value is refused at start; built by ``inference.backends.select``.
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch", "torch-compile",
+            "torch-cuda-graphs")
 
 
 @runtime_checkable
@@ -39,6 +47,34 @@ class Recommender(Protocol):
         Trained models implement it as a no-op. Requests may be redelivered
         (at-least-once), so an implementation must tolerate seeing one twice.
         """
+        ...
+
+    @property
+    def backend(self) -> ScoringBackend | None:
+        """The compiled scorer (:mod:`inference.backends`); None for a model without
+        one (the co-occurrence baseline). On a hot swap its ``name`` picks the next
+        version's backend and the next version may reuse its work; its ``max_k``
+        bounds the k a version can serve."""
+        ...
+
+    @property
+    def item_ids(self) -> Sequence[str]:
+        """The catalogue, fixed at load; empty for a model that learns its items online."""
+        ...
+
+    @property
+    def n_items(self) -> int:
+        """How many items the model can rank (the catalogue's size)."""
+        ...
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether :meth:`explain` says why (the torch backends can)."""
+        ...
+
+    def explain(self, requests: Sequence[ScoreRequest], top: int) -> list[list[Explanation]]:
+        """Per request, the ``top`` past events its recommendation drew on most;
+        an empty list per request for a model that cannot say."""
         ...
 
 

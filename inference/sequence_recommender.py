@@ -24,6 +24,7 @@ from recstream.inference.backends.select import select_backend
 from recstream.inference.export import DEFAULT_K
 from recstream.inference.features import SequenceBatch, build_batch, encode_event_types
 from recstream.inference.model_dir import load_model_dir
+from recstream.inference.recommender import Recommender
 from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class SequenceRecommender:
         k: int = DEFAULT_K,
         threads: int | None = None,
         cache_dir: Path | None = None,
-        previous: object | None = None,
+        previous: Recommender | None = None,
     ) -> None:
         loaded = load_model_dir(model_dir)
         self.model = loaded.model
@@ -58,7 +59,7 @@ class SequenceRecommender:
             threads=threads,
             cache_dir=cache_dir,
             # A hot swap: the running version's backend, whose work may be reused.
-            previous=getattr(previous, "backend", None),
+            previous=None if previous is None else previous.backend,
         )
         log.info("model %s scored by the %s backend on %s (top-%d)", self._version,
                  self.backend.name, self.backend.device, self.backend.max_k)
@@ -66,6 +67,10 @@ class SequenceRecommender:
     @property
     def version(self) -> str:
         return self._version
+
+    @property
+    def n_items(self) -> int:
+        return int(self.model.cfg.n_items)
 
     def recommend(self, requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:
         """Top-``k`` items per request, best first (fewer if the catalogue runs out)."""
@@ -129,7 +134,7 @@ class SequenceRecommender:
     @property
     def can_explain(self) -> bool:
         """Whether the backend gives explanations (the torch backends do)."""
-        return callable(getattr(self.backend, "explain", None))
+        return callable(getattr(self.backend, "explain", None))  # not every backend's API
 
     def explain(self, requests: Sequence[ScoreRequest], top: int = 3) -> list[list[Explanation]]:
         """Per request, the past events its recommendation drew on most (attention

@@ -35,11 +35,17 @@ from aiokafka.errors import (
     RebalanceInProgressError,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import ValidationError
 from recstream.inference.batcher import Batch, MicroBatcher
 from recstream.inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
-from recstream.inference.recommender import Recommender, load_recommender
-from recstream.schemas.messages import Explanation, RankedItem, Recommendation, ScoreRequest, now_ms
+from recstream.inference.recommender import BACKENDS, Recommender, load_recommender
+from recstream.schemas.messages import (
+    Explanation,
+    RankedItem,
+    Recommendation,
+    ScoreRequest,
+    now_ms,
+    parse_score_request,
+)
 from recstream.schemas.probes import ProbeServer, loop_responds
 from recstream.schemas.settings import KafkaSettings, env_number
 from recstream.schemas.topics import RECOMMENDATIONS, SCORE_REQUESTS
@@ -53,11 +59,6 @@ IDLE_POLL_MS = 500
 REPORT_EVERY_S = 30.0
 #: Invalid requests logged one by one before the log switches to one line per 1000.
 LOUD_INVALID = 20
-#: RECSTREAM_SCORER_BACKEND's values: ``inference.backends.select.KINDS``, named
-#: here so that a bad value is refused at start without importing torch (a unit
-#: test keeps the two equal).
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch", "torch-compile",
-            "torch-cuda-graphs")
 
 
 @dataclass
@@ -209,21 +210,6 @@ class ScorerMetrics:
         )
         log.info("metrics on :%d (/metrics, /healthz, /readyz)", port)
         return server
-
-
-def parse_request(raw: bytes | None) -> ScoreRequest:
-    """Validate one ``score-requests`` value; raise ValueError with a short reason."""
-    if not raw:
-        raise ValueError("empty")
-    try:
-        req = ScoreRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "value"
-        raise ValueError(f"schema: {where}: {first['msg']}") from None
-    if not (len(req.items) == len(req.ts) == len(req.event_types)):
-        raise ValueError("schema: items, ts and event_types differ in length")
-    return req
 
 
 class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -391,7 +377,7 @@ class Scorer:
             for rec in records:
                 offset: int = rec.offset  # type: ignore[attr-defined]
                 try:
-                    req = parse_request(rec.value)  # type: ignore[attr-defined]
+                    req = parse_score_request(rec.value)  # type: ignore[attr-defined]
                 except ValueError as exc:
                     self._invalid(tp, offset, str(exc))
                     self.batcher.skip(tp, offset)
@@ -541,8 +527,8 @@ def _explanations(
     model: Recommender, requests: Sequence[ScoreRequest], top: int
 ) -> list[list[Explanation]]:
     """Explanations where asked for and the model can give them; else [] per request."""
-    if top > 0 and getattr(model, "can_explain", False):
-        return model.explain(requests, top)  # type: ignore[attr-defined]
+    if top > 0 and model.can_explain:
+        return model.explain(requests, top)
     return [[] for _ in requests]
 
 

@@ -6,11 +6,14 @@ from recstream.schemas.messages import (
     DeadLetter,
     Event,
     InvalidEvent,
+    InvalidMessage,
     ModelUpdate,
     Recommendation,
     ScoreRequest,
     UserDeletion,
+    parse_deletion,
     parse_event,
+    parse_score_request,
 )
 from recstream.schemas.settings import KafkaSettings
 
@@ -20,10 +23,13 @@ __all__ = [
     "DeadLetter",
     "Event",
     "InvalidEvent",
+    "InvalidMessage",
     "KafkaSettings",
     "ModelUpdate",
     "Recommendation",
     "ScoreRequest",
     "UserDeletion",
+    "parse_deletion",
     "parse_event",
+    "parse_score_request",
 ]

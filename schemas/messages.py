@@ -8,7 +8,7 @@ on the exported JSON Schema meaning exactly what the code accepts.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -126,8 +126,8 @@ class UserDeletion(_Message):
     requested_ms: int
 
 
-class InvalidEvent(ValueError):
-    """Raised for an event that must go to the dead-letter topic."""
+class InvalidMessage(ValueError):
+    """A value that fails validation: a short ``reason`` code and a ``detail``."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -135,30 +135,65 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
+class InvalidEvent(InvalidMessage):
+    """Raised for an event that must go to the dead-letter topic."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def parse_event(raw: bytes | None, now: int | None = None) -> Event:
-    """Validate one raw ``events`` value; raise :class:`InvalidEvent` with a reason."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(
+    model: type[M],
+    raw: bytes | None,
+    error: type[InvalidMessage] = InvalidMessage,
+    *,
+    max_bytes: int | None = MAX_EVENT_BYTES,
+    json_reason: str = "bad_json",
+    version_reason: str = "schema",
+) -> M:
+    """``raw`` as a ``model``, or ``error(reason, detail)``: empty, too_large,
+    ``json_reason`` (not JSON), ``version_reason`` (schema_version) or schema."""
     if raw is None or len(raw) == 0:
-        raise InvalidEvent("empty", "message has no value")
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent("too_large", f"{len(raw)} bytes > limit {MAX_EVENT_BYTES}")
+        raise error("empty", "message has no value")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise error("too_large", f"{len(raw)} bytes > limit {max_bytes}")
     try:
-        event = Event.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         if errors and errors[0]["type"] in ("json_invalid", "json_type"):
-            raise InvalidEvent("bad_json", str(errors[0]["msg"])[:300]) from None
+            raise error(json_reason, str(errors[0]["msg"])[:300]) from None
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
         where = ".".join(str(p) for p in first["loc"]) or "value"
-        code = "bad_schema_version" if where == "schema_version" else "schema"
-        raise InvalidEvent(code, f"{where}: {first['msg']}"[:300]) from None
+        code = version_reason if where == "schema_version" else "schema"
+        raise error(code, f"{where}: {first['msg']}"[:300]) from None
+
+
+def parse_event(raw: bytes | None, now: int | None = None) -> Event:
+    """Validate one raw ``events`` value; raise :class:`InvalidEvent` with a reason."""
+    event = _validated(Event, raw, InvalidEvent, version_reason="bad_schema_version")
     limit = (now_ms() if now is None else now) + MAX_FUTURE_MS
     if event.ts > limit:
         raise InvalidEvent("ts_future", f"ts {event.ts} is more than 24 h ahead of the clock")
     return event
+
+
+def parse_deletion(raw: bytes | None) -> UserDeletion:
+    """Validate one ``user-deletions`` value; raise :class:`InvalidMessage` with a reason."""
+    return _validated(UserDeletion, raw)
+
+
+def parse_score_request(raw: bytes | None) -> ScoreRequest:
+    """Validate one ``score-requests`` value; raise :class:`InvalidMessage`, reason
+    ``empty`` or ``schema`` (bad JSON included)."""
+    req = _validated(ScoreRequest, raw, max_bytes=None, json_reason="schema")
+    if not (len(req.items) == len(req.ts) == len(req.event_types)):
+        raise InvalidMessage("schema", "items, ts and event_types differ in length")
+    return req
 
 
 MESSAGE_TYPES: dict[str, type[BaseModel]] = {

@@ -14,10 +14,9 @@ from typing import Any
 
 import faust
 from faust.types import AgentT, EventT, StreamT, TableT
-from pydantic import ValidationError
-from recstream.schemas import UserDeletion
+from recstream.schemas import InvalidMessage, parse_deletion
 from recstream.schemas import topics as names
-from recstream.schemas.messages import MAX_EVENT_BYTES, now_ms
+from recstream.schemas.messages import now_ms
 from recstream.stream.agents import Emitter, FatalHandler, user_partition
 from recstream.stream.deadletter import dead_letter_json
 from recstream.stream.faust_internals import table_partition
@@ -27,23 +26,6 @@ from recstream.stream.tables import DirectWriter, changelog_sends, delivered
 from recstream.stream.topics import raw_topic
 
 log = logging.getLogger(__name__)
-
-
-def parse_deletion(raw: bytes | None) -> UserDeletion:
-    """Validate one ``user-deletions`` value; raise ValueError(reason, detail)."""
-    if raw is None or len(raw) == 0:
-        raise ValueError("empty", "message has no value")
-    if len(raw) > MAX_EVENT_BYTES:
-        raise ValueError("too_large", f"{len(raw)} bytes > limit {MAX_EVENT_BYTES}")
-    try:
-        return UserDeletion.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        if errors and errors[0]["type"] in ("json_invalid", "json_type"):
-            raise ValueError("bad_json", str(errors[0]["msg"])[:300]) from None
-        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
-        where = ".".join(str(p) for p in first["loc"]) or "value"
-        raise ValueError("schema", f"{where}: {first['msg']}"[:300]) from None
 
 
 class DeletionProcessor:
@@ -70,12 +52,11 @@ class DeletionProcessor:
             repeat = await repeat
         try:
             deletion = parse_deletion(message.value)
-        except ValueError as exc:
+        except InvalidMessage as exc:
             if repeat:  # its letter went out when it was handled
                 self._metrics.dlq_repeats.inc()
                 return
-            reason, detail = exc.args
-            await (await self._dead_letter(record, f"deletion_{reason}", detail))
+            await (await self._dead_letter(record, f"deletion_{exc.reason}", exc.detail))
             return
         user_key = deletion.user_id.encode()
         target = user_partition(user_key, self._partitions)

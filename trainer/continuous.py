@@ -26,7 +26,7 @@ from typing import Any
 from recstream.inference.item_text import default_cache_dir
 from recstream.inference.model import ModelConfig
 from recstream.inference.registry import Registry
-from recstream.schemas.messages import InvalidEvent, UserDeletion, parse_event
+from recstream.schemas.messages import InvalidEvent, InvalidMessage, parse_deletion, parse_event
 from recstream.schemas.probes import ProbeServer
 from recstream.schemas.state_lock import lock_state_dir
 from recstream.schemas.topics import EVENTS, MODEL_UPDATES, USER_DELETIONS
@@ -177,8 +177,8 @@ class ContinuousTrainer:
                         self.metrics.events_malformed.labels(exc.reason).inc()
                 elif tp.topic == USER_DELETIONS:
                     try:
-                        deletions.append(UserDeletion.model_validate_json(rec.value or b"").user_id)
-                    except ValueError:
+                        deletions.append(parse_deletion(rec.value).user_id)
+                    except InvalidMessage:
                         pass  # the worker dead-letters bad deletion records
         result = self.window.apply(events)
         self.metrics.events_added.inc(result.added)

@@ -27,11 +27,12 @@ from recstream.inference.export import (
     verified_onnx,
 )
 from recstream.inference.model import SeqRecModel
+from recstream.inference.recommender import BACKENDS
 
 log = logging.getLogger(__name__)
 
-KINDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "torch", "torch-compile",
-         "torch-cuda-graphs")
+#: What ``kind`` may be (``inference.recommender.BACKENDS``).
+KINDS = BACKENDS
 ONNX_INT8 = "model.int8.onnx"
 #: int8 serves only if every probe row's top-K set equals the fp32 reference's
 #: and scores are this close.

@@ -7,7 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 from recstream.inference.recommender import ModelLoadError, load_recommender
-from recstream.inference.service import ScorerSettings, parse_request
+from recstream.inference.service import ScorerSettings
+from recstream.schemas.messages import parse_score_request as parse_request
 
 GOOD = {
     "user_id": "u1",
