@@ -47,10 +47,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recstream.schemas.messages import Recommendation, now_ms
 from recstream.schemas.topics import EVENTS, RECOMMENDATIONS
-from recstream.stream.testing import WorkerProcess, latest_changelog_states, read_table
 
 from recstream.broker import Broker, make_broker
-from recstream.processes import Child, embedded_broker_env, recstream_command, stop_all
+from recstream.processes import (
+    Child,
+    WorkerProcess,
+    embedded_broker_env,
+    recstream_command,
+    stop_all,
+)
+from recstream.readback import latest_changelog_states, read_table
 
 if TYPE_CHECKING:
     from recstream.kafka_broker import KafkaBroker

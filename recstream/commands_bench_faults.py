@@ -83,8 +83,7 @@ def bench_faults(
     from recstream.bench.faults import NODE_FAULTS, FaultBenchError, FaultLoad, run_faults_bench
     from recstream.bench.jsonio import write_report
     from recstream.broker import BrokerError
-    from recstream.processes import ChildFailed
-    from recstream.stream.testing import WorkerFailed
+    from recstream.processes import ChildFailed, WorkerFailed
 
     chosen = _engine(engine, cluster)
     kinds = _kinds(faults, chosen, cluster)

@@ -9,7 +9,6 @@
   store's private parts, for one pinned faust-streaming version.
 - ``tansu_compat``: what the worker needs against the embedded Tansu broker only.
 - ``worker``: ``run_worker(settings)`` and ``main()``, behind both entry points.
-- ``testing``: run a worker process and read back its state (integration tests).
 
-Nothing here imports torch (import-linter enforces it): the worker image has none.
+Nothing here imports torch (tests/unit/test_import_contracts.py): the worker image has none.
 """
