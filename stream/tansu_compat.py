@@ -127,15 +127,12 @@ class CorrectedHighwaters:
         return corrected
 
 
-def install(app: faust.App, kafka: KafkaSettings, fetch_wait_ms: int) -> None:
-    """Patch this app's consumer only (nothing global): corrected end offsets and
-    a short fetch wait."""
+def install(app: faust.App, kafka: KafkaSettings) -> None:
+    """Patch this app's consumer only (nothing global): corrected end offsets."""
     faust_internals.wrap_highwaters(
         app, lambda original: CorrectedHighwaters(original, kafka.aiokafka_kwargs())
     )
-    faust_internals.set_fetch_wait(app, fetch_wait_ms)
     log.warning(
         "tansu compat ACTIVE: changelog end offsets are taken from a fetch, not "
-        "ListOffsets(latest) (docs/embedded-broker.md defect 1); consumer fetch wait %d ms. "
-        "Not for a real Kafka cluster.", fetch_wait_ms,
-    )  # fmt: skip
+        "ListOffsets(latest) (docs/embedded-broker.md defect 1). Not for a real Kafka cluster."
+    )

@@ -109,12 +109,10 @@ def test_bench_stream_writes_its_figures(tmp_path: Path) -> None:
     # The batches the broker stored in the topics read during the replay: events
     # hold every replayed event (plus the warm-up), and no topic more batches than records.
     assert report["latency_producer_linger_ms"] == 3
-    # --fetch-wait-ms reached the consumers on the path: the scorer's says so, and the
-    # worker's against Tansu (against Kafka the worker keeps Faust's: README, settings).
+    # --fetch-wait-ms reached the consumers on the path: the worker's and the scorer's say so.
     assert report["fetch_wait_ms"] == 35
     run = tmp_path / "run"
-    if _engine() == "tansu":
-        assert "consumer fetch wait 35 ms" in (run / "worker-2.log").read_text()
+    assert "consumer fetch wait 35 ms" in (run / "worker-2.log").read_text()
     scorer_log = (run / "scorer.log").read_text()
     assert "fetch wait 35 ms" in scorer_log
     # The latency is the sequence model's, through ONNX Runtime, not the fallback's.

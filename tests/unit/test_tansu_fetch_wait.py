@@ -1,6 +1,6 @@
-"""The Tansu layer shortens this app's fetch wait (Tansu holds fetches for the
-whole wait even when records are there; Faust hard-codes 1500 ms) and corrects
-the end offsets its recovery reads; against other brokers nothing changes."""
+"""The worker's fetch wait is RECSTREAM_FETCH_WAIT_MS on every broker (Faust
+hard-codes 1500 ms); the Tansu layer alone corrects the end offsets its recovery
+reads."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ async def _fetch_wait(tmp_path: Path, tansu: bool, **settings: int) -> tuple[int
 @pytest.mark.parametrize("tansu, settings, expected", [
     (True, {}, (tansu_compat.TANSU_FETCH_MAX_WAIT_MS, True)),
     (True, {"fetch_wait_ms": 35}, (35, True)),  # the worker's RECSTREAM_FETCH_WAIT_MS
-    (False, {"fetch_wait_ms": 35}, (1500, False)),
+    (False, {"fetch_wait_ms": 35}, (35, False)),
+    (False, {}, (tansu_compat.TANSU_FETCH_MAX_WAIT_MS, False)),
 ])  # fmt: skip
-def test_the_fetch_wait_and_the_end_offsets_change_against_tansu_only(
+def test_the_fetch_wait_is_ours_and_the_end_offsets_change_against_tansu_only(
     tmp_path: Path, tansu: bool, settings: dict[str, int], expected: tuple[int, bool]
 ) -> None:
     assert asyncio.run(_fetch_wait(tmp_path, tansu, **settings)) == expected
