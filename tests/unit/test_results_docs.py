@@ -7,6 +7,7 @@ file would leave the docs quoting a number nobody can check.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -36,3 +37,41 @@ def test_every_cited_result_file_exists(doc: str) -> None:
     assert cited, f"{doc} cites no result file: has the citation form changed?"
     missing = [(c, p) for c in cited for p in _patterns(c) if not list(ROOT.glob(p))]
     assert not missing, f"{doc} cites result files that are not in bench/results: {missing}"
+
+
+BOTH = "bench/results/2026-12-07-cpu-stream-both-1000-120s-at-cap.json"
+#: Figures the README quotes from its Kafka table: (JSON file, keys into it, format).
+QUOTED = [
+    (BOTH, ("engines", engine, key), fmt)
+    for engine in ("tansu", "kafka")
+    for key, fmt in (("events_per_s", "{:,}"), ("events_per_s_at_cap", "{:,}"),
+                     ("cpu_us_per_event_at_cap", "{} µs"), ("p99_ms", "{} ms"))
+] + [
+    (BOTH, ("engines", engine, "p99_ms_per_minute"), "per minute {}") for engine in ("tansu", "kafka")
+] + [
+    ("bench/results/2026-12-07-cpu-faults-kafka-cluster.json",
+     ("faults", "leader_kill", "recovered_s"), "`recovered_s` {}"),
+    ("bench/results/2026-12-07-cpu-faults-kafka-cluster.json",
+     ("faults", "leader_kill", "longest_gap_s"), "`longest_gap_s` {}"),
+    ("bench/results/2026-12-07-cpu-faults-kafka.json", ("faults", "broker_kill", "lost"),
+     "`lost` {} of"),
+    ("bench/results/2026-12-07-cpu-stream-kafka-1000-faust-fetch-wait.json", ("p99_ms",),
+     "p99 {:,} ms"),
+    ("bench/results/2026-12-07-cpu-stream-kafka-1000-60s-fetch-wait-20.json", ("p99_ms",),
+     "{} ms over 60 s"),
+]
+
+
+def _fmt(fmt: str, value: object) -> str:
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    return fmt.format(value)
+
+
+@pytest.mark.parametrize("path, keys, fmt", QUOTED)
+def test_each_quoted_figure_equals_its_json(path: str, keys: tuple[str, ...], fmt: str) -> None:
+    value = json.loads((ROOT / path).read_text())
+    for key in keys:
+        value = value[key]
+    readme = (ROOT / "README.md").read_text()
+    assert _fmt(fmt, value) in " ".join(readme.split()), (path, keys, value)
