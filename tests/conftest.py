@@ -39,25 +39,17 @@ def engine_for(request: pytest.FixtureRequest) -> str:
 @pytest.fixture()
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     """A fresh broker on free loopback ports, every topic created."""
-    b = make_broker(engine_for(request), tmp_path / "broker", partitions=4,
-                    log_path=tmp_path / "broker.log")
-    b.start()
-    try:
+    with make_broker(engine_for(request), tmp_path / "broker", partitions=4,
+                     log_path=tmp_path / "broker.log") as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture()
 def cluster(tmp_path: Path) -> Iterator[Broker]:
     """Three Kafka nodes on loopback: replication factor 3, min.insync.replicas 2."""
-    b = make_broker("kafka", tmp_path / "cluster", partitions=4, nodes=3,
-                    log_path=tmp_path / "cluster.log")
-    b.start()
-    try:
+    with make_broker("kafka", tmp_path / "cluster", partitions=4, nodes=3,
+                     log_path=tmp_path / "cluster.log") as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture()

@@ -77,8 +77,8 @@ def _fake_peers(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(peers, "run_peer", run_peer)
 
 
-def test_ratio_counts_converged_peers_and_seeds_are_paired(tmp_path: Path,
-                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _quality_with_fake_peers(tmp_path: Path, monkeypatch, *args: str):  # type: ignore[no-untyped-def]
+    """``bench quality`` on a tiny ml-100k with fake RecBole peers: (CLI result, JSON)."""
     from recstream.cli import app
 
     _fake_peers(monkeypatch)
@@ -87,12 +87,18 @@ def test_ratio_counts_converged_peers_and_seeds_are_paired(tmp_path: Path,
     out = tmp_path / "q.json"
     res = CliRunner().invoke(app, [
         "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),
-        "--peers", "sasrec,bert4rec,gru4rec", "--ours", "ours,sasrec", "--max-epochs", "1",
-        "--seeds", "2", "--seed", "3", "--threads", "1", "--no-progress",
-        "--json", str(out),
+        "--max-epochs", "1", "--threads", "1", "--no-progress", "--json", str(out), *args,
     ])
     assert res.exit_code == 0, res.output
-    result = json.loads(out.read_text())["ml-100k"]
+    return res, json.loads(out.read_text())["ml-100k"]
+
+
+def test_ratio_counts_converged_peers_and_seeds_are_paired(tmp_path: Path,
+                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    res, result = _quality_with_fake_peers(
+        tmp_path, monkeypatch, "--peers", "sasrec,bert4rec,gru4rec", "--ours", "ours,sasrec",
+        "--seeds", "2", "--seed", "3",
+    )
     rows = {r["model"]: r for r in result["rows"]}
     # bert4rec scores highest but did not converge: the ratio is against sasrec.
     assert result["best_peer"] == "recbole-sasrec"
@@ -121,19 +127,8 @@ def test_ratio_counts_converged_peers_and_seeds_are_paired(tmp_path: Path,
 
 
 def test_no_converged_peer_gives_no_ratio(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from recstream.cli import app
-
-    _fake_peers(monkeypatch)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    _write_ml100k(tmp_path / "data", text=False)
-    out = tmp_path / "q.json"
-    res = CliRunner().invoke(app, [
-        "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),
-        "--peers", "bert4rec", "--ours", "ours", "--max-epochs", "1", "--threads", "1",
-        "--no-progress", "--json", str(out),
-    ])
-    assert res.exit_code == 0, res.output
-    result = json.loads(out.read_text())["ml-100k"]
+    res, result = _quality_with_fake_peers(tmp_path, monkeypatch, "--peers", "bert4rec",
+                                           "--ours", "ours")
     assert result["ours_over_best_peer_ndcg10"] is None and result["best_peer"] is None
     assert result["ours_over_best_peer_reason"].startswith("no peer converged")
     assert "no ours / best peer ratio: no peer converged" in res.output
