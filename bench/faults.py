@@ -170,6 +170,13 @@ def _wall_ms() -> float:
     return time.time_ns() / 1e6
 
 
+def _after(seconds: float, action: Callable[[], object]) -> float:
+    """Sleep ``seconds``, run ``action``; the wall ms when it returned (for a thread)."""
+    time.sleep(seconds)
+    action()
+    return _wall_ms()
+
+
 async def _read(consumer: AIOKafkaConsumer, seen: _Seen) -> None:
     while True:
         batches = await consumer.getmany(timeout_ms=100)
@@ -345,10 +352,13 @@ async def _apply(
         procs.restart_scorer()
     elif kind == "broker_pause":
         broker.pause()
+        # Resumed on the wall clock: the sends block while the broker is paused.
+        resuming = asyncio.ensure_future(asyncio.to_thread(_after, load.pause_s, broker.resume))
         try:
-            await traffic.steady(load.pause_s)  # the producer buffers, then blocks (backpressure)
+            await traffic.steady(load.pause_s + 60, until=resuming.done)
         finally:
-            broker.resume()
+            end_ms = await resuming
+        return {"end_ms": end_ms}
     elif kind in NODE_FAULTS:  # run_fault checked that the broker can take it
         return await _kill_node(cast("KafkaBroker", broker), procs, load, traffic)
     else:
@@ -364,20 +374,26 @@ async def _kill_node(
     cluster = len(broker.nodes) > 1
     node = broker.busiest_leader(EVENTS) if cluster else broker.nodes[0].node_id
     before = broker.leaders(EVENTS)
-    broker.kill_node(node)
-    await traffic.steady(load.down_s, procs.supervise)
-    # A lone node's leaders cannot be read while it is down.
-    down = await asyncio.to_thread(broker.leaders, EVENTS) if cluster else None
-    started = time.monotonic()
+    seen: dict[str, Any] = {}
 
-    def restart() -> float:
+    def down_then_restart() -> float:
+        # On the wall clock, in a thread: the traffic's sends block while no
+        # leader answers (backpressure), so a loop that counts sends would keep
+        # the node down for as long as the producer's buffer stays full.
+        time.sleep(load.down_s)
+        # A lone node's leaders cannot be read while it is down.
+        seen["down"] = broker.leaders(EVENTS) if cluster else None
+        started = time.monotonic()
         broker.restart_node(node, load.startup_timeout_s)
+        seen["restart_s"] = time.monotonic() - started
         return _wall_ms()
 
-    restarting = asyncio.ensure_future(asyncio.to_thread(restart))
-    await traffic.steady(load.startup_timeout_s + 10, procs.supervise, until=restarting.done)
+    broker.kill_node(node)
+    restarting = asyncio.ensure_future(asyncio.to_thread(down_then_restart))
+    limit = load.down_s + load.startup_timeout_s + 10
+    await traffic.steady(limit, procs.supervise, until=restarting.done)
     end_ms = await restarting
-    restart_s = time.monotonic() - started
+    down, restart_s = seen["down"], seen["restart_s"]
     catching_up = asyncio.ensure_future(
         asyncio.to_thread(wait_in_sync, broker.bootstrap, node, load.recover_timeout_s)
     )
