@@ -406,12 +406,23 @@ class KafkaBroker(StartedBroker):
 
     def _leaders(self, topics: Iterable[str]) -> dict[str, dict[int, int]]:
         from kafka import KafkaAdminClient
+        from kafka.errors import KafkaConnectionError
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            described = admin.describe_topics(list(topics))
-        finally:
-            admin.close()
+        # Ask the running nodes only; a killed one can still be in the metadata
+        # for a few seconds (until its session times out), so retry a refusal.
+        live = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        bootstrap = ",".join(f"{self.host}:{n.port}" for n in live) or self.bootstrap
+        for attempt in range(20):
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            try:
+                described = admin.describe_topics(list(topics))
+                break
+            except KafkaConnectionError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+            finally:
+                admin.close()
         return {t["name"]: {p["partition_index"]: p["leader_id"] for p in t["partitions"]}
                 for t in described}
 
