@@ -41,6 +41,9 @@ TRAINER_ENV: dict[str, str] = {
     "RECSTREAM_TRAINER_TOLERANCE": "0.01",
     "RECSTREAM_TRAINER_KEEP": "10",
     "RECSTREAM_TORCH_THREADS": "1",
+    # The demo's scorer serves torch (explanations): an ONNX export per version
+    # would only take the trainer's CPU from the 2 cores.
+    "RECSTREAM_TRAINER_ONNX": "0",
 }
 #: The scorer serves the sequence model with eager torch so that every list
 #: carries its explanation (attention rollout: a second forward pass).

@@ -232,7 +232,7 @@ class ContinuousTrainer:
                             time_budget_s=s.budget_s, progress=sys.stderr.isatty())
         texts = load_item_texts(s.items) if s.items is not None else None
         return RoundOptions(train=train, scratch=scratch, tolerance=s.tolerance,
-                            min_holdout=s.min_holdout, fp16=s.fp16, texts=texts,
+                            min_holdout=s.min_holdout, onnx=s.onnx, fp16=s.fp16, texts=texts,
                             cache_dir=default_cache_dir())
 
     def _start_round(self, pool: cf.ThreadPoolExecutor) -> cf.Future[RoundResult]:

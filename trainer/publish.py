@@ -1,7 +1,8 @@
 """Publish a trained model into the registry and announce it on ``model-updates``.
 
 Order: write the whole version under the registry's staging
-folder (weights, config, id maps, metrics, ONNX), seal it with the manifest and
+folder (weights, config, id maps, metrics, and the ONNX export unless the
+trainer's ``onnx`` setting is off), seal it with the manifest and
 rename it into place (:meth:`inference.registry.Registry.publish`), then send
 the :class:`schemas.ModelUpdate` whose ``sha256`` is the manifest's hash and
 whose ``uri`` is the absolute path of the version folder. A scorer checks the
@@ -41,14 +42,17 @@ def publish_version(
     item_ids: list[str],
     metrics: Mapping[str, Any],
     *,
+    onnx: bool = True,
     fp16: bool = False,
     k: int = DEFAULT_K,
 ) -> VersionInfo:
-    """Stage, export, seal and rename a new version into ``registry``; make it CURRENT."""
+    """Stage, export (``onnx``), seal and rename a new version into ``registry``; make it
+    CURRENT."""
     staged = registry.staging_dir()
     try:
         version = save_model_dir(staged, model, item_ids, dict(metrics))
-        export_onnx_files(model, staged, version, fp16=fp16, k=k)
+        if onnx:
+            export_onnx_files(model, staged, version, fp16=fp16, k=k)
         return registry.publish(staged)
     except BaseException:
         if staged.parent.parent.name == STAGING:  # leave no half-written version behind

@@ -38,6 +38,7 @@ class RoundOptions:
     scratch: ModelConfig
     tolerance: float = 0.005
     min_holdout: int = 20
+    onnx: bool = True
     fp16: bool = False
     texts: Mapping[str, str] | None = None  # item_id -> text; None: zero text vectors
     cache_dir: Path | None = None
@@ -111,7 +112,7 @@ def run_round(
         }
         t_pub = time.monotonic()
         out.published = publish_version(registry, result.model, split.item_ids, metrics,
-                                        fp16=opts.fp16)
+                                        onnx=opts.onnx, fp16=opts.fp16)
         facts["publish_seconds"] = round(time.monotonic() - t_pub, 2)
     facts["round_seconds"] = round(time.monotonic() - start, 2)
     return out

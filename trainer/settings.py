@@ -40,6 +40,10 @@ class TrainerSettings:
     min_holdout: int = 20
     # publishing
     keep: int = 5
+    #: Write the ONNX export into each version. Off: a scorer on onnxruntime or
+    #: TensorRT exports the version itself when it loads it (once, cached), and
+    #: one on torch never needs it; an export takes ~10-20 s of a 2-core CPU.
+    onnx: bool = True
     fp16: bool = False  # the fp16 ONNX doubles export time and only TensorRT uses it
     # a model trained from scratch (no current version)
     max_len: int = 50
@@ -108,6 +112,7 @@ class TrainerSettings:
             tolerance=num("TOLERANCE", cls.tolerance, float),
             min_holdout=num("MIN_HOLDOUT", cls.min_holdout),
             keep=num("KEEP", cls.keep),
+            onnx=get("ONNX", "1").lower() in ("1", "true", "yes", "on"),
             fp16=get("FP16", "0").lower() in ("1", "true", "yes", "on"),
             max_len=num("MAX_LEN", cls.max_len),
             d_model=num("D_MODEL", cls.d_model),

@@ -50,7 +50,7 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     stale = run_dir / "state" / "left-by-an-earlier-run"  # a reused --run-dir
     stale.mkdir(parents=True)
     # Long enough for the trainer's first version and its swap into the scorer.
-    loop = ("--duration", "100") if engine == "kafka" else ("--duration", "20", "--no-trainer")
+    loop = ("--duration", "75") if engine == "kafka" else ("--duration", "20", "--no-trainer")
     argv = demo_argv("--engine", engine, *loop, "--json", str(out),
                      "--run-dir", str(run_dir), *SMALL)
     proc = subprocess.run(

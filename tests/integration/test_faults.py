@@ -39,11 +39,9 @@ def _nothing_lost_nothing_twice(result: dict[str, Any]) -> None:
     assert result["recovered_s"] is not None
 
 
-@pytest.mark.parametrize("kind", [
-    "scorer_kill",
-    "broker_pause",
-    pytest.param("broker_pause", marks=pytest.mark.tansu, id="broker_pause-tansu"),
-])  # fmt: skip
+# On Kafka only: the Tansu tier stays small (issue #29); `recstream bench faults
+# --engine tansu` still runs the pause on Tansu.
+@pytest.mark.parametrize("kind", ["scorer_kill", "broker_pause"])
 def test_fault_loses_nothing_and_applies_nothing_twice(
     kind: str, broker: Broker, tmp_path: Path
 ) -> None:

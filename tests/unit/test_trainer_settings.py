@@ -11,7 +11,8 @@ from recstream.trainer.settings import TrainerSettings
 def test_defaults_and_overrides() -> None:
     d = TrainerSettings.from_env({})
     assert d.registry == Path("models") and d.window_dir == Path("state/trainer/window")
-    assert d.items is None and d.metrics_port is None and not d.fp16
+    assert d.items is None and d.metrics_port is None and not d.fp16 and d.onnx
+    assert not TrainerSettings.from_env({"RECSTREAM_TRAINER_ONNX": "0"}).onnx
     s = TrainerSettings.from_env({
         "RECSTREAM_MODEL_REGISTRY": "/r", "RECSTREAM_STATE_DIR": "/s",
         "RECSTREAM_TRAINER_EVERY_EVENTS": "7", "RECSTREAM_TRAINER_EVERY_MINUTES": "0.5",
