@@ -47,9 +47,13 @@ def _chain_events(n_users: int, rng: random.Random) -> list[Event]:
     return events
 
 
-def _train(tmp_path: Path) -> tuple[Path, str]:
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One model for the module's tests (neither writes into it): training is most of
+    their time."""
     from recstream.cli import app
 
+    tmp_path = tmp_path_factory.mktemp("trained")
     log = tmp_path / "events.jsonl"
     write_event_log(log, _chain_events(150, random.Random(0)))
     out = tmp_path / "model"
@@ -104,9 +108,9 @@ async def _roundtrip(bootstrap: str, reqs: list[ScoreRequest], scorer: Child) ->
 
 
 def test_scorer_serves_a_trained_model_through_onnxruntime(
-    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path, trained: tuple[Path, str]
 ) -> None:
-    model_dir, version = _train(tmp_path)
+    model_dir, version = trained
     env = {
         **recstream_env,
         "RECSTREAM_MODEL_DIR": str(model_dir),
@@ -136,12 +140,14 @@ def test_scorer_serves_a_trained_model_through_onnxruntime(
     assert "onnxruntime" in scorer.log_tail(400)
 
 
-def test_bench_scorer_service_measures_the_service_and_its_baseline(tmp_path: Path) -> None:
+def test_bench_scorer_service_measures_the_service_and_its_baseline(
+    tmp_path: Path, trained: tuple[Path, str]
+) -> None:
     """`recstream bench scorer-service` (README) on a tiny model: both rows measured,
     every request answered (the bench waits for all of them), ratio derived from them."""
     from recstream.bench.scorer_service import run_service_bench
 
-    model_dir, _ = _train(tmp_path)
+    model_dir, _ = trained
     report = run_service_bench(requests=200, seq_len=8, batch=32, backend="onnxruntime",
                                threads=1, root=tmp_path / "bench", model_dir=model_dir)
     service, baseline = report["service_users_per_s"], report["in_process_users_per_s"]
