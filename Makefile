@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml requirements/dev.txt
 demo: venv kafka
 	$(VENV)/bin/recstream demo $(DEMO_ARGS)
 
+# The integration tier (real brokers and processes, which mostly wait: ~0.75 of the
+# 2 cores) runs beside the unit and functional tiers (CPU: model exports); the
+# latter's report follows the former's. PYTEST_ARGS: one serial run of those tests.
+UNIT_LOG := .unit-tests.log
 test: venv browser kafka lint
+ifdef PYTEST_ARGS
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+else
+	@$(PY) -m pytest -ra -p no:cacheprovider tests/unit tests/functional >$(UNIT_LOG) 2>&1 & \
+	unit=$$!; $(PY) -m pytest -ra tests/integration; integration=$$?; \
+	wait $$unit; units=$$?; echo "--- unit and functional tiers ($(UNIT_LOG)) ---"; \
+	cat $(UNIT_LOG); echo "exit: integration $$integration, unit and functional $$units"; \
+	test $$integration = 0 && test $$units = 0
+endif
 
 # The dashboard's browser test drives Debian's Chromium through ChromeDriver.
 # Installed when missing and we may (root, or sudo); otherwise that one test

@@ -350,13 +350,14 @@ async def _replay(
     return lat, sent, last_event
 
 
-def _scorer_model_dir(cfg: StreamBenchConfig, records: list[tuple[bytes, bytes]],
-                      run_dir: Path) -> Path | None:
-    """The model folder the latency phase's scorer serves (None: co-occurrence)."""
-    if cfg.scorer_model == "cooccurrence":
+def scorer_model_dir(scorer_model: str, records: list[tuple[bytes, bytes]],
+                     run_dir: Path) -> Path | None:
+    """The model folder a bench's scorer serves for ``scorer_model`` (a
+    :data:`SCORER_MODELS` keyword or a folder); None: the co-occurrence fallback."""
+    if scorer_model == "cooccurrence":
         return None
-    if cfg.scorer_model != "sequence":
-        return Path(cfg.scorer_model)
+    if scorer_model != "sequence":
+        return Path(scorer_model)
     from recstream.bench.scorer import ML1M_ITEMS, ml1m_shape_model
     from recstream.inference.export import export_model_dir
     from recstream.inference.model_dir import save_model_dir
@@ -377,7 +378,7 @@ def _latency(
     run_dir: Path,
     console: Console,
 ) -> dict[str, Any]:
-    model_dir = _scorer_model_dir(cfg, records, run_dir)
+    model_dir = scorer_model_dir(cfg.scorer_model, records, run_dir)
     # Building the model imported torch here: hundreds of thousands of objects
     # that each full collection would walk, pausing the load generator and the
     # reader for 400 ms mid-replay. Frozen, the collector leaves them alone.

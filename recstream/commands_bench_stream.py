@@ -89,7 +89,7 @@ def bench_stream(
     scorer_model: Annotated[
         str,
         typer.Option(
-            help="what the latency phase's scorer serves: sequence (a MovieLens-1M-shaped "
+            help="what the latency phase's (and the soak's) scorer serves: sequence (a MovieLens-1M-shaped "
             "model over the replayed items, ONNX Runtime on a CPU), cooccurrence (the "
             "scorer's fallback without a model) or a model version folder",
         ),
@@ -113,7 +113,8 @@ def bench_stream(
 ) -> None:
     """Replay events through a real broker into a real worker (and scorer): rate, latency, RSS."""
     if soak_s > 0:
-        _soak(json_out, soak_s, soak_rate, soak_sample_s, partitions, run_dir, engine)
+        _soak(json_out, soak_s, soak_rate, soak_sample_s, partitions, run_dir, engine,
+              scorer_model)
         return
 
     from recstream.bench.stream import StreamBenchConfig
@@ -188,6 +189,7 @@ def _soak(
     partitions: int,
     run_dir: Path | None,
     engine: str,
+    scorer_model: str,
 ) -> None:
     from rich.console import Console
 
@@ -202,7 +204,7 @@ def _soak(
     try:
         cfg = SoakConfig(
             seconds=seconds, rate=rate, sample_every_s=sample_s, partitions=partitions,
-            run_dir=run_dir, engine=engine,
+            run_dir=run_dir, engine=engine, scorer_model=scorer_model,
         )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -10,6 +10,7 @@ or Kafka fails the tests, they never skip.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,15 @@ def default_engine() -> str:
     if named:
         return named
     return "kafka" if os.environ.get("CI") or java_binary() else "tansu"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the tests' children a Ctrl-C to receive. A suite started as a background
+    job (``cmd &`` in a shell without job control) runs with SIGINT ignored, and every
+    child would inherit that: the Ctrl-C tests would wait on processes that cannot
+    hear them. With a handler here, children start with the default again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header() -> str:

@@ -25,7 +25,7 @@ def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     engine = os.environ.get("RECSTREAM_TEST_ENGINE", "kafka")  # the broker fixture's
     cmd = recstream_command(
         "bench", "stream", "--soak-s", "20", "--soak-rate", "200", "--soak-sample-s", "2",
-        "--partitions", "1", "--engine", engine,
+        "--partitions", "1", "--engine", engine, "--scorer-model", "cooccurrence",
         "--json", str(out), "--run-dir", str(tmp_path / "run"),
     )  # fmt: skip
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
@@ -33,6 +33,12 @@ def test_bench_soak_reports_the_rss_slope(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert isinstance(report["rss_slope_mb_per_min_worker"], float)
     assert isinstance(report["rss_slope_mb_per_min_worker_all"], float)
+    # ... and the scorer's, sampled beside the worker's.
+    assert report["scorer_model"] == "cooccurrence"
+    assert isinstance(report["rss_slope_mb_per_min_scorer_last_half"], float)
+    assert len(report["rss_samples_scorer"]) == len(report["rss_samples"])
+    assert all(mb > 0 for _, mb in report["rss_samples_scorer"])
+    assert "scorer RSS slope, last half" in done.stdout
     samples = report["rss_samples"]
     assert len(samples) >= 8  # one every 2 s over 20 s
     assert all(mb > 0 for _, mb in samples)

@@ -133,6 +133,7 @@ def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals)
         cwd=tmp_path,
         env=child_env(),
     )
+    children: set[int] = set()
     try:
         deadline = time.monotonic() + 300
         while "pipeline ready" not in (tmp_path / "demo.out").read_text():
@@ -146,6 +147,9 @@ def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals)
     finally:
         if proc.poll() is None:
             proc.kill()
+            for pid in children:  # a failed stop leaves no orphans behind
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
         log.close()
     assert code == 130, (tmp_path / "demo.out").read_text()
     left = [pid for pid in children if _alive(pid)]
