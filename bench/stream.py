@@ -519,11 +519,17 @@ def p99_per_minute(lat: Latency) -> list[float | None]:
 
 
 def _p99_trend(lat: Latency) -> dict[str, Any]:
-    """``p99_ms_per_minute`` and its least-squares slope in ms per minute (None
-    with fewer than two minutes that have samples): a fixed-rate stream's p99
-    should stay flat; a rising one is a cost that grows as the run goes on."""
+    """``p99_ms_per_minute`` and its least-squares slope in ms per minute over the
+    whole minutes (at least 54 s of them within the sends; None with fewer than
+    two that have samples): a fixed-rate stream's p99 should stay flat; a rising
+    one is a cost that grows as the run goes on. A last partial minute is listed
+    but left out of the slope: a 600 s replay that overran by a second had 2
+    samples there, and their p99 alone set the slope."""
     per_minute = p99_per_minute(lat)
-    slope = slope_per_min([(60.0 * i, p) for i, p in enumerate(per_minute) if p is not None])
+    sent = lat.sample_sent_ms
+    span_s = (max(sent) - min(sent)) / 1000.0 if sent else 0.0
+    slope = slope_per_min([(60.0 * i, p) for i, p in enumerate(per_minute)
+                           if p is not None and 60.0 * i + 54.0 <= span_s])  # fmt: skip
     return {
         "p99_ms_per_minute": per_minute,
         "p99_slope_ms_per_min": None if slope is None else round(slope, 2),

@@ -135,8 +135,9 @@ def create_app(
     partitions = settings.kafka.partitions
     app = _faust_app(settings, replication_factor)
     topics = define_topics(app, settings.app_id, partitions)
-    table = define_table(app, USER_SEQUENCES, partitions)
-    last_recommendations = define_last_recommendations_table(app, partitions)
+    table = define_table(app, USER_SEQUENCES, partitions, settings.rocksdb_mb)
+    last_recommendations = define_last_recommendations_table(app, partitions,
+                                                             settings.rocksdb_mb)
     online = OnlineQuality(last_recommendations, metrics)
     emitter = emitter or ProducerEmitter(app)
     writer = DirectWriter(table, emitter.send_records)  # every write of user_sequences

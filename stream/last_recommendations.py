@@ -36,9 +36,9 @@ LAST_RECOMMENDATIONS = "last_recommendations"
 ONLINE_WINDOW = 1000
 
 
-def define_last_recommendations_table(app: faust.App, partitions: int) -> TableT:
+def define_last_recommendations_table(app: faust.App, partitions: int, memory_mb: int) -> TableT:
     """User id (utf-8 bytes) -> :meth:`LastRecommendation.encode` bytes."""
-    return define_table(app, LAST_RECOMMENDATIONS, partitions)
+    return define_table(app, LAST_RECOMMENDATIONS, partitions, memory_mb)
 
 
 class OnlineQuality:

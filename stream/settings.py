@@ -38,6 +38,9 @@ class WorkerSettings:
     log_level: str = "INFO"
     #: How long a starting worker waits for the brokers to answer before it exits 1.
     broker_wait_s: int = 30
+    #: RocksDB memory (memtables + block cache) per table partition, MiB; a worker
+    #: holds two tables per partition it owns.
+    rocksdb_mb: int = 32
 
     def __post_init__(self) -> None:
         for name, value, least in (
@@ -47,6 +50,7 @@ class WorkerSettings:
             ("RECSTREAM_PRODUCER_LINGER_MS", self.producer_linger_ms, 0),
             ("RECSTREAM_FETCH_WAIT_MS", self.fetch_wait_ms, 1),
             ("RECSTREAM_BROKER_WAIT_S", self.broker_wait_s, 1),
+            ("RECSTREAM_ROCKSDB_MB", self.rocksdb_mb, 4),
         ):
             if value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
@@ -81,4 +85,5 @@ class WorkerSettings:
             metrics_port=number("RECSTREAM_METRICS_PORT", "metrics_port"),
             log_level=(env.get("RECSTREAM_LOG_LEVEL") or "INFO").upper(),
             broker_wait_s=number("RECSTREAM_BROKER_WAIT_S", "broker_wait_s"),
+            rocksdb_mb=number("RECSTREAM_ROCKSDB_MB", "rocksdb_mb"),
         )

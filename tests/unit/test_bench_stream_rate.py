@@ -115,9 +115,19 @@ def test_p99_trend_of_one_minute_or_none() -> None:
     }  # fmt: skip
     assert _p99_trend(_latency([])) == {"p99_ms_per_minute": [], "p99_slope_ms_per_min": None}
     # a minute without samples in between is None, and left out of the slope
-    trend = _p99_trend(_latency([(0.0, 10.0), (130.0, 30.0)]))
+    trend = _p99_trend(_latency([(0.0, 10.0), (130.0, 30.0), (175.0, 30.0)]))
     assert trend["p99_ms_per_minute"] == [10.0, None, 30.0]
     assert trend["p99_slope_ms_per_min"] == pytest.approx(10.0)
+
+
+def test_a_short_last_minute_is_listed_but_not_in_the_slope() -> None:
+    from recstream.bench.stream import _p99_trend
+
+    # Ten flat minutes, then 2 stragglers sent 0.5 s into an eleventh.
+    points = [(6.0 * i, 100.0) for i in range(100)] + [(600.0, 5000.0), (600.5, 5000.0)]
+    trend = _p99_trend(_latency(points))
+    assert trend["p99_ms_per_minute"] == [100.0] * 10 + [5000.0]
+    assert trend["p99_slope_ms_per_min"] == pytest.approx(0.0)
 
 
 def test_at_cap_records_fill_every_user_then_go_on_in_time_order() -> None:

@@ -70,8 +70,14 @@ def writer(tmp_path: Path) -> Any:
     def make(sends: Sends) -> tuple[DirectWriter, Store]:
         app = faust.App("dw-test", broker="kafka://127.0.0.1:1", store="rocksdb://",
                         datadir=str(tmp_path), autodiscover=False)  # fmt: skip
-        table = define_table(app, "t", 4)
+        table = define_table(app, "t", 4, memory_mb=8)
         assert table.changelog_topic.get_topic_name() == TOPIC
+        # Each partition's RocksDB opens within the table's memory: 2 x 2 MiB memtables,
+        # a 4 MiB block cache (Faust's defaults: 3 x 64 MiB and 2 GiB).
+        opts = table.data.rocksdb_options
+        mib = 1024 * 1024
+        assert (opts.write_buffer_size, opts.max_write_buffer_number,
+                opts.block_cache_size) == (2 * mib, 2, 4 * mib)  # fmt: skip
         return DirectWriter(table, sends.send_records), Store(table)
 
     return make
