@@ -55,6 +55,17 @@ QUOTED = [
      ("faults", "leader_kill", "longest_gap_s"), "`longest_gap_s` {}"),
     ("bench/results/2026-12-07-cpu-faults-kafka.json", ("faults", "broker_kill", "lost"),
      "`lost` {} of"),
+    ("bench/results/2026-12-07-cpu-stream-kafka-1000-600s.json", ("p99_ms",), "p99 {} ms;"),
+    ("bench/results/2026-12-07-cpu-stream-kafka-1000-600s.json", ("p99_slope_ms_per_min",),
+     "own slope, {},"),
+    ("bench/results/2026-12-07-cpu-soak-kafka-1000-600s-rocksdb32.json",
+     ("soak_done_events_per_s",), "kept up ({} events/s"),
+    ("bench/results/2026-12-07-cpu-soak-kafka-1000-600s-rocksdb32.json",
+     ("rss_slope_mb_per_min_worker_last_half",), "worker {}, scorer"),
+    ("bench/results/2026-12-07-cpu-soak-kafka-1000-600s-rocksdb32.json",
+     ("rss_slope_mb_per_min_scorer_last_half",), "scorer {} MB/min"),
+    ("bench/results/2026-12-07-cpu-soak-kafka-1000-600s.json",
+     ("rss_slope_mb_per_min_worker_last_half",), "worker {} MB/min, 80"),
     ("bench/results/2026-12-07-cpu-faults-kafka-wallclock.json",
      ("faults", "broker_kill", "recovered_s"), "`recovered_s` {}"),
     ("bench/results/2026-12-07-cpu-faults-kafka-wallclock.json",
@@ -64,6 +75,17 @@ QUOTED = [
     ("bench/results/2026-12-07-cpu-stream-kafka-1000-60s-fetch-wait-20.json", ("p99_ms",),
      "{} ms over 60 s"),
 ]
+
+
+def test_the_quoted_ten_minute_slope_is_that_of_the_whole_minutes() -> None:
+    from recstream.bench.soak import slope_per_min
+
+    run = json.loads((ROOT / "bench/results/2026-12-07-cpu-stream-kafka-1000-600s.json").read_text())
+    minutes = run["p99_ms_per_minute"][:10]
+    slope = slope_per_min([(60.0 * i, p) for i, p in enumerate(minutes)])
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"per minute {', '.join(str(m) for m in minutes)} and 2 stragglers" in readme
+    assert f"ten whole minutes {slope:.1f} ms/min" in readme
 
 
 def _fmt(fmt: str, value: object) -> str:
