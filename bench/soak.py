@@ -67,9 +67,9 @@ class SoakConfig:
             raise ValueError("--soak-s, --soak-rate and the sample interval must be positive")
         if self.partitions < 1:
             raise ValueError("--partitions must be >= 1")
-        if self.scorer_model not in ("sequence", "cooccurrence") and not Path(
-            self.scorer_model
-        ).is_dir():
+        from recstream.bench.stream import SCORER_MODELS  # (it imports this module)
+
+        if self.scorer_model not in SCORER_MODELS and not Path(self.scorer_model).is_dir():
             raise ValueError("--scorer-model: sequence, cooccurrence or a model version "
                              f"folder; {self.scorer_model!r} is neither")
 
