@@ -491,7 +491,7 @@ def _report(
         stored = Counter(table[user].event_ids) if user in table else Counter()
         lost += sum(1 for i in ids if i not in stored)
         double += sum(c - 1 for c in stored.values())
-    return {
+    report = {
         "engine": broker.engine,
         "nodes": _nodes(broker),
         "events": sum(len(v) for v in outcome.sent.values()),
@@ -507,6 +507,22 @@ def _report(
         **outcome.fault,
         "duration_s": round(seconds, 1),
     }
+    if lost or outcome.users_without_final_rec:
+        report["diagnosis"] = _worker_logs_digest(state_dir.parent)
+    return report
+
+
+def _worker_logs_digest(run_dir: Path) -> dict[str, list[str]]:
+    """Each worker log's group and recovery lines and its last lines: what a lost
+    event's partition went through (a failed run's folder is gone in CI)."""
+    keep = ("Joined group", "Setting newly assigned", "Revoking", "Recovery complete",
+            "Worker ready", "ERROR", "WARNING", "Traceback")
+    digest = {}
+    for log_path in sorted(run_dir.glob("worker-*.log")):
+        lines = log_path.read_text(errors="replace").splitlines()
+        marked = [ln[:400] for ln in lines if any(k in ln for k in keep)]
+        digest[log_path.name] = marked[-30:] + ["..."] + [ln[:400] for ln in lines[-15:]]
+    return digest
 
 
 def run_faults_bench(

@@ -219,8 +219,11 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     _print_summary(console, summary)
     dv.print_versions(console, summary)
     if opts.json_out:
+        from recstream.bench.provenance import provenance
+
         opts.json_out.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+        report = {**summary, **provenance((broker.engine,))}
+        opts.json_out.write_text(json.dumps(report, indent=2) + "\n")
     return summary
 
 

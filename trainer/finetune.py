@@ -85,7 +85,8 @@ def finetune(
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = model.to(device)
-    rows = tuple(t.to(device) for t in training_rows(split, model.cfg.max_len))
+    rows = tuple(t.to(device) for t in training_rows(split, model.cfg.max_len,
+                                                     cfg.repeat_targets))
     lengths = (rows[0] != 0).sum(1).cpu()
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)

@@ -47,6 +47,10 @@ class TrainConfig:
     device: str = "cpu"  # the trainer's choice, never the model's: "cuda" to use a GPU
     pretrain_epochs: int = 0  # masked-item pre-training epochs before next-item training
     mask_prob: float = 0.2  # share of events hidden per row in pre-training
+    #: Train on next items the user already had. False: the scorer never
+    #: recommends an item of the user's history, so such targets (a funnel's
+    #: click after its view) would teach a ranking that serving throws away.
+    repeat_targets: bool = False
 
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first bad field (as its ``recstream
@@ -87,24 +91,44 @@ class TrainResult:
                 "train_seconds": round(self.train_seconds, 1), "converged": self.converged}
 
 
-def training_rows(split: Split, max_len: int) -> tuple[torch.Tensor, ...]:
-    """(items, event_types, times, query_times, targets) tensors for every window."""
+def training_rows(
+    split: Split, max_len: int, repeat_targets: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """(items, event_types, times, query_times, targets) tensors for every window.
+
+    ``repeat_targets=False``: a target already in the user's history before it is
+    0 (no loss there), and a window left with no target is dropped.
+    """
     inp_items, inp_ts, inp_types, tgts = [], [], [], []
     for seq in split.train_sequences():
         m = len(seq.items)
+        targets = list(seq.items) if repeat_targets else _new_items_only(seq.items)
         for end in range(m - 1, 0, -max_len):
             start = max(0, end - max_len)
+            if not any(targets[start + 1 : end + 1]):
+                continue
             inp_items.append(seq.items[start:end])
             inp_ts.append(seq.ts[start:end])
             inp_types.append(seq.types[start:end])
-            tgts.append(seq.items[start + 1 : end + 1])
+            tgts.append(targets[start + 1 : end + 1])
     if not tgts:
-        raise ValueError("no training positions: every user has fewer than 4 events")
+        raise ValueError("no training positions: every user has fewer than 4 events"
+                         + ("" if repeat_targets else " or only repeats of earlier items"))
     batch = build_batch(inp_items, inp_ts, inp_types, max_len)
-    targets = torch.zeros_like(batch.items)
+    targets_t = torch.zeros_like(batch.items)
     for r, t in enumerate(tgts):
-        targets[r, max_len - len(t) :] = torch.tensor(t)
-    return batch.items, batch.event_types, batch.times, batch.query_times, targets
+        targets_t[r, max_len - len(t) :] = torch.tensor(t)
+    return batch.items, batch.event_types, batch.times, batch.query_times, targets_t
+
+
+def _new_items_only(items: list[int]) -> list[int]:
+    """``items`` with each item after its first occurrence replaced by 0."""
+    seen: set[int] = set()
+    out = []
+    for i in items:
+        out.append(0 if i in seen else i)
+        seen.add(i)
+    return out
 
 
 def build_model(
@@ -155,7 +179,8 @@ def train(
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = (model_factory or build_model)(split, model_cfg, text_table).to(device)
-    rows = tuple(t.to(device) for t in training_rows(split, model_cfg.max_len))
+    rows = tuple(t.to(device) for t in training_rows(split, model_cfg.max_len,
+                                                     cfg.repeat_targets))
     lengths = (rows[0] != 0).sum(1).cpu()
     gen = torch.Generator().manual_seed(cfg.seed)
     best: dict[str, Any] = {"score": -math.inf, "state": None, "epoch": 0, "valid": {}}

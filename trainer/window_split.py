@@ -3,8 +3,10 @@
 The catalogue keeps the current version's item order (so its rows can be copied
 into the candidate) and appends items new to it in order of first arrival.
 Each user whose newest event arrived after the trained watermark (so no model
-has trained on it) and who has some history before it is a hold-out case:
-history = everything before that event, target = that event. The candidate
+has trained on it), who has some history before it, and whose newest item is
+new to them is a hold-out case: history = everything before that event, target
+= that event. A repeat (the click after its view) is no case: the scorer never
+recommends an item of the user's history, so no model can earn it online. The candidate
 trains on everything else; candidate and current are then ranked on the same
 cases by the project's evaluator (:func:`trainer.evaluate.evaluate`).
 """
@@ -74,7 +76,9 @@ def window_split(
             [int(r[3]) for r in u.rows],
             [EVENT_TYPE_INDEX.get(r[4], 0) for r in u.rows],
         ))
-        if len(u.rows) >= 2 and u.rows[-1][0] > trained_seq:
+        newest = u.rows[-1] if u.rows else None
+        if (newest is not None and len(u.rows) >= 2 and newest[0] > trained_seq
+                and all(r[2] != newest[2] for r in u.rows[:-1])):
             held.add(u.user)
     return WindowSplit(item_ids, sequences, dropped_users=0, held_out=held,
                        new_items=len(item_ids) - len(base_items))

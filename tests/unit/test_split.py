@@ -90,3 +90,22 @@ def test_bad_inputs_fail_clearly(tmp_path: Path) -> None:
         leave_one_out(_data([("u", "a", 1)]))
     with pytest.raises(ValueError, match="valid"):
         leave_one_out(_data([("u", "a", 1), ("u", "b", 2), ("u", "c", 3)])).cases("train")
+
+
+def test_training_rows_drop_repeat_targets_unless_asked() -> None:
+    """A repeat (the user had the item before) is no target by default: serving
+    excludes the history, so it could never be recommended."""
+    from recstream.trainer.train import training_rows
+
+    # train part of u: a b a c (then valid d, test e)
+    data = _data([("u", i, t) for t, i in enumerate("abacde")])
+    split = leave_one_out(data)
+    ids = split.item_ids
+    *_, with_repeats = training_rows(split, max_len=8, repeat_targets=True)
+    *_, new_only = training_rows(split, max_len=8)
+    assert [ids[i - 1] for i in with_repeats[0].tolist() if i] == ["b", "a", "c"]
+    assert [ids[i - 1] for i in new_only[0].tolist() if i] == ["b", "c"]
+    # A user whose every target is a repeat gives no row at all.
+    only_repeats = leave_one_out(_data([("r", i, t) for t, i in enumerate("aaaxy")]))
+    with pytest.raises(ValueError, match="only repeats"):
+        training_rows(only_repeats, max_len=8)

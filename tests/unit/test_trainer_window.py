@@ -111,3 +111,14 @@ def test_split_holds_out_each_users_newest_untrained_event(tmp_path: Path) -> No
     train = {u.user: u.items for u in split.train_sequences()}
     assert train == {"ua": [3, 1], "ub": [3], "uc": [3]}
     assert split.train_item_counts() == [0, 1, 0, 3, 0]
+
+
+def test_a_repeat_is_no_holdout_case_serving_could_never_show_it(tmp_path: Path) -> None:
+    """The scorer excludes a user's history, so a newest event on an item the user
+    already had (a click after its view) cannot be earned online: no gate case."""
+    with TrainingWindow(tmp_path / "w", WindowBounds()) as w:
+        w.apply([ev("a1", "ua", T0, "x"), ev("b1", "ub", T0, "x")])
+        trained = w.seq
+        w.apply([ev("a2", "ua", T0 + 1, "x"), ev("b2", "ub", T0 + 1, "y")])
+        split = window_split(w.snapshot(), base_items=[], trained_seq=trained)
+    assert split.held_out == {"ub"}
