@@ -30,19 +30,24 @@ def decide(
     min_cases: int = 1,
     loss: float | None = None,
     metric: str = GATE_METRIC,
+    has_current: bool | None = None,
 ) -> GateDecision:
     """``current is None`` means no version is published yet: anything trained goes.
+    ``has_current=True`` says one is, though it has no figures (no hold-out case
+    to measure either on): then nothing is published.
 
     Otherwise publish iff the candidate's ``metric`` on the hold-out is at least
     the current's minus ``tolerance``, measured on at least ``min_cases`` cases.
     """
     if loss is not None and not math.isfinite(loss):
         return GateDecision(False, "diverged", f"training loss is {loss}")
-    if current is None:
+    if has_current is None:
+        has_current = current is not None
+    if not has_current:
         got = f"{candidate[metric]:.4f}" if candidate else "n/a"
         return GateDecision(True, "first_version",
                             f"no current version; candidate {metric} {got} on {n_cases} cases")
-    if candidate is None or n_cases < min_cases:
+    if candidate is None or current is None or n_cases < min_cases:
         return GateDecision(False, "too_few_holdout",
                             f"{n_cases} hold-out cases < {min_cases} needed to compare")
     cand, cur = float(candidate[metric]), float(current[metric])

@@ -95,7 +95,8 @@ def run_round(
     t_eval = time.monotonic()
     cand_m, cur_m = _holdout_metrics(split, result.model, current, opts.train.seed)
     decision = decide(cand_m, cur_m, tolerance=opts.tolerance, n_cases=len(split.held_out),
-                      min_cases=opts.min_holdout, loss=result.last_loss,)
+                      min_cases=opts.min_holdout, loss=result.last_loss,
+                      has_current=current is not None)
     facts.update(epochs=result.epochs, steps=result.steps, train_seconds=round(result.seconds, 2),
                  eval_seconds=round(time.monotonic() - t_eval, 2))
     out = RoundResult(decision, upto_seq, parent=current.version if current else None,

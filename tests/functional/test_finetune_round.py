@@ -70,7 +70,9 @@ def test_round_grows_the_catalogue_and_publishes(tmp_path: Path) -> None:
         # A candidate the gate refuses leaves the registry as it was.
         w.apply(first[:40])  # redeliveries: nothing new to train on or hold out
         assert w.pending() == 0
-        w.apply([e.model_copy(update={"event_id": f"late-{e.event_id}", "ts": e.ts + 60_000})
+        # New users (a repeat of an item its user had is no hold-out case).
+        w.apply([e.model_copy(update={"event_id": f"late-{e.event_id}", "ts": e.ts + 60_000,
+                                      "user_id": f"late-{e.user_id}"})
                  for e in second[-200:]])
         strict = dataclasses.replace(opts, tolerance=-1.0)  # demands a gain of a whole point
         r3 = run_round(w, reg, strict, w.seq, w.trained_seq, round_no=3)

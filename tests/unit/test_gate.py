@@ -36,3 +36,9 @@ def test_too_few_cases_to_compare_is_rejected() -> None:
 def test_diverged_training_is_rejected_even_without_a_current() -> None:
     d = decide(m(0.5), None, tolerance=0.0, n_cases=10, loss=math.nan)
     assert not d.publish and d.reason == "diverged"
+
+
+def test_a_published_version_without_holdout_cases_is_not_replaced() -> None:
+    """No case to measure on (every newest event a repeat) is no first version."""
+    d = decide(None, None, tolerance=0.0, n_cases=0, has_current=True)
+    assert not d.publish and d.reason == "too_few_holdout"
