@@ -1,10 +1,12 @@
-"""Export the message types as JSON Schema files for producers in other languages."""
+"""Export the message types as JSON Schema files for producers in other languages,
+and the HTTP API's OpenAPI document."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from recstream.schemas.api import openapi_document
 from recstream.schemas.messages import MESSAGE_TYPES
 
 SCHEMA_DIR = Path(__file__).parent / "json"
@@ -18,6 +20,7 @@ def render_all() -> dict[str, str]:
         schema["$id"] = f"https://recstream.dev/schemas/{name}.schema.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    out["openapi.json"] = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
     return out
 
 

@@ -51,7 +51,7 @@ def test_malformed_events_are_rejected_with_a_reason(payload: bytes, reason: str
 
 def test_json_schema_files_match_the_code() -> None:
     rendered = render_all()
-    on_disk = {p.name: p.read_text() for p in SCHEMA_DIR.glob("*.schema.json")}
+    on_disk = {p.name: p.read_text() for p in SCHEMA_DIR.glob("*.json")}
     assert on_disk == rendered, "run `recstream schemas export` and commit schemas/json"
 
 
@@ -68,3 +68,12 @@ def test_non_finite_event_value_is_a_schema_error(value: str) -> None:
     with pytest.raises(InvalidEvent) as exc:
         parse_event(raw)
     assert exc.value.reason == "schema"
+
+
+def test_exported_openapi_document_is_valid_openapi() -> None:
+    from openapi_spec_validator import validate
+
+    document = orjson.loads(render_all()["openapi.json"])
+    validate(document)
+    assert set(document["paths"]) == {"/v1/users/{user_id}/recommendations", "/v1/popular",
+                                      "/v1/events"}

@@ -1,0 +1,250 @@
+"""``recstream api``: the HTTP API (aiohttp), answered from the stream's own topics.
+
+Routes (``schemas/json/openapi.json`` documents them, ``/openapi.json`` serves it):
+``GET /v1/users/{user_id}/recommendations``, ``GET /v1/popular``,
+``POST /v1/events``, plus ``/healthz``, ``/readyz`` and ``/metrics``.
+
+Each replica reads ``recommendations``, ``events`` and ``user-deletions`` from
+their beginning (no consumer group, nothing committed) into an
+:class:`~recstream.api_state.ApiState`; it is ready once it has read what the
+topics held when it started. Bad input is a 400 that names the field; an event
+is answered only once the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from recstream.api_requests import (
+    BadRequest,
+    check_query,
+    check_user_id,
+    parse_events_body,
+    query_exclude,
+    query_k,
+)
+from recstream.api_state import ApiState
+from recstream.schemas.api import MAX_BODY_BYTES, openapi_document
+from recstream.schemas.messages import now_ms
+from recstream.schemas.settings import KafkaSettings, env_number
+from recstream.schemas.topics import EVENTS, RECOMMENDATIONS, USER_DELETIONS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: any free port
+    #: Half-life of the trending ranking, in event time.
+    popular_half_life_s: float = 3600.0
+    #: How long ``POST /v1/events`` waits for the broker's acknowledgement.
+    produce_timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        """From ``RECSTREAM_*``; a bad value is a ``ValueError`` naming its variable."""
+        env = os.environ if env is None else env
+        s = cls(
+            kafka=KafkaSettings.from_env(env),
+            host=env.get("RECSTREAM_API_HOST", "127.0.0.1"),
+            port=env_number(env, "RECSTREAM_API_PORT", 8000),
+            popular_half_life_s=env_number(env, "RECSTREAM_POPULAR_HALF_LIFE_S", 3600.0, float),
+            produce_timeout_s=env_number(env, "RECSTREAM_API_PRODUCE_TIMEOUT_S", 10.0, float),
+        )
+        if not 0 <= s.port <= 65535:
+            raise ValueError(f"RECSTREAM_API_PORT must be 0..65535, got {s.port}")
+        if s.popular_half_life_s <= 0:
+            raise ValueError("RECSTREAM_POPULAR_HALF_LIFE_S must be > 0")
+        if s.produce_timeout_s <= 0:
+            raise ValueError("RECSTREAM_API_PRODUCE_TIMEOUT_S must be > 0")
+        return s
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _error(status: int, error: str, field_name: str | None, detail: str) -> web.Response:
+    return _json({"error": error, "field": field_name, "detail": detail[:500]}, status)
+
+
+@web.middleware
+async def _answers_4xx(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as an :class:`ApiError` body: ours, aiohttp's own (404, 405,
+    413) and a body cut short; a fault of ours stays a logged 500."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _error(exc.status, exc.error, exc.field, exc.detail)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large", "body", f"body over {MAX_BODY_BYTES} bytes")
+    except web.HTTPException as exc:
+        if exc.status >= 500 or exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason.lower().replace(" ", "_"), None, exc.reason)
+
+
+class ApiServer:
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.state = ApiState(settings.popular_half_life_s)
+        self.ready = False
+        self.port = settings.port
+        self.registry = CollectorRegistry()
+        self._requests = Counter("recstream_api_requests", "answers by route and status",
+                                 ["route", "status"], registry=self.registry)
+        self._records = Counter("recstream_api_records", "records read", ["topic"],
+                                registry=self.registry)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._runner: web.AppRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_answers_4xx])
+        app.add_routes([
+            web.get("/v1/users/{user_id}/recommendations", self._user_recommendations),
+            web.get("/v1/popular", self._popular),
+            web.post("/v1/events", self._post_events),
+            web.get("/openapi.json", self._openapi),
+            web.get("/healthz", self._healthz),
+            web.get("/readyz", self._readyz),
+            web.get("/metrics", self._metrics),
+        ])  # fmt: skip
+        return app
+
+    async def start(self) -> None:
+        kafka = self.settings.kafka.aiokafka_kwargs()
+        self._producer = AIOKafkaProducer(acks="all", linger_ms=2, **kafka)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=100,
+                                          **kafka)  # fmt: skip
+        await self._consumer.start()
+        parts = [TopicPartition(t, p) for t in (RECOMMENDATIONS, EVENTS, USER_DELETIONS)
+                 for p in sorted(await self._partitions(t))]  # fmt: skip
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_beginning(*parts)
+        ends = await self._consumer.end_offsets(parts)
+        self._task = asyncio.create_task(self._consume(ends), name="api-consume")
+        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _partitions(self, topic: str) -> set[int]:
+        assert self._consumer is not None
+        for _ in range(50):  # metadata of a topic just created may lag a moment
+            found = self._consumer.partitions_for_topic(topic)
+            if found:
+                return found
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic!r} not found on {self.settings.kafka.bootstrap}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                await client.stop()
+
+    async def _consume(self, ends: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        feeds = {RECOMMENDATIONS: self.state.add_recommendation, EVENTS: self.state.add_event,
+                 USER_DELETIONS: self.state.add_deletion}  # fmt: skip
+        behind = {tp: end for tp, end in ends.items() if end > 0}
+        self.ready = not behind
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                for r in records:
+                    feeds[tp.topic](r.value)
+                self._records.labels(tp.topic).inc(len(records))
+                if tp in behind and records and records[-1].offset + 1 >= behind[tp]:
+                    del behind[tp]
+            if not self.ready and not behind:
+                self.ready = True
+                log.info("api ready: read the topics' %d records held at start",
+                         sum(ends.values()))
+
+    def _count(self, route: str, response: web.StreamResponse) -> web.StreamResponse:
+        self._requests.labels(route, str(response.status)).inc()
+        return response
+
+    async def _user_recommendations(self, request: web.Request) -> web.StreamResponse:
+        check_query(request.query, {"k", "exclude"})
+        user = check_user_id(request.match_info["user_id"])
+        k, exclude = query_k(request.query), query_exclude(request.query)
+        return self._count("user", _json(self.state.user_list(user, k, exclude, now_ms())))
+
+    async def _popular(self, request: web.Request) -> web.StreamResponse:
+        check_query(request.query, {"k", "exclude"})
+        body = self.state.popular(query_k(request.query), query_exclude(request.query))
+        return self._count("popular", _json(body))
+
+    async def _post_events(self, request: web.Request) -> web.StreamResponse:
+        check_query(request.query, set())
+        events = parse_events_body(await request.read())
+        assert self._producer is not None
+        try:
+            sends = [await self._producer.send(EVENTS, e.model_dump_json().encode(),
+                                               key=e.user_id.encode()) for e in events]
+            await asyncio.wait_for(asyncio.gather(*sends), self.settings.produce_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the client is told to retry
+            log.warning("events not acknowledged: %r", exc)
+            return self._count("events", _error(503, "not_acknowledged", None,
+                                                f"the broker did not acknowledge: {exc!r}"))
+        body = {"accepted": len(events), "event_ids": [e.event_id for e in events]}
+        return self._count("events", _json(body, 202))
+
+    async def _openapi(self, request: web.Request) -> web.StreamResponse:
+        return _json(openapi_document())
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ready" if self.ready else "catching up",
+                            status=200 if self.ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(self.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def run_api(settings: ApiSettings, announce: Callable[[str], None] = print) -> None:
+    """Serve until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = ApiServer(settings)
+        await server.start()
+        try:
+            announce(f"api: http://{settings.host}:{server.port}/ (OpenAPI at /openapi.json)")
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

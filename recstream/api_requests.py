@@ -1,0 +1,82 @@
+"""Parsing the HTTP API's requests: parameters and event bodies, each refusal a
+:class:`BadRequest` that names the field (answered as a 4xx, never a 5xx)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from multidict import MultiMapping
+
+from recstream.schemas.api import DEFAULT_K, MAX_BATCH, MAX_EXCLUDE, MAX_K
+from recstream.schemas.messages import Event, InvalidMessage, parse_event
+
+_ID_MAX = 256
+
+
+class BadRequest(Exception):
+    """A 4xx answer naming the field at fault."""
+
+    def __init__(self, field_name: str | None, detail: str, status: int = 400,
+                 error: str = "bad_parameter") -> None:  # fmt: skip
+        super().__init__(detail)
+        self.field, self.detail, self.status, self.error = field_name, detail, status, error
+
+
+def query_k(query: Mapping[str, str]) -> int:
+    raw = query.get("k")
+    if raw is None:
+        return DEFAULT_K
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_K:
+        raise BadRequest("k", f"k must be an integer in 1..{MAX_K}, got {raw[:40]!r}")
+    return int(raw)
+
+
+def query_exclude(query: Mapping[str, str]) -> set[str]:
+    raw = query.get("exclude", "")
+    ids = [i for i in raw.split(",") if i]
+    if len(ids) > MAX_EXCLUDE:
+        raise BadRequest("exclude", f"at most {MAX_EXCLUDE} item ids, got {len(ids)}")
+    return set(ids)
+
+
+def check_query(query: MultiMapping[str], allowed: set[str]) -> None:
+    """Refuse an unknown or repeated parameter: a typo must not be ignored silently."""
+    for name in query:
+        if name not in allowed:
+            raise BadRequest(name, f"unknown parameter {name[:60]!r}; known: {sorted(allowed)}")
+        if len(query.getall(name)) > 1:
+            raise BadRequest(name, f"parameter {name!r} given more than once")
+
+
+def check_user_id(user_id: str) -> str:
+    if not 1 <= len(user_id) <= _ID_MAX or any(ord(c) < 0x20 for c in user_id):
+        raise BadRequest("user_id", f"user_id must be 1..{_ID_MAX} characters, "
+                                    "no control characters")
+    return user_id
+
+
+def parse_events_body(raw: bytes) -> list[Event]:
+    """The body's events (one object or an array), validated like the topic's; raise
+    :class:`BadRequest` naming the first bad one (``events[i].field``)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("body", f"not JSON: {exc}", error="bad_json") from None
+    batch = isinstance(body, list)
+    events = body if batch else [body]
+    if not events or len(events) > MAX_BATCH:
+        raise BadRequest("body", f"send 1..{MAX_BATCH} events, got {len(events)}")
+    parsed = []
+    for n, value in enumerate(events):
+        where = f"events[{n}]" if batch else "event"
+        if not isinstance(value, dict):
+            raise BadRequest(where, "an event is a JSON object", error="schema")
+        try:
+            parsed.append(parse_event(orjson.dumps(value)))
+        except InvalidMessage as exc:
+            field_name, _, why = exc.detail.partition(": ")
+            named = f"{where}.{field_name}" if why and exc.reason == "schema" else where
+            raise BadRequest(named, exc.detail, error=exc.reason) from None
+    return parsed
+
