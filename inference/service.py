@@ -36,6 +36,7 @@ from aiokafka.errors import (
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from recstream.inference.batcher import Batch, MicroBatcher
+from recstream.inference.catalogue_reader import CatalogueReader
 from recstream.inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
 from recstream.inference.recommender import BACKENDS, Recommender, load_recommender
 from recstream.schemas.messages import (
@@ -102,6 +103,8 @@ class ScorerSettings:
     #: Past events each recommendation drew on most (attention rollout), in the
     #: message's ``explanation``. Torch backends only; costs a second forward pass.
     explain_top: int = 0
+    #: Follow the ``items`` topic: retired and expired items are never recommended.
+    catalogue: bool = True
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -137,6 +140,7 @@ class ScorerSettings:
             group_id=env.get("RECSTREAM_SCORER_GROUP", GROUP_ID),
             fetch_max_wait_ms=env_number(env, "RECSTREAM_SCORER_FETCH_WAIT_MS", cls.fetch_max_wait_ms),
             explain_top=env_number(env, "RECSTREAM_SCORER_EXPLAIN", cls.explain_top),
+            catalogue=env.get("RECSTREAM_SCORER_CATALOGUE", "1").strip() != "0",
         )
 
 
@@ -179,6 +183,14 @@ class ScorerMetrics:
             registry=r,
         )
 
+        self.items_applied = Gauge(
+            "recstream_scorer_catalogue_records",
+            "items records applied; once it counts a retirement, no list emitted later has it",
+            registry=r,
+        )
+        self.items_unavailable = Gauge(
+            "recstream_scorer_catalogue_unavailable", "items retired or expired", registry=r
+        )
         self.ready = Gauge(
             "recstream_scorer_ready", "1 while the consumer runs with a model loaded", registry=r
         )
@@ -238,9 +250,10 @@ async def _started(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
 class Scorer:
     def __init__(
         self, settings: ScorerSettings, model: Recommender, metrics: ScorerMetrics,
-        swapper: ModelSwapper | None = None,
+        swapper: ModelSwapper | None = None, catalogue: CatalogueReader | None = None,
     ) -> None:
         self.settings = settings
+        self.catalogue = catalogue
         self.model = model
         self.metrics = metrics
         self.swapper = swapper
@@ -278,6 +291,9 @@ class Scorer:
         try:
             await _started(consumer)
             try:
+                if self.catalogue is not None:
+                    await self.catalogue.start()  # before the first list: nothing retired shown
+                    self._catalogue_metrics()
                 log.info("scorer started: model %s, group %s, fetch wait %d ms",
                          self.model.version, s.group_id, s.fetch_max_wait_ms)
                 # What start-up built (torch, the model, its session) lives to the
@@ -290,6 +306,8 @@ class Scorer:
             finally:
                 self.metrics.ready.set(0)
                 await consumer.stop()  # leaves the group: partitions move at once
+                if self.catalogue is not None:
+                    await self.catalogue.stop()
         finally:
             await producer.stop()
         log.info("scorer stopped")
@@ -306,6 +324,8 @@ class Scorer:
                 fetched = await consumer.getmany(timeout_ms=int(wait), max_records=room)
                 self._add(fetched)
             self._maybe_swap()  # here, between two batches: never in the middle of one
+            if self.catalogue is not None and await self.catalogue.poll():
+                self._catalogue_metrics()  # applied: every later batch excludes what it retired
             if len(batcher) and (
                 batcher.due(time.monotonic() * 1000) or self._caught_up(consumer)
             ):
@@ -436,10 +456,19 @@ class Scorer:
             self._deliver(producer, records, batch, emitted, started))
         return _InFlight(delivery, offsets)
 
+    def _catalogue_metrics(self) -> None:
+        assert self.catalogue is not None
+        cat = self.catalogue.catalogue
+        self.metrics.items_unavailable.set(len(cat.unavailable(now_ms())))
+        self.metrics.items_applied.set(cat.applied)
+
     def _recommend(
         self, model: Recommender, requests: list[ScoreRequest]
     ) -> tuple[list[list[RankedItem]], list[list[Explanation]]]:
         model.observe(requests)
+        gone = self.catalogue.catalogue.unavailable(now_ms()) if self.catalogue else frozenset()
+        if gone:  # each request's exclusion grows by the catalogue's unavailable items
+            requests = [r.model_copy(update={"exclude": [*r.exclude, *gone]}) for r in requests]
         ranked = model.recommend(requests, self.settings.top_k)
         return ranked, _explanations(model, requests, self.settings.explain_top)
 
@@ -559,13 +588,14 @@ async def serve(settings: ScorerSettings, stop: asyncio.Event) -> None:
             published = published_ms_of(settings.model_dir)
     log.info("serving model %s", model.version)
     metrics.set_model(model.version)
+    catalogue = CatalogueReader(settings.kafka.aiokafka_kwargs()) if settings.catalogue else None
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
     if swapper is None:
-        await Scorer(settings, model, metrics).run(stop)
+        await Scorer(settings, model, metrics, catalogue=catalogue).run(stop)
         return
     swapper.serving(model, published)
-    scorer = Scorer(settings, model, metrics, swapper)
+    scorer = Scorer(settings, model, metrics, swapper, catalogue)
     swapper.recent = lambda: scorer.recent  # new versions warm up on live requests
     follow = asyncio.create_task(swapper.run(stop))
     try:

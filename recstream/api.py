@@ -4,7 +4,7 @@ Routes (``schemas/json/openapi.json`` documents them, ``/openapi.json`` serves i
 ``GET /v1/users/{user_id}/recommendations``, ``GET /v1/popular``,
 ``POST /v1/events``, plus ``/healthz``, ``/readyz`` and ``/metrics``.
 
-Each replica reads ``recommendations``, ``events`` and ``user-deletions`` from
+Each replica reads ``recommendations``, ``events``, ``user-deletions`` and ``items`` from
 their beginning (no consumer group, nothing committed) into an
 :class:`~recstream.api_state.ApiState`; it is ready once it has read what the
 topics held when it started. Bad input is a 400 that names the field; an event
@@ -31,6 +31,7 @@ from recstream.api_requests import (
     check_query,
     check_user_id,
     parse_events_body,
+    query_category,
     query_exclude,
     query_k,
 )
@@ -38,7 +39,7 @@ from recstream.api_state import ApiState
 from recstream.schemas.api import MAX_BODY_BYTES, openapi_document
 from recstream.schemas.messages import now_ms
 from recstream.schemas.settings import KafkaSettings, env_number
-from recstream.schemas.topics import EVENTS, RECOMMENDATIONS, USER_DELETIONS
+from recstream.schemas.topics import EVENTS, ITEMS, RECOMMENDATIONS, USER_DELETIONS
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ApiServer:
         self._consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=100,
                                           **kafka)  # fmt: skip
         await self._consumer.start()
-        parts = [TopicPartition(t, p) for t in (RECOMMENDATIONS, EVENTS, USER_DELETIONS)
+        parts = [TopicPartition(t, p) for t in (RECOMMENDATIONS, EVENTS, USER_DELETIONS, ITEMS)
                  for p in sorted(await self._partitions(t))]  # fmt: skip
         self._consumer.assign(parts)
         await self._consumer.seek_to_beginning(*parts)
@@ -169,7 +170,7 @@ class ApiServer:
     async def _consume(self, ends: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
         feeds = {RECOMMENDATIONS: self.state.add_recommendation, EVENTS: self.state.add_event,
-                 USER_DELETIONS: self.state.add_deletion}  # fmt: skip
+                 USER_DELETIONS: self.state.add_deletion, ITEMS: self.state.add_item}  # fmt: skip
         behind = {tp: end for tp, end in ends.items() if end > 0}
         self.ready = not behind
         while True:
@@ -196,8 +197,10 @@ class ApiServer:
         return self._count("user", _json(self.state.user_list(user, k, exclude, now_ms())))
 
     async def _popular(self, request: web.Request) -> web.StreamResponse:
-        check_query(request.query, {"k", "exclude"})
-        body = self.state.popular(query_k(request.query), query_exclude(request.query))
+        check_query(request.query, {"k", "exclude", "category"})
+        category = query_category(request.query)
+        body = self.state.popular(query_k(request.query), query_exclude(request.query),
+                                  now_ms(), category)  # fmt: skip
         return self._count("popular", _json(body))
 
     async def _post_events(self, request: web.Request) -> web.StreamResponse:

@@ -40,6 +40,15 @@ def query_exclude(query: Mapping[str, str]) -> set[str]:
     return set(ids)
 
 
+def query_category(query: Mapping[str, str]) -> str | None:
+    raw = query.get("category")
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= _ID_MAX or any(ord(c) < 0x20 for c in raw):
+        raise BadRequest("category", f"category must be 1..{_ID_MAX} characters")
+    return raw
+
+
 def check_query(query: MultiMapping[str], allowed: set[str]) -> None:
     """Refuse an unknown or repeated parameter: a typo must not be ignored silently."""
     for name in query:

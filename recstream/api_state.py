@@ -1,8 +1,9 @@
 """What ``recstream api`` answers from: a replica of the stream's topics.
 
 Fed record by record from ``recommendations`` (each user's newest list),
-``events`` (trending items, decayed in event time) and ``user-deletions`` (a
-forgotten user's list is dropped). Plain Python, tested without a broker; the
+``events`` (trending items, decayed in event time), ``user-deletions`` (a
+forgotten user's list is dropped) and ``items`` (retired or expired items are
+never answered; categories for the popular list's filter). Plain Python, tested without a broker; the
 API process (:mod:`recstream.api`) feeds it from its own consumer, so every
 replica converges on the topics and none keeps a store that can drift.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from operator import itemgetter
 
+from recstream.inference.catalogue import Catalogue
 from recstream.schemas.messages import (
     InvalidMessage,
     Recommendation,
@@ -69,12 +71,16 @@ class TrendingItems:
         self._scaled = {i: c * factor for i, c in self._scaled.items() if c * factor > 1e-9}
         self._origin_ms = new_origin_ms
 
-    def top(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
-        """The ``k`` items with the largest decayed count as of the newest event."""
+    def top(
+        self, k: int, exclude: Collection[str] = (), keep: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` items with the largest decayed count as of the newest event, among
+        those not in ``exclude`` for which ``keep`` holds (a filter inside the ranking)."""
         if self._origin_ms is None:
             return []
         to_now = 2.0 ** (-(self._newest_ms - self._origin_ms) / self.half_life_ms)
-        pairs = ((i, c) for i, c in self._scaled.items() if i not in exclude)
+        pairs = ((i, c) for i, c in self._scaled.items()
+                 if i not in exclude and (keep is None or keep(i)))  # fmt: skip
         best = heapq.nlargest(k, pairs, key=itemgetter(1))
         return [(i, round(c * to_now, 6)) for i, c in best if math.isfinite(c * to_now)]
 
@@ -85,7 +91,12 @@ class ApiState:
     def __init__(self, half_life_s: float = 3600.0) -> None:
         self.latest: dict[str, LatestList] = {}
         self.trending = TrendingItems(half_life_s)
+        self.catalogue = Catalogue()
         self.unreadable = 0
+
+    def add_item(self, raw: bytes | None) -> None:
+        """Apply an ``items`` record: retired and expired items are answered no more."""
+        self.catalogue.apply_raw(raw)
 
     def add_recommendation(self, raw: bytes | None) -> None:
         """Keep the user's list if it is newer than the one held (by ``emitted_ms``)."""
@@ -121,6 +132,7 @@ class ApiState:
         self, user_id: str, k: int, exclude: Collection[str], now_ms: int
     ) -> dict[str, object]:
         """The body of ``GET /v1/users/{user_id}/recommendations``."""
+        exclude = set(exclude) | self.catalogue.unavailable(now_ms)
         held = self.latest.get(user_id)
         if held is None:
             items = self.trending.top(k, exclude)
@@ -135,9 +147,14 @@ class ApiState:
             "trigger_event_id": held.trigger_event_id,
         }  # fmt: skip
 
-    def popular(self, k: int, exclude: Collection[str]) -> dict[str, object]:
-        """The body of ``GET /v1/popular``."""
-        return {"items": _items(self.trending.top(k, exclude)),
+    def popular(
+        self, k: int, exclude: Collection[str], now_ms: int, category: str | None = None
+    ) -> dict[str, object]:
+        """The body of ``GET /v1/popular``: ``k`` items of ``category`` when given (as the
+        ``items`` topic states each item's), ranked among themselves."""
+        exclude = set(exclude) | self.catalogue.unavailable(now_ms)
+        keep = None if category is None else (lambda i: self.catalogue.category(i) == category)
+        return {"items": _items(self.trending.top(k, exclude, keep)),
                 "half_life_s": self.trending.half_life_ms / 1000.0,
                 "events": self.trending.events}  # fmt: skip
 

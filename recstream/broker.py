@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Self, Union
 
 from recstream.processes import free_port
 from recstream.schemas.settings import bounded_bootstrap
-from recstream.schemas.topics import ALL_TOPIC_NAMES
+from recstream.schemas.topics import ALL_TOPIC_NAMES, COMPACTED_TOPICS
 
 if TYPE_CHECKING:
     from recstream.kafka_broker import KafkaBroker
@@ -97,6 +97,10 @@ def wait_until_serving(
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout_s}s: {last}")
 
 
+#: The configuration of a compacted topic (``items``): its newest record per key is kept.
+COMPACT = {"cleanup.policy": "compact"}
+
+
 def create_topics(
     bootstrap: str,
     partitions: int,
@@ -119,9 +123,11 @@ def create_topics(
         wanted = [n for n in names if n not in existing]
         if wanted:
             try:
-                admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in wanted]
-                )
+                admin.create_topics([
+                    NewTopic(n, num_partitions=partitions, replication_factor=replication_factor,
+                             topic_configs=COMPACT if n in COMPACTED_TOPICS else {})
+                    for n in wanted
+                ])  # fmt: skip
             except TopicAlreadyExistsError:
                 pass
         return wanted

@@ -222,7 +222,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         from recstream.bench.provenance import provenance
 
         opts.json_out.parent.mkdir(parents=True, exist_ok=True)
-        report = {**summary, **provenance((broker.engine,))}
+        # Under its own key: the summary's `versions` are the served model versions.
+        report = {**summary, "provenance": provenance((broker.engine,))}
         opts.json_out.write_text(json.dumps(report, indent=2) + "\n")
     return summary
 

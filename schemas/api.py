@@ -91,6 +91,11 @@ _EXCLUDE = {"name": "exclude", "in": "query", "required": False,
             "schema": {"type": "string"}}
 
 
+_CATEGORY = {"name": "category", "in": "query", "required": False,
+             "description": "only items of this category (as the `items` topic states it)",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+
+
 def _paths() -> dict[str, Any]:
     batch = {"type": "array", "items": _ref("Event"), "minItems": 1, "maxItems": MAX_BATCH}
     return {
@@ -103,7 +108,7 @@ def _paths() -> dict[str, Any]:
         "/v1/popular": {"get": {
             "summary": "Trending items, time-decayed",
             "operationId": "popular",
-            "parameters": [_K, _EXCLUDE],
+            "parameters": [_K, _EXCLUDE, _CATEGORY],
             "responses": {"200": _answer("PopularItems", "the list"), **_ERRORS},
         }},
         "/v1/events": {"post": {

@@ -126,6 +126,26 @@ class UserDeletion(_Message):
     requested_ms: int
 
 
+class ItemUpdate(_Message):
+    """An item's upsert or retirement (``items``, compacted, keyed by ``item_id``).
+
+    The newest record of an item is its state: ``available: false`` retires it
+    (never recommended again once applied), ``expires_at`` retires it from then.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    item_id: Id
+    text: str | None = Field(default=None, max_length=4096,
+                             description="title and description, for text embeddings")
+    category: Id | None = None
+    tags: list[Id] = Field(default_factory=list, max_length=32)
+    available: bool = True
+    expires_at: TimestampMs | None = Field(
+        default=None, description="milliseconds since the Unix epoch; unavailable from then"
+    )
+    updated_ms: int
+
+
 class InvalidMessage(ValueError):
     """A value that fails validation: a short ``reason`` code and a ``detail``."""
 
@@ -187,6 +207,11 @@ def parse_deletion(raw: bytes | None) -> UserDeletion:
     return _validated(UserDeletion, raw)
 
 
+def parse_item_update(raw: bytes | None) -> ItemUpdate:
+    """Validate one ``items`` value; raise :class:`InvalidMessage` with a reason."""
+    return _validated(ItemUpdate, raw)
+
+
 def parse_score_request(raw: bytes | None) -> ScoreRequest:
     """Validate one ``score-requests`` value; raise :class:`InvalidMessage`, reason
     ``empty`` or ``schema`` (bad JSON included)."""
@@ -203,4 +228,5 @@ MESSAGE_TYPES: dict[str, type[BaseModel]] = {
     "dead_letter": DeadLetter,
     "model_update": ModelUpdate,
     "user_deletion": UserDeletion,
+    "item_update": ItemUpdate,
 }

@@ -10,6 +10,7 @@ SCORE_REQUESTS = "score-requests"
 RECOMMENDATIONS = "recommendations"
 MODEL_UPDATES = "model-updates"
 USER_DELETIONS = "user-deletions"
+ITEMS = "items"
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class TopicSpec:
     name: str
     keyed_by_user: bool
     description: str
+    #: Log compaction: the newest record of each key is kept for good.
+    compacted: bool = False
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -26,6 +29,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(RECOMMENDATIONS, True, "ranked items per user"),
     TopicSpec(MODEL_UPDATES, False, "published model versions, keyed by model name"),
     TopicSpec(USER_DELETIONS, True, "users to forget"),
+    TopicSpec(ITEMS, False, "item catalogue: upserts and retirements, keyed by item id",
+              compacted=True),
 )
 
 ALL_TOPIC_NAMES: tuple[str, ...] = tuple(t.name for t in TOPICS)
+COMPACTED_TOPICS: frozenset[str] = frozenset(t.name for t in TOPICS if t.compacted)

@@ -188,7 +188,7 @@ def _fuzz(port: int, data: st.DataObject) -> None:
     from urllib.parse import quote, urlencode
 
     route = data.draw(st.sampled_from(["user", "popular", "events", "other"]))
-    params = data.draw(st.dictionaries(st.sampled_from(["k", "exclude", "x"]), _TEXT, max_size=3))
+    params = data.draw(st.dictionaries(st.sampled_from(["k", "exclude", "category", "x"]), _TEXT, max_size=3))
     query = "?" + urlencode(params) if params else ""
     if route == "user":
         user = quote(data.draw(_TEXT), safe="")

@@ -58,6 +58,7 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     )
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs(run_dir)}"
     summary = json.loads(out.read_text())
+    assert summary["provenance"]["command"].startswith("recstream demo"), summary["provenance"]
     for key in (
         "events_in",
         "recommendations_out",

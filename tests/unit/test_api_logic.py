@@ -59,7 +59,7 @@ def test_replica_counts_only_valid_events_for_trending() -> None:
     good = {"event_id": "e", "user_id": "u", "item_id": "i", "event_type": "view", "ts": T0}
     s.add_event(orjson.dumps(good))
     s.add_event(orjson.dumps({**good, "ts": "soon"}))
-    assert s.popular(10, set()) == {"items": [{"item_id": "i", "score": 1.0}],
+    assert s.popular(10, set(), T0) == {"items": [{"item_id": "i", "score": 1.0}],
                                     "half_life_s": 3600.0, "events": 1}
     assert s.unreadable == 1
 
