@@ -20,6 +20,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -28,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from recstream.api_requests import (
     BadRequest,
+    check_item_id,
     check_query,
     check_user_id,
     parse_events_body,
@@ -35,11 +37,18 @@ from recstream.api_requests import (
     query_exclude,
     query_k,
 )
+from recstream.api_similar import SimilarItems
 from recstream.api_state import ApiState
 from recstream.schemas.api import MAX_BODY_BYTES, openapi_document
-from recstream.schemas.messages import now_ms
+from recstream.schemas.messages import ModelUpdate, now_ms
 from recstream.schemas.settings import KafkaSettings, env_number
-from recstream.schemas.topics import EVENTS, ITEMS, RECOMMENDATIONS, USER_DELETIONS
+from recstream.schemas.topics import (
+    EVENTS,
+    ITEMS,
+    MODEL_UPDATES,
+    RECOMMENDATIONS,
+    USER_DELETIONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,8 @@ class ApiSettings:
     popular_half_life_s: float = 3600.0
     #: How long ``POST /v1/events`` waits for the broker's acknowledgement.
     produce_timeout_s: float = 10.0
+    #: The model registry the scorers serve from (``/v1/items/{id}/similar``).
+    model_registry: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -66,6 +77,8 @@ class ApiSettings:
             port=env_number(env, "RECSTREAM_API_PORT", 8000),
             popular_half_life_s=env_number(env, "RECSTREAM_POPULAR_HALF_LIFE_S", 3600.0, float),
             produce_timeout_s=env_number(env, "RECSTREAM_API_PRODUCE_TIMEOUT_S", 10.0, float),
+            model_registry=Path(registry) if (registry := env.get(
+                "RECSTREAM_MODEL_REGISTRY", "").strip()) else None,
         )
         if not 0 <= s.port <= 65535:
             raise ValueError(f"RECSTREAM_API_PORT must be 0..65535, got {s.port}")
@@ -104,6 +117,9 @@ class ApiServer:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self.state = ApiState(settings.popular_half_life_s)
+        self.similar = SimilarItems(settings.model_registry)
+        #: Announced versions by name (``uri``, ``sha256``), loaded by _follow_models.
+        self._announced: dict[str, ModelUpdate] = {}
         self.ready = False
         self.port = settings.port
         self.registry = CollectorRegistry()
@@ -114,13 +130,14 @@ class ApiServer:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._runner: web.AppRunner | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_answers_4xx])
         app.add_routes([
             web.get("/v1/users/{user_id}/recommendations", self._user_recommendations),
             web.get("/v1/popular", self._popular),
+            web.get("/v1/items/{item_id}/similar", self._similar),
             web.post("/v1/events", self._post_events),
             web.get("/openapi.json", self._openapi),
             web.get("/healthz", self._healthz),
@@ -136,12 +153,15 @@ class ApiServer:
         self._consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=100,
                                           **kafka)  # fmt: skip
         await self._consumer.start()
-        parts = [TopicPartition(t, p) for t in (RECOMMENDATIONS, EVENTS, USER_DELETIONS, ITEMS)
+        topics = (RECOMMENDATIONS, EVENTS, USER_DELETIONS, ITEMS, MODEL_UPDATES)
+        parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(await self._partitions(t))]  # fmt: skip
         self._consumer.assign(parts)
         await self._consumer.seek_to_beginning(*parts)
         ends = await self._consumer.end_offsets(parts)
-        self._task = asyncio.create_task(self._consume(ends), name="api-consume")
+        await asyncio.to_thread(self.similar.load_current)
+        self._tasks = [asyncio.create_task(self._consume(ends), name="api-consume"),
+                       asyncio.create_task(self._follow_models(), name="api-models")]
         self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
@@ -158,9 +178,9 @@ class ApiServer:
         raise RuntimeError(f"topic {topic!r} not found on {self.settings.kafka.bootstrap}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         for client in (self._consumer, self._producer):
@@ -170,7 +190,8 @@ class ApiServer:
     async def _consume(self, ends: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
         feeds = {RECOMMENDATIONS: self.state.add_recommendation, EVENTS: self.state.add_event,
-                 USER_DELETIONS: self.state.add_deletion, ITEMS: self.state.add_item}  # fmt: skip
+                 USER_DELETIONS: self.state.add_deletion, ITEMS: self.state.add_item,
+                 MODEL_UPDATES: self._model_update}  # fmt: skip
         behind = {tp: end for tp, end in ends.items() if end > 0}
         self.ready = not behind
         while True:
@@ -185,6 +206,33 @@ class ApiServer:
                 self.ready = True
                 log.info("api ready: read the topics' %d records held at start",
                          sum(ends.values()))
+
+    def _model_update(self, raw: bytes | None) -> None:
+        try:
+            update = ModelUpdate.model_validate_json(raw or b"")
+        except ValueError:
+            return  # the scorer's business to report; the API keeps its version
+        self._announced[update.version] = update
+
+    async def _follow_models(self) -> None:
+        """Serve the newest announced version that loads (in a thread); one that is
+        refused is not tried again, and the next newer-than-loaded one is."""
+        if self.settings.model_registry is None:
+            return
+        tried: set[str] = set()
+        loaded_ms = -1
+        while True:
+            newest_first = sorted(self._announced.values(), key=lambda u: -u.published_ms)
+            for update in newest_first:
+                if update.published_ms <= loaded_ms or update.version == self.similar.version:
+                    break
+                if update.version in tried:
+                    continue
+                tried.add(update.version)
+                if await asyncio.to_thread(self.similar.load, Path(update.uri), update.sha256):
+                    loaded_ms = update.published_ms
+                    break
+            await asyncio.sleep(0.5)
 
     def _count(self, route: str, response: web.StreamResponse) -> web.StreamResponse:
         self._requests.labels(route, str(response.status)).inc()
@@ -202,6 +250,17 @@ class ApiServer:
         body = self.state.popular(query_k(request.query), query_exclude(request.query),
                                   now_ms(), category)  # fmt: skip
         return self._count("popular", _json(body))
+
+    async def _similar(self, request: web.Request) -> web.StreamResponse:
+        check_query(request.query, {"k", "exclude"})
+        item = check_item_id(request.match_info["item_id"])
+        k = query_k(request.query)
+        exclude = query_exclude(request.query) | self.state.catalogue.unavailable(now_ms())
+        found = await asyncio.to_thread(self.similar.similar, item, k, exclude)
+        body = {"item_id": item, "model_version": self.similar.version,
+                "source": "model" if found is not None else "none",
+                "items": [{"item_id": i, "score": s} for i, s in found or []]}  # fmt: skip
+        return self._count("similar", _json(body))
 
     async def _post_events(self, request: web.Request) -> web.StreamResponse:
         check_query(request.query, set())

@@ -59,10 +59,17 @@ def check_query(query: MultiMapping[str], allowed: set[str]) -> None:
 
 
 def check_user_id(user_id: str) -> str:
-    if not 1 <= len(user_id) <= _ID_MAX or any(ord(c) < 0x20 for c in user_id):
-        raise BadRequest("user_id", f"user_id must be 1..{_ID_MAX} characters, "
-                                    "no control characters")
-    return user_id
+    return _check_id("user_id", user_id)
+
+
+def check_item_id(item_id: str) -> str:
+    return _check_id("item_id", item_id)
+
+
+def _check_id(name: str, value: str) -> str:
+    if not 1 <= len(value) <= _ID_MAX or any(ord(c) < 0x20 for c in value):
+        raise BadRequest(name, f"{name} must be 1..{_ID_MAX} characters, no control characters")
+    return value
 
 
 def parse_events_body(raw: bytes) -> list[Event]:

@@ -56,6 +56,16 @@ class PopularItems(_Body):
     events: int = Field(description="events the ranking has counted")
 
 
+class SimilarItems(_Body):
+    """Nearest items by cosine over the served model's item table."""
+
+    item_id: str
+    source: Literal["model", "none"] = Field(description="none: no model loaded, or the "
+                                             "item unknown to it (not an error)")
+    model_version: str | None
+    items: list[ApiItem]
+
+
 class EventsAccepted(_Body):
     accepted: int = Field(description="events the broker acknowledged")
     event_ids: list[str]
@@ -91,6 +101,9 @@ _EXCLUDE = {"name": "exclude", "in": "query", "required": False,
             "schema": {"type": "string"}}
 
 
+_ITEM = {"name": "item_id", "in": "path", "required": True,
+         "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                    "pattern": "^[^\\x00-\\x1f]+$"}}
 _CATEGORY = {"name": "category", "in": "query", "required": False,
              "description": "only items of this category (as the `items` topic states it)",
              "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
@@ -111,6 +124,12 @@ def _paths() -> dict[str, Any]:
             "parameters": [_K, _EXCLUDE, _CATEGORY],
             "responses": {"200": _answer("PopularItems", "the list"), **_ERRORS},
         }},
+        "/v1/items/{item_id}/similar": {"get": {
+            "summary": "Nearest items by the served model's item table (retired ones left out)",
+            "operationId": "similarItems",
+            "parameters": [_ITEM, _K, _EXCLUDE],
+            "responses": {"200": _answer("SimilarItems", "the list"), **_ERRORS},
+        }},
         "/v1/events": {"post": {
             "summary": "Produce events to the `events` topic; answers once the broker acknowledged",
             "operationId": "postEvents",
@@ -130,7 +149,8 @@ def openapi_document() -> dict[str, Any]:
     """The API's OpenAPI 3.1 document, generated from the code."""
     models: dict[str, type[BaseModel]] = {
         "Event": Event, "ApiItem": ApiItem, "UserRecommendations": UserRecommendations,
-        "PopularItems": PopularItems, "EventsAccepted": EventsAccepted, "ApiError": ApiError,
+        "PopularItems": PopularItems, "SimilarItems": SimilarItems,
+        "EventsAccepted": EventsAccepted, "ApiError": ApiError,
     }  # fmt: skip
     schemas: dict[str, Any] = {}
     for name, model in models.items():

@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
+from recstream.inference.model import ModelConfig, SeqRecModel
+from recstream.inference.model_dir import save_model_dir
+from recstream.inference.registry import Registry, VersionInfo
 from recstream.schemas.api import openapi_document
-from recstream.schemas.messages import UserDeletion
-from recstream.schemas.topics import USER_DELETIONS
+from recstream.schemas.messages import ItemUpdate, UserDeletion
+from recstream.schemas.topics import ITEMS, MODEL_UPDATES, USER_DELETIONS
+from recstream.trainer.publish import model_update
 
+from recstream.broker import Broker
 from recstream.processes import (
     Child,
     WorkerProcess,
@@ -32,6 +38,7 @@ from recstream.processes import (
     recstream_command,
     stop_all,
     wait_for,
+    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -95,13 +102,17 @@ def wait_for_stream_lists(port: int, last: dict[str, str], api: Child) -> dict[s
 def test_api_serves_the_streams_lists_and_refuses_bad_input(
     recstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    worker = WorkerProcess(recstream_env, tmp_path / "worker.log").start()
+    # Two workers: the users' partitions are split between them; the API answers
+    # from the topics, whichever worker owns a user.
+    workers = [WorkerProcess(worker_env(recstream_env, tmp_path / f"state-{n}"),
+                             tmp_path / f"worker-{n}.log").start() for n in range(2)]  # fmt: skip
     scorer = Child("scorer", recstream_command("scorer"), recstream_env,
                    tmp_path / "scorer.log").start()  # fmt: skip
     api = api2 = None
     try:
         api, port = start_api(recstream_env, tmp_path / "api.log")
-        worker.wait_ready(TIMEOUT_S)
+        for worker in workers:
+            worker.wait_ready(TIMEOUT_S)
         items = [f"item-{n}" for n in range(12)]
         batch = [event(u, n, items[(i + n) % len(items)])
                  for i, u in enumerate(USERS) for n in range(4)]  # fmt: skip
@@ -111,11 +122,13 @@ def test_api_serves_the_streams_lists_and_refuses_bad_input(
         assert status == 202 and body["event_ids"] == ["api-solo-e0"], body
         last = {u: f"{u}-e3" for u in USERS}
         lists = wait_for_stream_lists(port, last, api)
+        assert all(w.events_done() > 0 for w in workers)  # each worker owned some users
         for user, answer in lists.items():
             assert answer["model_version"] and 1 <= len(answer["items"]) <= 3
             history = {e["item_id"] for e in batch if e["user_id"] == user}
             assert not history & {i["item_id"] for i in answer["items"]}
             assert answer["age_ms"] >= 0
+        assert call(port, "GET", f"/v1/items/{items[0]}/similar")[1]["source"] == "none"  # no model
         # exclude: never returned
         first = lists[USERS[0]]["items"][0]["item_id"]
         _, again = call(port, "GET", f"/v1/users/{USERS[0]}/recommendations?exclude={first}")
@@ -155,7 +168,8 @@ def test_api_serves_the_streams_lists_and_refuses_bad_input(
         assert set(codes.values()) == {0}, codes  # SIGTERM: a clean exit
     finally:
         stop_all([c for c in (api, api2, scorer) if c is not None])
-        worker.terminate()
+        for worker in workers:
+            worker.terminate()
 
 
 def _refusals_name_the_field(port: int) -> None:
@@ -187,7 +201,7 @@ _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 def _fuzz(port: int, data: st.DataObject) -> None:
     from urllib.parse import quote, urlencode
 
-    route = data.draw(st.sampled_from(["user", "popular", "events", "other"]))
+    route = data.draw(st.sampled_from(["user", "popular", "similar", "events", "other"]))
     params = data.draw(st.dictionaries(st.sampled_from(["k", "exclude", "category", "x"]), _TEXT, max_size=3))
     query = "?" + urlencode(params) if params else ""
     if route == "user":
@@ -195,6 +209,9 @@ def _fuzz(port: int, data: st.DataObject) -> None:
         status, body = call(port, "GET", f"/v1/users/{user}/recommendations{query}")
     elif route == "popular":
         status, body = call(port, "GET", f"/v1/popular{query}")
+    elif route == "similar":
+        item = quote(data.draw(_TEXT), safe="")
+        status, body = call(port, "GET", f"/v1/items/{item}/similar{query}")
     elif route == "events":
         value = data.draw(st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
@@ -209,3 +226,51 @@ def _fuzz(port: int, data: st.DataObject) -> None:
 
 def _no_server_errors(port: int) -> None:
     _fuzz(port)
+
+
+def _publish(reg: Registry, rows: list[list[float]]) -> VersionInfo:
+    """A version whose item table is exactly ``rows`` (items a, b, c, d)."""
+    model = SeqRecModel(ModelConfig(n_items=4, max_len=4, d_model=4, n_heads=1, n_layers=1,
+                                    use_text=False))  # fmt: skip
+    with torch.no_grad():
+        model.item_id.weight[1:] = torch.tensor(rows)
+    staged = reg.staging_dir()
+    save_model_dir(staged, model.eval(), ["a", "b", "c", "d"], {})
+    return reg.publish(staged)
+
+
+def test_similar_items_follow_the_announced_version_and_refuse_a_bad_one(
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    reg = Registry(tmp_path / "models")
+    _publish(reg, [[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0], [-1, 0, 0, 0]])
+    env = {**recstream_env, "RECSTREAM_MODEL_REGISTRY": str(reg.root)}
+    api, port = start_api(env, tmp_path / "api.log")
+    try:
+        status, body = call(port, "GET", "/v1/items/a/similar?k=2")
+        assert status == 200 and body["source"] == "model", body
+        assert [i["item_id"] for i in body["items"]] == ["b", "c"]
+        assert call(port, "GET", "/v1/items/unknown/similar")[1]["source"] == "none"
+
+        v2 = _publish(reg, [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0.9, 0, 0.1, 0]])
+        bad = _publish(reg, [[1, 0, 0, 0]] * 4)
+        (Path(bad.path) / "model.safetensors").write_bytes(b"corrupted")
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for info in (v2, bad):
+            update = model_update(info, "recstream")
+            producer.send(MODEL_UPDATES, update.model_dump_json().encode(),
+                          key=b"recstream").get(timeout=30)  # fmt: skip
+        retire = ItemUpdate(item_id="b", available=False, updated_ms=int(time.time() * 1000))
+        producer.send(ITEMS, retire.model_dump_json().encode(), key=b"b").get(timeout=30)
+        producer.close()
+        wait_for(lambda: api_log_has(tmp_path / "api.log", f"refused {bad.path}"), 60,
+                 "the bad version refused", 0.2, api)  # fmt: skip
+        status, body = call(port, "GET", "/v1/items/a/similar?k=3")
+        assert body["model_version"] == v2.version, body  # the good one keeps answering
+        assert [i["item_id"] for i in body["items"]] == ["d", "c"]  # b retired
+    finally:
+        assert stop_all([api]) == {"api": 0}
+
+
+def api_log_has(log: Path, text: str) -> bool:
+    return text in log.read_text(errors="replace")

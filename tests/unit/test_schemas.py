@@ -76,4 +76,4 @@ def test_exported_openapi_document_is_valid_openapi() -> None:
     document = orjson.loads(render_all()["openapi.json"])
     validate(document)
     assert set(document["paths"]) == {"/v1/users/{user_id}/recommendations", "/v1/popular",
-                                      "/v1/events"}
+                                      "/v1/items/{item_id}/similar", "/v1/events"}
