@@ -74,6 +74,17 @@ QUOTED = [
      "p99 {:,} ms"),
     ("bench/results/2026-12-07-cpu-stream-kafka-1000-60s-fetch-wait-20.json", ("p99_ms",),
      "{} ms over 60 s"),
+    ("bench/results/2026-12-07-cpu-demo.json", ("first_sequence_served_s",), "served {} s after"),
+    ("bench/results/2026-12-07-cpu-demo.json", ("by_model", "sequence", "online_hr10"),
+     "reach online HR@10 {} against"),
+    ("bench/results/2026-12-07-cpu-demo.json", ("by_model", "cooccurrence", "online_hr10"),
+     "co-occurrence's {}, a ratio"),
+    ("bench/results/2026-12-07-cpu-demo.json", ("hr10_ratio_sequence_vs_cooccurrence",),
+     "a ratio of {}:"),
+    ("bench/results/2026-12-07-cpu-demo.json", ("by_model", "sequence", "p99_ms"),
+     "recommendation is {} ms with the sequence"),
+    ("bench/results/2026-12-07-cpu-demo.json", ("by_model", "cooccurrence", "p99_ms"),
+     "against {} ms in the co-occurrence phase"),
 ]
 
 
