@@ -1,0 +1,30 @@
+"""``recstream bench versus-cooccurrence``: ours against the scorer's fallback, offline,
+on the demo's synthetic stream (:mod:`recstream.bench.versus_cooccurrence`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def bench_versus(
+    json_out: Annotated[Path, typer.Option("--json", help="write the results here")],
+    events: Annotated[int, typer.Option(min=1000, help="synthetic events")] = 40_600,
+    users: Annotated[int, typer.Option(min=10)] = 2000,
+    items: Annotated[int, typer.Option(min=10)] = 1000,
+    seed: Annotated[int, typer.Option(help="stream seed (the demo's: 7)")] = 7,
+    max_epochs: Annotated[int, typer.Option(min=1)] = 200,
+    patience: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Same events, same new-item cases: co-occurrence vs ours (with and without text)."""
+    from recstream.bench.versus_cooccurrence import VersusOptions, run_versus
+
+    run_versus(VersusOptions(json_out=json_out, events=events, users=users, items=items,
+                             seed=seed, max_epochs=max_epochs, patience=patience))  # fmt: skip
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Called by ``recstream.cli`` at start-up."""
+    groups["bench"].command("versus-cooccurrence")(bench_versus)
