@@ -430,7 +430,9 @@ class Scorer:
         model = self.model
         # In a worker thread: the backends release the GIL while they compute,
         # so the previous batch's deliveries and the next fetches go on.
-        ranked, why = await asyncio.to_thread(self._recommend, model, requests)
+        # Read here, between batches, where the loop applies the catalogue's records.
+        gone = self.catalogue.catalogue.unavailable(now_ms()) if self.catalogue else frozenset()
+        ranked, why = await asyncio.to_thread(self._recommend, model, requests, gone)
         emitted = now_ms()
         version = model.version
         self.recent = requests[:64]
@@ -463,10 +465,9 @@ class Scorer:
         self.metrics.items_applied.set(cat.applied)
 
     def _recommend(
-        self, model: Recommender, requests: list[ScoreRequest]
+        self, model: Recommender, requests: list[ScoreRequest], gone: frozenset[str]
     ) -> tuple[list[list[RankedItem]], list[list[Explanation]]]:
         model.observe(requests)
-        gone = self.catalogue.catalogue.unavailable(now_ms()) if self.catalogue else frozenset()
         if gone:  # each request's exclusion grows by the catalogue's unavailable items
             requests = [r.model_copy(update={"exclude": [*r.exclude, *gone]}) for r in requests]
         ranked = model.recommend(requests, self.settings.top_k)
