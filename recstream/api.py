@@ -121,6 +121,7 @@ class ApiServer:
         #: Announced versions by name (``uri``, ``sha256``), loaded by _follow_models.
         self._announced: dict[str, ModelUpdate] = {}
         self.ready = False
+        self.failed = False
         self.port = settings.port
         self.registry = CollectorRegistry()
         self._requests = Counter("recstream_api_requests", "answers by route and status",
@@ -194,18 +195,27 @@ class ApiServer:
                  MODEL_UPDATES: self._model_update}  # fmt: skip
         behind = {tp: end for tp, end in ends.items() if end > 0}
         self.ready = not behind
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batches.items():
-                for r in records:
-                    feeds[tp.topic](r.value)
-                self._records.labels(tp.topic).inc(len(records))
-                if tp in behind and records and records[-1].offset + 1 >= behind[tp]:
-                    del behind[tp]
-            if not self.ready and not behind:
-                self.ready = True
-                log.info("api ready: read the topics' %d records held at start",
-                         sum(ends.values()))
+        try:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+                for tp, records in batches.items():
+                    for r in records:
+                        feeds[tp.topic](r.value)
+                    self._records.labels(tp.topic).inc(len(records))
+                for tp in list(behind):  # by position: compaction and retention leave gaps
+                    if await self._consumer.position(tp) >= behind[tp]:
+                        del behind[tp]
+                if not self.ready and not behind:
+                    self.ready = True
+                    log.info("api ready: read the topics' %d records held at start",
+                             sum(ends.values()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Answers would go stale: say so on /healthz, so a supervisor restarts us.
+            log.exception("api: reading the topics failed")
+            self.failed = True
+            raise
 
     def _model_update(self, raw: bytes | None) -> None:
         try:
@@ -281,6 +291,8 @@ class ApiServer:
         return _json(openapi_document())
 
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        if self.failed:
+            return web.Response(text="reading the topics failed", status=503)
         return web.Response(text="ok")
 
     async def _readyz(self, request: web.Request) -> web.StreamResponse:
