@@ -53,9 +53,14 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     loop = ("--duration", "75") if engine == "kafka" else ("--duration", "20", "--no-trainer")
     argv = demo_argv("--engine", engine, *loop, "--json", str(out),
                      "--run-dir", str(run_dir), *SMALL)
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=500, cwd=tmp_path, env=child_env()
-    )
+    stdout_path = tmp_path / "stdout.txt"
+    with stdout_path.open("w") as stdout:
+        child = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                 cwd=tmp_path, env=child_env())  # fmt: skip
+        # A damaged version published by hand mid-run: refused, the demo goes on.
+        corrupted = _publish_damaged_version(stdout_path, run_dir, child) if engine == "kafka" else None
+        _, stderr = child.communicate(timeout=500)
+    proc = subprocess.CompletedProcess(argv, child.returncode, stdout_path.read_text(), stderr)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs(run_dir)}"
     summary = json.loads(out.read_text())
     assert summary["provenance"]["command"].startswith("recstream demo"), summary["provenance"]
@@ -75,11 +80,46 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     assert summary["p50_ms"] is not None and summary["p50_ms"] <= summary["p99_ms"]
     if engine == "kafka":
         _assert_versions(summary, run_dir)
+        assert summary["refused"] >= 1, (corrupted, summary["refused"])
+        assert corrupted not in {r["version"] for r in summary["versions"]}
+        assert f"refused {summary['refused']}," in " ".join(proc.stdout.split())  # shown
     else:
         assert [r["model"] for r in summary["versions"]] == ["cooccurrence"], summary
     assert "recstream demo summary" in proc.stdout
     assert "scorer stopped" in (run_dir / "scorer.log").read_text()
     assert not stale.exists()  # the new broker's worker started on empty state
+
+
+def _publish_damaged_version(stdout: Path, run_dir: Path, child: subprocess.Popen[str]) -> str:
+    """Once the trainer's first version is CURRENT, publish a version whose weights
+    no longer match its manifest (not made CURRENT) and announce it as the
+    trainer would; return its name."""
+    import re
+
+    from kafka import KafkaProducer
+    from recstream.inference.model import ModelConfig, SeqRecModel
+    from recstream.inference.model_dir import WEIGHTS, save_model_dir
+    from recstream.inference.registry import Registry
+    from recstream.schemas.topics import MODEL_UPDATES
+    from recstream.trainer.publish import model_update
+
+    reg = Registry(run_dir / "models")
+    deadline = time.monotonic() + 300
+    while not ((run_dir / "models" / "CURRENT").exists()
+               and (found := re.search(r"broker on (\S+);", stdout.read_text()))):  # fmt: skip
+        assert child.poll() is None and time.monotonic() < deadline, stdout.read_text()[-2000:]
+        time.sleep(0.5)
+    staged = reg.staging_dir()
+    model = SeqRecModel(ModelConfig(n_items=3, max_len=4, d_model=4, n_heads=1, n_layers=1,
+                                    use_text=False))  # fmt: skip
+    save_model_dir(staged, model, ["a", "b", "c"], {})
+    info = reg.publish(staged, make_current=False)
+    (info.path / WEIGHTS).write_bytes(b"damaged in transit")
+    producer = KafkaProducer(bootstrap_servers=found.group(1))
+    update = model_update(info, "recstream")
+    producer.send(MODEL_UPDATES, update.model_dump_json().encode(), key=b"recstream").get(30)
+    producer.close()
+    return info.version
 
 
 def _assert_versions(summary: dict, run_dir: Path) -> None:
