@@ -59,6 +59,11 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
                                  cwd=tmp_path, env=child_env())  # fmt: skip
         # A damaged version published by hand mid-run: refused, the demo goes on.
         corrupted = _publish_damaged_version(stdout_path, run_dir, child) if engine == "kafka" else None
+        if engine == "kafka":  # and the trainer dies: noted, the scorer serves on
+            trainer = [pid for pid in _children_of(child.pid)
+                       if b"trainer" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+            assert len(trainer) == 1, trainer
+            os.kill(trainer[0], signal.SIGKILL)
         _, stderr = child.communicate(timeout=500)
     proc = subprocess.CompletedProcess(argv, child.returncode, stdout_path.read_text(), stderr)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs(run_dir)}"
@@ -81,6 +86,7 @@ def test_demo_quick_start(tmp_path: Path, engine: str) -> None:
     if engine == "kafka":
         _assert_versions(summary, run_dir)
         assert summary["refused"] >= 1, (corrupted, summary["refused"])
+        assert summary["trainer"].startswith("trainer exited with code -9"), summary["trainer"]
         assert corrupted not in {r["version"] for r in summary["versions"]}
         assert f"refused {summary['refused']}," in " ".join(proc.stdout.split())  # shown
     else:
