@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,7 @@ def test_api_serves_the_streams_lists_and_refuses_bad_input(
 
         assert call(port, "GET", "/openapi.json") == (200, openapi_document())
         _refusals_name_the_field(port)
+        _readme_examples_run(port)
         _no_server_errors(port)
 
         # A second replica converges on the same lists from the topics alone.
@@ -191,6 +194,17 @@ def _refusals_name_the_field(port: int) -> None:
         got, answer = call(port, method, path, body)
         assert got == status, (method, path, got, answer)
         assert isinstance(answer, dict) and answer["field"] == field and answer["detail"], answer
+
+
+def _readme_examples_run(port: int) -> None:
+    """The README's curl examples, as printed, against this API: each answers 2xx."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Serving API", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    script = block.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("curl ", "curl -sS --fail ")
+    assert script.count("curl -sS --fail") == 4, script
+    done = subprocess.run(["bash", "-euc", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.stdout, done.stderr)
 
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
