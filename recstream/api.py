@@ -197,11 +197,13 @@ class ApiServer:
         self.ready = not behind
         try:
             while True:
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+                # Small helpings, each followed by a yield: requests wait at most one.
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=200)
                 for tp, records in batches.items():
                     for r in records:
                         feeds[tp.topic](r.value)
                     self._records.labels(tp.topic).inc(len(records))
+                    await asyncio.sleep(0)
                 for tp in list(behind):  # by position: compaction and retention leave gaps
                     if await self._consumer.position(tp) >= behind[tp]:
                         del behind[tp]
