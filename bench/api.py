@@ -80,8 +80,9 @@ def _up(port: int, path: str) -> bool:
 
 async def _events(bootstrap: str, opts: ApiBenchOptions, stop: asyncio.Event) -> int:
     """Produce the synthetic stream at ``events_rate`` until ``stop``; return how many."""
-    data = generate(n_events=int(opts.events_rate * opts.seconds * 2), n_users=opts.users,
-                    n_items=500, seed=3)  # fmt: skip
+    # Enough for the warm-up, the baseline, the requests and the wait for the lists.
+    data = generate(n_events=int(opts.events_rate * (2 * opts.seconds + 120)),
+                    n_users=opts.users, n_items=500, seed=3)  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     sent, start = 0, time.monotonic()
