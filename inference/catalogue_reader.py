@@ -24,10 +24,13 @@ log = logging.getLogger(__name__)
 class CatalogueReader:
     def __init__(self, kafka: Mapping[str, Any], catalogue: Catalogue | None = None) -> None:
         self.catalogue = catalogue or Catalogue()
-        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50,
-                                          **kafka)  # fmt: skip
+        self._kafka = dict(kafka)
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
+        # Built here, not in __init__: one never started is reported unclosed at exit.
+        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50,
+                                          **self._kafka)  # fmt: skip
         await self._consumer.start()
         parts: set[int] | None = None
         for _ in range(int(timeout_s * 10)):  # a topic just created may lag in metadata
@@ -55,6 +58,7 @@ class CatalogueReader:
 
     async def poll(self, timeout_ms: int = 0) -> int:
         """Apply what has arrived (waiting at most ``timeout_ms``); return how many."""
+        assert self._consumer is not None, "start() first"
         fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=10_000)
         n = 0
         for records in fetched.values():
@@ -64,4 +68,5 @@ class CatalogueReader:
         return n
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
