@@ -75,6 +75,13 @@ QUOTED = [
     ("bench/results/2026-12-07-cpu-stream-kafka-1000-60s-fetch-wait-20.json", ("p99_ms",),
      "{} ms over 60 s"),
     ("bench/results/2026-12-07-cpu-demo.json", ("first_sequence_served_s",), "served {} s after"),
+    ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json", ("ml-100k", "rows", 1, "ndcg@10"), "NDCG@10 {} for ours"),
+    ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json", ("ml-100k", "rows", 2, "ndcg@10"), "against {} without time"),
+    ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json", ("ml-100k", "rows", 2, "paired_vs_ours", "ndcg@10", "mean"), "ours) is {} with"),
+    ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json", ("ml-100k", "rows", 2, "paired_vs_ours", "ndcg@10", "se"), "error of {}, inside"),
+    ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json", ("ml-100k", "rows", 1, "per_seed", 0, "ndcg@10"), "run, {} here"),
+    ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds.json",
+     ("ml-100k", "rows", 1, "per_seed", 0, "ndcg@10"), "seed 0: {} in an earlier run"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("p50_ms",), "p50 {} ms, p99"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("p99_ms",), "p99 {} ms, no"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("baseline_healthz_p99_ms",),
@@ -94,6 +101,13 @@ QUOTED = [
     ("bench/results/2026-12-07-cpu-demo.json", ("by_model", "cooccurrence", "p99_ms"),
      "against {} ms in the co-occurrence phase"),
 ]
+
+
+def test_the_quoted_quality_rows_are_the_ones_named() -> None:
+    rows = json.loads((ROOT / "bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json")
+                      .read_text())["ml-100k"]["rows"]  # fmt: skip
+    assert [r["model"] for r in rows[1:3]] == ["ours", "no-time"]
+    assert rows[1]["seeds"] == rows[2]["seeds"] == [0, 1, 2, 3, 4]
 
 
 def test_the_quoted_ten_minute_slope_is_that_of_the_whole_minutes() -> None:
