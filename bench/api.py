@@ -35,6 +35,7 @@ from recstream.bench.jsonio import write_report
 from recstream.schemas.messages import ItemUpdate, Recommendation
 from recstream.schemas.topics import EVENTS, ITEMS, RECOMMENDATIONS
 
+from recstream import metrics_scrape
 from recstream.broker import make_broker
 from recstream.harness import percentile
 from recstream.processes import (
@@ -42,7 +43,7 @@ from recstream.processes import (
     WorkerProcess,
     embedded_broker_env,
     free_port,
-    http_status,
+    is_ready,
     recstream_command,
     stop_all,
     wait_for,
@@ -62,20 +63,7 @@ class ApiBenchOptions:
 
 
 def _metric(port: int, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
-
-
-def _up(port: int, path: str) -> bool:
-    try:
-        return http_status(port, path) == 200
-    except OSError:
-        return False
+    return metrics_scrape.value(f"http://127.0.0.1:{port}", name) or 0.0
 
 
 async def _events(bootstrap: str, opts: ApiBenchOptions, stop: asyncio.Event) -> int:
@@ -209,8 +197,8 @@ def run_api_bench(opts: ApiBenchOptions) -> dict[str, Any]:
                     opts.run_dir / "api.log").start()  # fmt: skip
         try:
             worker.wait_ready(180)
-            wait_for(lambda: _up(api_port, "/readyz"), 120, "api ready", 0.2, api)
-            wait_for(lambda: _up(scorer_port, "/readyz"), 120, "scorer ready", 0.2, scorer)
+            wait_for(lambda: is_ready(api_port), 120, "api ready", 0.2, api)
+            wait_for(lambda: is_ready(scorer_port), 120, "scorer ready", 0.2, scorer)
             figures = asyncio.run(_drive(broker.bootstrap, api_port, scorer_port, opts))
         finally:
             stop_all([api, scorer])

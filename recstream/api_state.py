@@ -132,14 +132,14 @@ class ApiState:
         self, user_id: str, k: int, exclude: Collection[str], now_ms: int
     ) -> dict[str, object]:
         """The body of ``GET /v1/users/{user_id}/recommendations``."""
-        exclude = set(exclude) | self.catalogue.unavailable(now_ms)
+        gone = self.catalogue.unavailable(now_ms)  # cached; never copied per request
         held = self.latest.get(user_id)
         if held is None:
-            items = self.trending.top(k, exclude)
+            items = self.trending.top(k, exclude, lambda i: i not in gone)
             return {"user_id": user_id, "source": "popular", "items": _items(items),
                     "model_version": None, "emitted_ms": None, "age_ms": None,
                     "trigger_event_id": None}  # fmt: skip
-        kept = [(i, s) for i, s in held.items if i not in exclude][:k]
+        kept = [(i, s) for i, s in held.items if i not in exclude and i not in gone][:k]
         return {
             "user_id": user_id, "source": "stream", "items": _items(kept),
             "model_version": held.model_version, "emitted_ms": held.emitted_ms,
@@ -152,8 +152,12 @@ class ApiState:
     ) -> dict[str, object]:
         """The body of ``GET /v1/popular``: ``k`` items of ``category`` when given (as the
         ``items`` topic states each item's), ranked among themselves."""
-        exclude = set(exclude) | self.catalogue.unavailable(now_ms)
-        keep = None if category is None else (lambda i: self.catalogue.category(i) == category)
+        gone = self.catalogue.unavailable(now_ms)
+
+        def keep(item: str) -> bool:
+            return item not in gone and (category is None or
+                                         self.catalogue.category(item) == category)  # fmt: skip
+
         return {"items": _items(self.trending.top(k, exclude, keep)),
                 "half_life_s": self.trending.half_life_ms / 1000.0,
                 "events": self.trending.events}  # fmt: skip

@@ -38,6 +38,12 @@ def fetch(url: str, timeout_s: float = 2.0) -> Samples | None:
         return None
 
 
+def value(url: str, name: str) -> float | None:
+    """One metric's value at ``url`` (summed over its labels); None when it does not answer."""
+    samples = fetch(url)
+    return None if samples is None else total(samples, name)
+
+
 def flat(samples: Samples) -> dict[str, float]:
     """The samples by name, labels folded into it (``name{k="v",...}``, sorted by label)."""
     out: dict[str, float] = {}

@@ -44,6 +44,14 @@ def http_status(port: int, path: str) -> int:
         return int(exc.code)
 
 
+def is_ready(port: int) -> bool:
+    """Whether ``127.0.0.1:port/readyz`` answers 200 (False while nothing listens)."""
+    try:
+        return http_status(port, "/readyz") == 200
+    except OSError:
+        return False
+
+
 def _polls(
     condition: Callable[[], bool], timeout_s: float, what: str, child: Child | None
 ) -> Iterator[float]:

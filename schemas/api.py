@@ -93,17 +93,20 @@ _ERRORS = {
 }
 _K = {"name": "k", "in": "query", "required": False,
       "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K}}
-_USER = {"name": "user_id", "in": "path", "required": True,
-         "schema": {"type": "string", "minLength": 1, "maxLength": 256,
-                    "pattern": "^[^\\x00-\\x1f]+$"}}
+
+
+def _id_in_path(name: str) -> dict[str, Any]:
+    """A path parameter with the messages' id rule (``schemas.messages.Id``)."""
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                       "pattern": "^[^\\x00-\\x1f]+$"}}  # fmt: skip
+
+
+_USER = _id_in_path("user_id")
 _EXCLUDE = {"name": "exclude", "in": "query", "required": False,
             "description": f"item ids never to return, comma-separated (at most {MAX_EXCLUDE})",
             "schema": {"type": "string"}}
-
-
-_ITEM = {"name": "item_id", "in": "path", "required": True,
-         "schema": {"type": "string", "minLength": 1, "maxLength": 256,
-                    "pattern": "^[^\\x00-\\x1f]+$"}}
+_ITEM = _id_in_path("item_id")
 _CATEGORY = {"name": "category", "in": "query", "required": False,
              "description": "only items of this category (as the `items` topic states it)",
              "schema": {"type": "string", "minLength": 1, "maxLength": 256}}

@@ -36,7 +36,7 @@ from recstream.processes import (
     Child,
     WorkerProcess,
     free_port,
-    http_status,
+    is_ready,
     recstream_command,
     stop_all,
     wait_for,
@@ -70,17 +70,10 @@ def event(user: str, n: int, item: str) -> dict[str, Any]:
             "event_type": "view", "ts": T0 + 1000 * n}  # fmt: skip
 
 
-def _ready(port: int) -> bool:
-    try:
-        return http_status(port, "/readyz") == 200
-    except OSError:  # not listening yet
-        return False
-
-
 def start_api(env: dict[str, str], log: Path) -> tuple[Child, int]:
     port = free_port()
     child = Child(log.stem, recstream_command("api", "--port", str(port)), env, log).start()
-    wait_for(lambda: _ready(port), TIMEOUT_S, f"{log.stem} ready", 0.2, child)
+    wait_for(lambda: is_ready(port), TIMEOUT_S, f"{log.stem} ready", 0.2, child)
     return child, port
 
 

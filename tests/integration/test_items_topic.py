@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recstream.schemas.messages import ItemUpdate, Recommendation, ScoreRequest
 from recstream.schemas.topics import ITEMS, RECOMMENDATIONS, SCORE_REQUESTS
 
+from recstream import metrics_scrape
 from recstream.broker import Broker
-from recstream.processes import Child, free_port, recstream_command, stop_all, wait_for
+from recstream.processes import (
+    Child,
+    free_port,
+    is_ready,
+    recstream_command,
+    stop_all,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,11 +81,7 @@ def read_all(bootstrap: str, want: int, timeout_s: float = 120.0) -> list[Recomm
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
+    return metrics_scrape.value(f"http://127.0.0.1:{port}", name) or 0.0
 
 
 def start_scorer(env: dict[str, str], log: Path) -> tuple[Child, int]:
@@ -86,14 +89,7 @@ def start_scorer(env: dict[str, str], log: Path) -> tuple[Child, int]:
     scorer = Child(log.stem, recstream_command("scorer"),
                    {**env, "RECSTREAM_METRICS_PORT": str(port), "RECSTREAM_TOP_K": "5"},
                    log).start()  # fmt: skip
-
-    def ready() -> bool:
-        try:
-            return metric(port, "recstream_scorer_ready") == 1
-        except OSError:
-            return False
-
-    wait_for(ready, 120, "scorer ready", 0.2, scorer)
+    wait_for(lambda: is_ready(port), 120, "scorer ready", 0.2, scorer)
     return scorer, port
 
 
