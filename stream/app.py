@@ -23,6 +23,7 @@ from recstream.stream.agents import (
 )
 from recstream.stream.deletions import DeletionProcessor, define_deletions_agent
 from recstream.stream.last_recommendations import (
+    LAST_RECOMMENDATIONS,
     OnlineQuality,
     define_last_recommendations_table,
     define_recommendations_agent,
@@ -32,7 +33,7 @@ from recstream.stream.offset_gaps import HoleWatch
 from recstream.stream.settings import WorkerSettings
 from recstream.stream.tables import USER_SEQUENCES, DeliveredTable, DirectWriter, define_table
 from recstream.stream.take import Batcher, DirectIntake, behind_highwater
-from recstream.stream.topics import define_topics
+from recstream.stream.topics import define_topics, repartition_topic_name
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ def _credentials(kafka: KafkaSettings) -> Any:
         mechanism=kafka.sasl_mechanism,
         ssl_context=ssl_context,
     )
+
+
+def internal_topics(app_id: str) -> dict[str, dict[str, str]]:
+    """The topics Faust would create as the worker starts, with their configs: the
+    tables' changelogs (compacted, as Faust makes them) and the repartition topic."""
+    changelogs = {f"{app_id}-{t}-changelog": {"cleanup.policy": "compact"}
+                  for t in (USER_SEQUENCES, LAST_RECOMMENDATIONS)}  # fmt: skip
+    return {**changelogs, repartition_topic_name(app_id): {}}
 
 
 def _faust_app(settings: WorkerSettings, replication_factor: int) -> faust.App:

@@ -130,3 +130,59 @@ def replication_factor(described: Iterable[Mapping[str, Any]], topic: str) -> in
         if t.get("name") == topic and not t.get("error_code") and t["partitions"]:
             return len(t["partitions"][0]["replica_nodes"]) or None
     return None
+
+
+#: Seconds to wait for topics just created to reach the brokers' metadata.
+METADATA_WAIT_S = 30.0
+
+
+def ensure_topics(
+    kafka: KafkaSettings, configs: Mapping[str, Mapping[str, str]], replication: int,
+    timeout_s: float = METADATA_WAIT_S,
+) -> list[str]:
+    """Create the topics of ``configs`` (name -> topic config) that are missing, with
+    ``kafka.partitions`` partitions, and wait until every partition of each has a
+    leader in the brokers' metadata; return the names created.
+
+    Faust creates its changelog and repartition topics only as it starts, and Kafka
+    publishes a new topic's metadata a moment after creating it: a first rebalance in
+    between assigns no partition of it, and the first table write then fails with
+    PartitionsMismatch ("... changelog topic has 0 partitions").
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    def create(admin: Any) -> list[str]:
+        wanted = [n for n in configs if n not in set(admin.list_topics())]
+        if wanted:
+            try:
+                admin.create_topics([
+                    NewTopic(n, num_partitions=kafka.partitions, replication_factor=replication,
+                             topic_configs=dict(configs[n]))
+                    for n in wanted
+                ])  # fmt: skip
+            except TopicAlreadyExistsError:
+                pass  # another worker created it first
+        return wanted
+
+    created = admin_call(kafka, create, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while missing := unled(admin_call(kafka, lambda a: a.describe_topics(list(configs)),
+                                      timeout_s), configs):  # fmt: skip
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(kafka.bootstrap, timeout_s,
+                                    RuntimeError(f"no leader yet for {sorted(missing)}"))
+        time.sleep(0.2)
+    if created:
+        log.info("created %s (%d partitions, replication %d)", created, kafka.partitions,
+                 replication)  # fmt: skip
+    return created
+
+
+def unled(described: Iterable[Mapping[str, Any]], names: Iterable[str]) -> set[str]:
+    """The ``names`` absent from a ``describe_topics()`` answer or with a partition
+    that has no leader yet."""
+    led = {str(t["name"]) for t in described
+           if not t.get("error_code") and t.get("partitions")
+           and all(p.get("leader", -1) >= 0 for p in t["partitions"])}  # fmt: skip
+    return set(names) - led

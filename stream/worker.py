@@ -13,7 +13,7 @@ from faust.exceptions import ConsistencyError
 from recstream.schemas.probes import ProbePortError
 from recstream.schemas.state_lock import StateDirError, lock_state_dir
 from recstream.stream import faust_internals, kafka_admin, tansu_compat
-from recstream.stream.app import create_app
+from recstream.stream.app import create_app, internal_topics
 from recstream.stream.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,12 @@ def _run(settings: WorkerSettings) -> None:
     log.info("broker compat %s (%s)", "ON" if tansu else "off", why)
     # Before anything is read: a topic of another partition count misplaces users.
     replication = kafka_admin.check_partition_counts(settings.kafka, timeout_s=wait_s)
+    # Before the first rebalance: one that misses a new changelog kills the first write.
+    try:
+        kafka_admin.ensure_topics(settings.kafka, internal_topics(settings.app_id),
+                                  replication or 1, timeout_s=wait_s)  # fmt: skip
+    except kafka_admin.BrokerUnreachable as exc:
+        log.warning("internal topics not made ready; Faust creates them: %s", exc)
     # Faust and mode look the loop up with get_event_loop(): give them a fresh one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -8,7 +8,9 @@ from recstream.stream.kafka_admin import (
     mismatches,
     partition_counts,
     replication_factor,
+    unled,
 )
+from recstream.stream.app import internal_topics
 
 
 def test_counts_come_from_describe_topics_and_skip_errors() -> None:
@@ -43,3 +45,21 @@ def test_the_changelogs_take_the_replication_of_events() -> None:
     assert replication_factor(described, "score-requests") == 1
     assert replication_factor(described, "nope") is None
     assert replication_factor([topic("events", 3, error=3)], "events") is None
+
+
+def test_a_topic_counts_as_ready_only_once_every_partition_has_a_leader() -> None:
+    described = [
+        {"name": "a", "error_code": 0, "partitions": [{"leader": 1}, {"leader": 0}]},
+        {"name": "b", "error_code": 0, "partitions": [{"leader": 1}, {"leader": -1}]},
+        {"name": "c", "error_code": 0, "partitions": []},
+        {"name": "d", "error_code": 3, "partitions": [{"leader": 1}]},
+    ]
+    assert unled(described, ["a", "b", "c", "d", "e"]) == {"b", "c", "d", "e"}
+
+
+def test_the_worker_makes_ready_its_changelogs_compacted_and_its_repartition_topic() -> None:
+    assert internal_topics("w") == {
+        "w-user_sequences-changelog": {"cleanup.policy": "compact"},
+        "w-last_recommendations-changelog": {"cleanup.policy": "compact"},
+        "w-events-repartition": {},
+    }
