@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from types import MappingProxyType
+from typing import Any
 
 from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
 
@@ -102,6 +103,14 @@ class CooccurrenceRecommender:
     @property
     def can_explain(self) -> bool:
         return False
+
+    @property
+    def wants_item_texts(self) -> bool:
+        return False  # it learns items from the events that mention them
+
+    def set_item_texts(self, texts: Mapping[str, Any]) -> int:
+        del texts
+        return 0
 
     def explain(self, requests: Sequence[ScoreRequest], top: int) -> list[list[Explanation]]:
         return [[] for _ in requests]

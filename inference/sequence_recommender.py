@@ -16,15 +16,17 @@ to eager torch's top-K by the parity tests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
 from recstream.inference.backends.base import MASKED_SCORE, pad_exclusions
 from recstream.inference.backends.select import select_backend
 from recstream.inference.export import DEFAULT_K
 from recstream.inference.features import SequenceBatch, build_batch, encode_event_types
 from recstream.inference.model_dir import load_model_dir
 from recstream.inference.recommender import Recommender
+from recstream.inference.text_only_items import TextOnlyItems
 from recstream.schemas.messages import Explanation, RankedItem, ScoreRequest
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class SequenceRecommender:
         self.index = {item: i + 1 for i, item in enumerate(loaded.item_ids)}
         self.metrics = loaded.metrics
         self._version = loaded.version
+        #: Catalogue items without an id row, ranked by text (set_item_texts).
+        self._text_only: TextOnlyItems | None = None
         self.backend = select_backend(
             backend,
             self.model,
@@ -72,12 +76,27 @@ class SequenceRecommender:
     def n_items(self) -> int:
         return int(self.model.cfg.n_items)
 
+    @property
+    def wants_item_texts(self) -> bool:
+        """Whether this version ranks items by text alone (it has a text tower)."""
+        return bool(self.model.cfg.use_text)
+
+    def set_item_texts(self, texts: Mapping[str, torch.Tensor]) -> int:
+        """Rank the items of ``texts`` (item id -> MiniLM embedding) that this version
+        has no row for by their text alone, beside its own; return how many. Replaces
+        the previous call's items. Call between batches, never during one."""
+        extra = TextOnlyItems(self.model, texts, self.index) if self.wants_item_texts else None
+        self._text_only = extra if extra else None
+        return len(extra) if extra else 0
+
     def recommend(self, requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:
-        """Top-``k`` items per request, best first (fewer if the catalogue runs out)."""
+        """Top-``k`` items per request, best first (fewer if the catalogue runs out);
+        with :meth:`set_item_texts`, items ranked by text alone compete for the ``k``."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not requests:
             return []
+        want = k  # items ranked by text may fill what the version's own catalogue cannot
         if k > self.backend.max_k:
             if self.backend.max_k < self.model.cfg.n_items:
                 raise ValueError(f"k={k} exceeds the backend's top-K of {self.backend.max_k}")
@@ -94,6 +113,10 @@ class SequenceRecommender:
             out.append([make(item_id=ids[i - 1], score=s)
                         for s, i in zip(row_s, row_i, strict=True)
                         if s > MASKED_SCORE / 10 and i > 0])
+        extra = self._text_only
+        if extra is not None:  # a second, eager pass for the users' states
+            users = extra.users(batch.items, batch.event_types, batch.times, batch.query_times)
+            out = extra.merge(out, users, requests, want)
         return out
 
     def _inputs(

@@ -37,6 +37,7 @@ from aiokafka.errors import (
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from recstream.inference.batcher import Batch, MicroBatcher
 from recstream.inference.catalogue_reader import CatalogueReader
+from recstream.inference.catalogue_texts import TextFollower
 from recstream.inference.hotswap import ModelSwapper, SwapMetrics, published_ms_of
 from recstream.inference.recommender import BACKENDS, Recommender, load_recommender
 from recstream.schemas.messages import (
@@ -191,6 +192,11 @@ class ScorerMetrics:
         self.items_unavailable = Gauge(
             "recstream_scorer_catalogue_unavailable", "items retired or expired", registry=r
         )
+        self.text_only_items = Gauge(
+            "recstream_scorer_text_only_items",
+            "catalogue items the served version has no row for, ranked by their text",
+            registry=r,
+        )
         self.ready = Gauge(
             "recstream_scorer_ready", "1 while the consumer runs with a model loaded", registry=r
         )
@@ -254,6 +260,8 @@ class Scorer:
     ) -> None:
         self.settings = settings
         self.catalogue = catalogue
+        #: New catalogue items, ranked by text until a version learns them.
+        self.texts = TextFollower() if catalogue is not None else None
         self.model = model
         self.metrics = metrics
         self.swapper = swapper
@@ -326,6 +334,7 @@ class Scorer:
             self._maybe_swap()  # here, between two batches: never in the middle of one
             if self.catalogue is not None and await self.catalogue.poll():
                 self._catalogue_metrics()  # applied: every later batch excludes what it retired
+            self._follow_item_texts()
             if len(batcher) and (
                 batcher.due(time.monotonic() * 1000) or self._caught_up(consumer)
             ):
@@ -457,6 +466,12 @@ class Scorer:
         delivery = asyncio.ensure_future(
             self._deliver(producer, records, batch, emitted, started))
         return _InFlight(delivery, offsets)
+
+    def _follow_item_texts(self) -> None:
+        if self.texts is not None and self.catalogue is not None:
+            ranked = self.texts.step(self.model, self.catalogue.catalogue)
+            if ranked is not None:
+                self.metrics.text_only_items.set(ranked)
 
     def _catalogue_metrics(self) -> None:
         assert self.catalogue is not None

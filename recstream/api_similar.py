@@ -2,7 +2,9 @@
 
 The table is the one the scorer ranks with (id embedding plus the projected
 text embedding, so a cold item the model holds only by its text has
-neighbours too); similarity is the cosine. The API loads the registry's
+neighbours too); similarity is the cosine. An item the version has no row for
+but whose text the ``items`` topic gives (a new item) is placed by that text
+through the version's own text projection, as the scorer ranks it. The API loads the registry's
 ``CURRENT`` at start and then the newest version announced on
 ``model-updates``, verified against its manifest like the scorer does; a
 version that fails to load is refused and the one loaded keeps answering.
@@ -27,6 +29,7 @@ class SimilarItems:
         self._index: dict[str, int] = {}
         self._ids: list[str] = []
         self._table: Any = None  # [n_items, d], rows of unit length
+        self._project: Any = None  # the version's text projection (None: no text tower)
         self._lock = threading.Lock()
 
     def load_current(self) -> None:
@@ -59,23 +62,28 @@ class SimilarItems:
             self._ids = list(loaded.item_ids)
             self._index = {item: i for i, item in enumerate(self._ids)}
             self._table = table
+            self._project = loaded.model.text_proj if loaded.model.cfg.use_text else None
             self.version = loaded.version
         log.info("similar items: serving %s (%d items)", loaded.version, len(self._ids))
         return True
 
     def similar(
-        self, item_id: str, k: int, exclude: Collection[str]
+        self, item_id: str, k: int, exclude: Collection[str], text: str | None = None
     ) -> list[tuple[str, float]] | None:
-        """The ``k`` nearest items, or None when no model is loaded or it lacks the item."""
+        """The ``k`` nearest items, or None when no model is loaded or it has neither the
+        item nor, given its ``text``, a text tower to place it by (blocking: MiniLM)."""
         import torch
 
         with self._lock:
-            table, index, ids = self._table, self._index, self._ids
+            table, index, ids, project = self._table, self._index, self._ids, self._project
         row = index.get(item_id)
-        if table is None or row is None:
+        if table is None or (row is None and (text is None or project is None)):
             return None
-        scores = table @ table[row]
-        scores[row] = -2.0  # never the item itself
+        if row is None:
+            scores = table @ _placed_by_text(project, text or "")
+        else:
+            scores = table @ table[row]
+            scores[row] = -2.0  # never the item itself
         for gone in exclude:
             j = index.get(gone)
             if j is not None:
@@ -84,3 +92,14 @@ class SimilarItems:
         return [(ids[j], round(float(s), 6)) for s, j in zip(top.values.tolist(),
                                                              top.indices.tolist(), strict=True)
                 if s > -2.0]  # fmt: skip
+
+
+def _placed_by_text(project: Any, text: str) -> Any:
+    """The unit vector a version gives an item known by its text alone."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from recstream.inference.item_text import embed_texts
+
+    with torch.inference_mode():
+        return F.normalize(project(embed_texts([text])).float()[0], dim=0)

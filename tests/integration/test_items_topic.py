@@ -1,10 +1,13 @@
 """The ``items`` topic under a real scorer: a retired item is never recommended in a
 list emitted after the scorer applied the retirement, and a scorer started later
-never recommends it at all (it reads the compacted topic before its first list)."""
+never recommends it at all (it reads the compacted topic before its first list); a
+new item with a text is recommended to the users whose histories it resembles,
+without a new model version."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from pathlib import Path
@@ -31,6 +34,8 @@ T0 = 1_700_000_000_000
 CATALOGUE = [f"c{n:02d}" for n in range(30)]
 HOT = "c00"  # follows every other item in round 0: co-occurrence ranks it first
 USERS = 40
+#: Seconds from publishing a new item to the scorer ranking it (MiniLM loads first).
+NEW_ITEM_BOUND_S = 30
 
 
 def requests(round_no: int, rng: random.Random, with_hot: int) -> list[ScoreRequest]:
@@ -127,3 +132,75 @@ def test_a_retired_item_is_never_recommended_once_applied(
         assert not [r.user_id for r in fresh if HOT in {i.item_id for i in r.items}]
     finally:
         stop_all([c for c in (scorer, later) if c is not None])
+
+
+GROUPS = {"j": "Blue Note jazz saxophone quartet vinyl record", "g": "steel garden spade and hoe tool"}
+
+
+def _grouped_data(folder: Path, rng: random.Random) -> Path:
+    """Two groups of users, each buying only its group's ten items (RecBole atomic
+    files, with item titles): a jazz user's next item is a jazz item."""
+    inter = folder / "grouped.inter"
+    rows = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(80):
+        group = "jg"[u % 2]
+        for n, item in enumerate(rng.sample(range(10), 8)):
+            rows.append(f"{group}u{u}\t{group}{item}\t{1_600_000_000 + 3600 * (8 * u + n)}")
+    inter.write_text("\n".join(rows) + "\n")
+    titles = ["item_id:token\tmovie_title:token_seq"]
+    titles += [f"{g}{n}\t{text} number {n}" for g, text in GROUPS.items() for n in range(10)]
+    inter.with_suffix(".item").write_text("\n".join(titles) + "\n")
+    return inter
+
+
+def _group_request(user: str, items: list[str], round_no: int) -> ScoreRequest:
+    ts = [T0 + round_no * 100_000 + 1000 * i for i in range(len(items))]
+    return ScoreRequest(user_id=user, items=items, ts=ts, event_types=["view"] * len(items),
+                        trigger_event_id=f"{user}-{round_no}", trigger_ts=ts[-1],
+                        ingest_ms=int(time.time() * 1000))  # fmt: skip
+
+
+def test_a_new_item_with_text_is_recommended_without_a_new_version(
+    broker: Broker, recstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Published with a jazz text, an item no version has seen reaches the jazz users'
+    lists within NEW_ITEM_BOUND_S, stamped with the same version, and not the
+    garden users' lists."""
+    from typer.testing import CliRunner
+
+    from recstream.cli import app
+
+    rng = random.Random(7)
+    model = tmp_path / "model"
+    res = CliRunner().invoke(app, [
+        "train", "--data", str(_grouped_data(tmp_path, rng)), "--out", str(model), "--text", "on",
+        "--id-dropout", "0.3", "--max-len", "8", "--d-model", "32", "--max-epochs", "40",
+        "--patience", "8", "--lr", "3e-3", "--batch-size", "32", "--threads", "1", "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    env = {**recstream_env, "RECSTREAM_MODEL_DIR": str(model), "RECSTREAM_SCORER_BACKEND": "onnxruntime"}
+    scorer, port = start_scorer(env, tmp_path / "scorer.log")
+    try:
+        new = ItemUpdate(item_id="j-new", text=f"{GROUPS['j']}, new pressing",
+                         category="jazz", updated_ms=int(time.time() * 1000))  # fmt: skip
+        published = time.monotonic()
+        asyncio.run(send(broker.bootstrap, ITEMS, [(new.item_id, new.model_dump_json().encode())]))
+        wait_for(lambda: metric(port, "recstream_scorer_text_only_items") == 1, NEW_ITEM_BOUND_S,
+                 "the new item ranked by its text", 0.1, scorer)  # fmt: skip
+        ranked_after_s = time.monotonic() - published
+        users = [(f"{g}user{n}", g) for n in range(20) for g in "jg"]
+        send_requests(broker.bootstrap, [
+            _group_request(user, [f"{g}{i}" for i in rng.sample(range(10), 6)], 1)
+            for user, g in users
+        ])  # fmt: skip
+        recs = read_all(broker.bootstrap, len(users))
+        assert len(recs) == len(users)
+        with_new = {r.user_id for r in recs if "j-new" in {i.item_id for i in r.items}}
+        jazz = {u for u, g in users if g == "j"}
+        print(f"new item ranked {ranked_after_s:.1f}s after publishing; in {len(with_new & jazz)}"
+              f" of {len(jazz)} jazz lists, {len(with_new - jazz)} of {len(jazz)} garden lists")
+        assert len(with_new & jazz) >= 0.75 * len(jazz)
+        assert len(with_new - jazz) <= 0.25 * len(jazz)
+        assert {r.model_version for r in recs} == {json.loads((model / "config.json").read_text())["version"]}
+    finally:
+        stop_all([scorer])
