@@ -36,6 +36,7 @@ from recstream.api_requests import (
     query_category,
     query_exclude,
     query_k,
+    query_window,
 )
 from recstream.api_similar import SimilarItems
 from recstream.api_state import ApiState
@@ -251,16 +252,16 @@ class ApiServer:
         return response
 
     async def _user_recommendations(self, request: web.Request) -> web.StreamResponse:
-        check_query(request.query, {"k", "exclude"})
+        check_query(request.query, {"k", "exclude", "category"})
         user = check_user_id(request.match_info["user_id"])
         k, exclude = query_k(request.query), query_exclude(request.query)
-        return self._count("user", _json(self.state.user_list(user, k, exclude, now_ms())))
+        body = self.state.user_list(user, k, exclude, now_ms(), query_category(request.query))
+        return self._count("user", _json(body))
 
     async def _popular(self, request: web.Request) -> web.StreamResponse:
-        check_query(request.query, {"k", "exclude", "category"})
-        category = query_category(request.query)
-        body = self.state.popular(query_k(request.query), query_exclude(request.query),
-                                  now_ms(), category)  # fmt: skip
+        check_query(request.query, {"k", "exclude", "category", "window"})
+        body = self.state.popular(query_k(request.query), query_exclude(request.query), now_ms(),
+                                  query_category(request.query), query_window(request.query))
         return self._count("popular", _json(body))
 
     async def _similar(self, request: web.Request) -> web.StreamResponse:
@@ -268,7 +269,9 @@ class ApiServer:
         item = check_item_id(request.match_info["item_id"])
         k = query_k(request.query)
         exclude = query_exclude(request.query) | self.state.catalogue.unavailable(now_ms())
-        found = await asyncio.to_thread(self.similar.similar, item, k, exclude)
+        known = self.state.catalogue.items.get(item)
+        text = known.text if known is not None else None
+        found = await asyncio.to_thread(self.similar.similar, item, k, exclude, text)
         body = {"item_id": item, "model_version": self.similar.version,
                 "source": "model" if found is not None else "none",
                 "items": [{"item_id": i, "score": s} for i, s in found or []]}  # fmt: skip

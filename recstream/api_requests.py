@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import orjson
 from multidict import MultiMapping
 
-from recstream.schemas.api import DEFAULT_K, MAX_BATCH, MAX_EXCLUDE, MAX_K
+from recstream.schemas.api import DEFAULT_K, MAX_BATCH, MAX_EXCLUDE, MAX_K, POPULAR_WINDOWS
 from recstream.schemas.messages import Event, InvalidMessage, parse_event
 
 _ID_MAX = 256
@@ -46,6 +46,14 @@ def query_category(query: Mapping[str, str]) -> str | None:
         return None
     if not 1 <= len(raw) <= _ID_MAX or any(ord(c) < 0x20 for c in raw):
         raise BadRequest("category", f"category must be 1..{_ID_MAX} characters")
+    return raw
+
+
+def query_window(query: Mapping[str, str]) -> str | None:
+    raw = query.get("window")
+    if raw is not None and raw not in POPULAR_WINDOWS:
+        raise BadRequest("window", f"window must be one of {sorted(POPULAR_WINDOWS)}, "
+                         f"got {raw[:40]!r}")  # fmt: skip
     return raw
 
 

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from operator import itemgetter
 
 from recstream.inference.catalogue import Catalogue
+from recstream.schemas.api import POPULAR_WINDOWS
 from recstream.schemas.messages import (
     InvalidMessage,
     Recommendation,
     parse_deletion,
     parse_event,
 )
+
+#: Items per user the replica remembers (the worker's default sequence length).
+HISTORY = 50
 
 #: Decayed counts are stored multiplied by 2 ** (t / half-life) from this origin;
 #: past this exponent they are rescaled (floats keep ~1e308).
@@ -88,9 +93,14 @@ class TrendingItems:
 class ApiState:
     """Each user's newest list and the trending items, from the topics' records."""
 
-    def __init__(self, half_life_s: float = 3600.0) -> None:
+    def __init__(self, half_life_s: float = 3600.0, history: int = HISTORY) -> None:
         self.latest: dict[str, LatestList] = {}
+        #: Each user's last ``history`` items: never filled in from the trending list.
+        self.history: dict[str, deque[str]] = {}
+        self._history_len = history
         self.trending = TrendingItems(half_life_s)
+        #: One ranking per ``window`` an app may ask for (``POPULAR_WINDOWS``).
+        self.windows = {w: TrendingItems(h) for w, h in POPULAR_WINDOWS.items()}
         self.catalogue = Catalogue()
         self.unreadable = 0
 
@@ -121,46 +131,67 @@ class ApiState:
             self.unreadable += 1
             return
         self.trending.add(event.item_id, event.ts)
+        seen = self.history.get(event.user_id)
+        if seen is None:
+            seen = self.history[event.user_id] = deque(maxlen=self._history_len)
+        seen.append(event.item_id)
+        for ranking in self.windows.values():
+            ranking.add(event.item_id, event.ts)
 
     def add_deletion(self, raw: bytes | None) -> None:
         try:
-            self.latest.pop(parse_deletion(raw).user_id, None)
+            user = parse_deletion(raw).user_id
+            self.latest.pop(user, None)
+            self.history.pop(user, None)
         except InvalidMessage:
             self.unreadable += 1
 
     def user_list(
-        self, user_id: str, k: int, exclude: Collection[str], now_ms: int
+        self, user_id: str, k: int, exclude: Collection[str], now_ms: int,
+        category: str | None = None,
     ) -> dict[str, object]:
-        """The body of ``GET /v1/users/{user_id}/recommendations``."""
-        gone = self.catalogue.unavailable(now_ms)  # cached; never copied per request
+        """The body of ``GET /v1/users/{user_id}/recommendations``. With ``category``:
+        the user's list's items of it, in its order, then the category's trending
+        items up to ``k`` (``filled_from_popular`` says how many). Trending items
+        the user had among their last ``history`` events are never filled in."""
+        keep = self._keep(now_ms, category)
         held = self.latest.get(user_id)
+        seen = self.history.get(user_id, ())
         if held is None:
-            items = self.trending.top(k, exclude, lambda i: i not in gone)
+            items = self.trending.top(k, {*exclude, *seen}, keep)
             return {"user_id": user_id, "source": "popular", "items": _items(items),
                     "model_version": None, "emitted_ms": None, "age_ms": None,
                     "trigger_event_id": None}  # fmt: skip
-        kept = [(i, s) for i, s in held.items if i not in exclude and i not in gone][:k]
+        kept = [(i, s) for i, s in held.items if i not in exclude and keep(i)][:k]
+        filled: list[tuple[str, float]] = []
+        if category is not None and len(kept) < k:
+            shown = {i for i, _ in held.items}  # a filtered-out item stays out
+            filled = self.trending.top(k - len(kept), {*exclude, *shown, *seen}, keep)
         return {
-            "user_id": user_id, "source": "stream", "items": _items(kept),
+            "user_id": user_id, "source": "stream", "items": _items(kept + filled),
             "model_version": held.model_version, "emitted_ms": held.emitted_ms,
             "age_ms": max(0, now_ms - held.emitted_ms),
-            "trigger_event_id": held.trigger_event_id,
+            "trigger_event_id": held.trigger_event_id, "filled_from_popular": len(filled),
         }  # fmt: skip
 
     def popular(
-        self, k: int, exclude: Collection[str], now_ms: int, category: str | None = None
+        self, k: int, exclude: Collection[str], now_ms: int, category: str | None = None,
+        window: str | None = None,
     ) -> dict[str, object]:
         """The body of ``GET /v1/popular``: ``k`` items of ``category`` when given (as the
-        ``items`` topic states each item's), ranked among themselves."""
-        gone = self.catalogue.unavailable(now_ms)
+        ``items`` topic states each item's), ranked among themselves, decayed with the
+        ``window``'s half-life (the configured one when None)."""
+        ranking = self.trending if window is None else self.windows[window]
+        return {"items": _items(ranking.top(k, exclude, self._keep(now_ms, category))),
+                "half_life_s": ranking.half_life_ms / 1000.0,
+                "events": ranking.events}  # fmt: skip
 
-        def keep(item: str) -> bool:
-            return item not in gone and (category is None or
-                                         self.catalogue.category(item) == category)  # fmt: skip
-
-        return {"items": _items(self.trending.top(k, exclude, keep)),
-                "half_life_s": self.trending.half_life_ms / 1000.0,
-                "events": self.trending.events}  # fmt: skip
+    def _keep(self, now_ms: int, category: str | None) -> Callable[[str], bool]:
+        """Whether an item may be answered: available, and of ``category`` when given."""
+        gone = self.catalogue.unavailable(now_ms)  # cached; never copied per request
+        if category is None:
+            return lambda item: item not in gone
+        return lambda item: item not in gone and self.catalogue.category(item) == category
 
 
 def _items(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:

@@ -23,6 +23,8 @@ MAX_K = 100
 DEFAULT_K = 10
 #: Most item ids in one ``exclude`` parameter.
 MAX_EXCLUDE = 1000
+#: ``GET /v1/popular?window=``: the decay half-lives, in seconds, an app may ask for.
+POPULAR_WINDOWS = {"1h": 3600.0, "1d": 86400.0, "7d": 604800.0}
 
 
 class _Body(BaseModel):
@@ -46,13 +48,16 @@ class UserRecommendations(_Body):
     emitted_ms: int | None = Field(description="when the scorer emitted the list")
     age_ms: int | None = Field(description="how old the list is at the answer")
     trigger_event_id: str | None = Field(description="the event that caused the list")
+    filled_from_popular: int = Field(
+        default=0, description="with `category`: how many of the last items come from the "
+        "category's trending list, where the user's own list held fewer than k of it")
 
 
 class PopularItems(_Body):
     """Items ranked by interactions with exponential time decay (event time)."""
 
     items: list[ApiItem]
-    half_life_s: float
+    half_life_s: float = Field(description="the decay's half-life (the `window` asked for)")
     events: int = Field(description="events the ranking has counted")
 
 
@@ -110,6 +115,9 @@ _ITEM = _id_in_path("item_id")
 _CATEGORY = {"name": "category", "in": "query", "required": False,
              "description": "only items of this category (as the `items` topic states it)",
              "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+_WINDOW = {"name": "window", "in": "query", "required": False,
+           "description": "the decay's half-life; default: RECSTREAM_POPULAR_HALF_LIFE_S",
+           "schema": {"type": "string", "enum": list(POPULAR_WINDOWS)}}
 
 
 def _paths() -> dict[str, Any]:
@@ -118,13 +126,13 @@ def _paths() -> dict[str, Any]:
         "/v1/users/{user_id}/recommendations": {"get": {
             "summary": "The user's latest recommendations (the popular list if none)",
             "operationId": "userRecommendations",
-            "parameters": [_USER, _K, _EXCLUDE],
+            "parameters": [_USER, _K, _EXCLUDE, _CATEGORY],
             "responses": {"200": _answer("UserRecommendations", "the list"), **_ERRORS},
         }},
         "/v1/popular": {"get": {
             "summary": "Trending items, time-decayed",
             "operationId": "popular",
-            "parameters": [_K, _EXCLUDE, _CATEGORY],
+            "parameters": [_K, _EXCLUDE, _CATEGORY, _WINDOW],
             "responses": {"200": _answer("PopularItems", "the list"), **_ERRORS},
         }},
         "/v1/items/{item_id}/similar": {"get": {

@@ -5,9 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 from multidict import MultiDict
-from recstream.schemas.messages import Recommendation, UserDeletion
+from recstream.schemas.messages import ItemUpdate, Recommendation, UserDeletion
 
-from recstream.api_requests import BadRequest, check_query, parse_events_body, query_k
+from recstream.api_requests import (
+    BadRequest,
+    check_query,
+    parse_events_body,
+    query_k,
+    query_window,
+)
 from recstream.api_state import ApiState, TrendingItems
 
 T0 = 1_700_000_000_000
@@ -90,3 +96,59 @@ def test_event_bodies_name_the_bad_field() -> None:
     with pytest.raises(BadRequest) as exc:
         parse_events_body(orjson.dumps({**ok, "ts": T0 + 48 * HOUR_MS * 10**3}))
     assert exc.value.field == "event" and exc.value.error == "ts_future"
+
+
+def _item(item: str, category: str) -> bytes:
+    return ItemUpdate(item_id=item, category=category, updated_ms=T0).model_dump_json().encode()
+
+
+def _event(item: str, ts: int) -> bytes:
+    return orjson.dumps({"event_id": f"e{item}{ts}", "user_id": "x", "item_id": item,
+                         "event_type": "view", "ts": ts})  # fmt: skip
+
+
+def test_a_category_keeps_the_users_order_then_fills_from_the_categorys_trending() -> None:
+    s = ApiState()
+    for item, category in (("a", "jazz"), ("b", "rock"), ("c", "jazz"), ("d", "jazz"),
+                           ("e", "jazz"), ("f", "rock")):  # fmt: skip
+        s.add_item(_item(item, category))
+    for n, item in enumerate(["d", "d", "d", "e", "e", "b", "b", "b", "b", "a"]):
+        s.add_event(_event(item, T0 + n))
+    s.add_recommendation(rec("u", 200, ["b", "c", "a", "f"]))
+    body = s.user_list("u", 3, set(), 250, category="jazz")
+    # c, a from the user's list in its order; d is the jazz trending item it lacked.
+    assert [i["item_id"] for i in body["items"]] == ["c", "a", "d"]
+    assert body["filled_from_popular"] == 1 and body["source"] == "stream"
+    # Excluded items stay out of both parts; the list's own items are never repeated.
+    assert [i["item_id"] for i in s.user_list("u", 3, {"d"}, 250, "jazz")["items"]] == [
+        "c", "a", "e"]
+    assert s.user_list("u", 2, set(), 250, "jazz")["filled_from_popular"] == 0
+    # A user without a list: the category's trending items.
+    assert [i["item_id"] for i in s.user_list("nobody", 5, set(), 250, "rock")["items"]] == ["b"]
+
+
+def test_a_window_picks_its_half_life() -> None:
+    s = ApiState(half_life_s=3600)
+    for _ in range(4):
+        s.add_event(_event("old", T0))
+    s.add_event(_event("new", T0 + 86_400_000))  # a day later
+    assert [i["item_id"] for i in s.popular(2, set(), T0, window="1h")["items"]] == ["new", "old"]
+    week = s.popular(2, set(), T0, window="7d")
+    assert [i["item_id"] for i in week["items"]] == ["old", "new"] and week["half_life_s"] == 604800
+    assert query_window({"window": "1d"}) == "1d" and query_window({}) is None
+    with pytest.raises(BadRequest) as err:
+        query_window({"window": "2h"})
+    assert err.value.field == "window"
+
+
+def test_trending_items_the_user_had_are_never_filled_in_and_a_deletion_forgets_them() -> None:
+    s = ApiState(history=2)
+    for n, item in enumerate(["a", "a", "a", "b", "b", "c"]):
+        s.add_event(_event(item, T0 + n))
+    mine = orjson.dumps({"event_id": "m", "user_id": "u", "item_id": "a", "event_type": "view",
+                         "ts": T0 + 9})  # fmt: skip
+    s.add_event(mine)
+    assert [i["item_id"] for i in s.user_list("u", 2, set(), T0)["items"]] == ["b", "c"]
+    s.add_deletion(UserDeletion(user_id="u", requested_ms=T0).model_dump_json().encode())
+    assert "u" not in s.history
+    assert [i["item_id"] for i in s.user_list("u", 2, set(), T0)["items"]] == ["a", "b"]
