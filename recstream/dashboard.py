@@ -8,7 +8,8 @@ HR@10 / NDCG@10 per model version, scorer batches and the model's age.
 
 Routes: ``/`` (the page), ``/stream?user=ID`` (SSE: the history once, then a
 point a second), ``/api/snapshot?user=ID`` (the same figures as JSON, for
-``recstream top``), ``/metrics``, ``/healthz``, ``/readyz``.
+``recstream top``), ``POST /api/items`` (add or retire an item: see
+:mod:`recstream.dashboard_catalogue`), ``/metrics``, ``/healthz``, ``/readyz``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,10 +36,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from recstream.dashboard_catalogue import BadItemRequest, CatalogueWatches, parse_item_request
 from recstream.live_state import LiveState
 from recstream.metrics_scrape import MetricsView
+from recstream.schemas.messages import now_ms
 from recstream.schemas.settings import KafkaSettings
-from recstream.schemas.topics import EVENTS, EVENTS_DLQ, RECOMMENDATIONS
+from recstream.schemas.topics import EVENTS, EVENTS_DLQ, ITEMS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class Dashboard:
     def __init__(self, settings: DashboardSettings) -> None:
         self.settings = settings
         self.live = LiveState()
+        self.catalogue = CatalogueWatches()
         self.view = MetricsView(settings.worker_metrics, settings.scorer_metrics)
         self.figures: dict[str, Any] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
@@ -76,6 +80,7 @@ class Dashboard:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
         self.port = settings.port
 
     @property
@@ -91,6 +96,7 @@ class Dashboard:
                 web.static("/static", STATIC),
                 web.get("/stream", self._stream),
                 web.get("/api/snapshot", self._snapshot),
+                web.post("/api/items", self._post_item),
                 web.get("/metrics", self._metrics),
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
@@ -112,6 +118,8 @@ class Dashboard:
             **self.settings.kafka.aiokafka_kwargs(),
         )
         await self._consumer.start()
+        self._producer = AIOKafkaProducer(acks="all", **self.settings.kafka.aiokafka_kwargs())
+        await self._producer.start()
         self.ready = True
         self._tasks = [
             asyncio.create_task(self._consume(), name="dashboard-consume"),
@@ -124,6 +132,8 @@ class Dashboard:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -133,7 +143,7 @@ class Dashboard:
         assert self._consumer is not None
         feeds: dict[str, Callable[[bytes | None], None]] = {
             EVENTS: self.live.add_event,
-            RECOMMENDATIONS: self.live.add_recommendation,
+            RECOMMENDATIONS: self._add_recommendation,
             EVENTS_DLQ: self.live.add_dead_letter,
         }
         while True:
@@ -143,6 +153,11 @@ class Dashboard:
                 for record in records:
                     feed(record.value)
                 self._read.labels(tp.topic).inc(len(records))
+
+    def _add_recommendation(self, raw: bytes | None) -> None:
+        read = self.live.add_recommendation(raw)
+        if read is not None:
+            self.catalogue.observe(*read)
 
     async def _tick(self) -> None:
         while True:
@@ -180,6 +195,7 @@ class Dashboard:
             "metrics": self.figures,
             "metrics_configured": self.view.configured,
             "user": self.live.user_view(user),
+            "catalogue": self.catalogue.view(),
         }
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
@@ -207,6 +223,23 @@ class Dashboard:
         finally:
             self._clients.dec()
         return response
+
+    async def _post_item(self, request: web.Request) -> web.Response:
+        """Produce an add or a retirement to ``items``; 202 once the broker acknowledged."""
+        try:
+            update = parse_item_request(await request.read(), now_ms())
+        except BadItemRequest as exc:
+            return web.json_response({"field": exc.field, "detail": str(exc)}, status=400)
+        assert self._producer is not None
+        try:
+            sent = await self._producer.send(ITEMS, update.model_dump_json().encode(),
+                                             key=update.item_id.encode())  # fmt: skip
+            await asyncio.wait_for(sent, 10.0)
+        except Exception as exc:  # noqa: BLE001 - any failure: the record may not be stored
+            return web.json_response({"field": None, "detail": f"not stored: {exc!r}"}, status=503)
+        self.catalogue.start(update, now_ms())
+        action = "add" if update.available else "retire"
+        return web.json_response({"item_id": update.item_id, "action": action}, status=202)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -71,7 +71,8 @@ class LiveState:
         timeline.events.append(entry)
         timeline.count += 1
 
-    def add_recommendation(self, raw: bytes | None) -> None:
+    def add_recommendation(self, raw: bytes | None) -> tuple[list[str], int] | None:
+        """Count a list; return its items and ``emitted_ms`` (None if unreadable)."""
         now = self._clock()
         try:
             r = orjson.loads(raw or b"")
@@ -87,15 +88,17 @@ class LiveState:
                     for x in r.get("explanation") or []
                 ],
             }
+            emitted_ms = int(r["emitted_ms"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.unreadable += 1
-            return
+            return None
         self.recs_total += 1
         self.versions[entry["model_version"]] += 1
         self.latest_version = entry["model_version"]
         self._rec_times.append((now, latency_ms))
         if isinstance(user, str):
             self._timeline(user).recs.append(entry)
+        return entry["items"], emitted_ms
 
     def add_dead_letter(self, raw: bytes | None) -> None:
         self.dlq_total += 1

@@ -195,9 +195,39 @@ function connect() {
     }
     renderTiles(msg);
     renderUser(msg.user);
+    renderCatalogue(msg.catalogue);
     const last = charts.throughput.data[0];
     if (msg.point && (!last.length || msg.point.t > last[last.length - 1])) addPoint(msg.point);
   };
+}
+
+function renderCatalogue(watches) {
+  const body = $("catalogue-table").querySelector("tbody");
+  body.replaceChildren(...(watches || []).map((w) => {
+    const tr = document.createElement("tr");
+    for (const v of [w.item_id, w.action === "add" ? "added" : "retired", `${w.age_s} s`, fmt(w.lists), fmt(w.holding)]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    tr.lastChild.className = (w.action === "retire") === (w.holding === 0) ? "hit" : "";
+    return tr;
+  }));
+}
+
+async function sendItem(action) {
+  const status = $("item-status");
+  const body = {action, item_id: $("item-id").value.trim(), text: $("item-text").value.trim(),
+                category: $("item-category").value.trim()};
+  try {
+    const r = await fetch("/api/items", {method: "POST", body: JSON.stringify(body),
+                                         headers: {"Content-Type": "application/json"}});
+    const answer = await r.json();
+    status.textContent = r.ok ? `${answer.item_id}: ${action === "add" ? "added" : "retired"}`
+                              : `refused (${answer.field}): ${answer.detail}`;
+  } catch (e) {
+    status.textContent = `not sent: ${e}`;
+  }
 }
 
 function choose(user) { chosenUser = user.trim(); connect(); }
@@ -205,5 +235,6 @@ function choose(user) { chosenUser = user.trim(); connect(); }
 window.addEventListener("load", () => {
   initCharts();
   $("user-input").addEventListener("change", (e) => choose(e.target.value));
+  $("item-form").addEventListener("submit", (e) => { e.preventDefault(); sendItem(e.submitter.value); });
   connect();
 });
