@@ -45,6 +45,11 @@ class CatalogueTexts:
         return {item: u.text for item, u in catalogue.items.items()
                 if u.text and item not in known and self._embedded.get(item) != u.text}
 
+    def warm(self) -> int:
+        """Load the embedder before the first new item needs it (MiniLM: seconds)."""
+        self._embed(["warm-up"])
+        return 0
+
     def embed(self, todo: Mapping[str, str]) -> int:
         """Embed ``todo`` (from :meth:`pending`) and publish the vectors; returns how many."""
         ids = list(todo)
@@ -56,10 +61,11 @@ class CatalogueTexts:
 
 
 class TextFollower:
-    """Keeps the served version ranking the catalogue's new items by their text: after
-    each catalogue update or swap, embeds what is new (one job at a time, in a
-    thread) and hands the vectors to the version. Called by the scorer between
-    batches; a failed embedding (no MiniLM) is logged once and ends following."""
+    """Keeps the served version ranking the catalogue's new items by their text: loads
+    the embedder as soon as a version with item text serves, then after each
+    catalogue update or swap embeds what is new (one job at a time, in a thread)
+    and hands the vectors to the version. Called by the scorer between batches; a
+    failed embedding (no MiniLM) is logged once and ends following."""
 
     def __init__(self, texts: CatalogueTexts | None = None) -> None:
         self.texts: CatalogueTexts | None = texts or CatalogueTexts()
@@ -67,11 +73,16 @@ class TextFollower:
         self._checked: tuple[str, int] | None = None  # (version, catalogue records applied)
         self._given: tuple[str, int] | None = None  # (version, texts generation)
         self._known: tuple[str, frozenset[str]] = ("", frozenset())
+        self._warmed = False
 
     def step(self, model: Recommender, catalogue: Catalogue) -> int | None:
         """Returns how many items ``model`` now ranks by text, when that changed."""
         texts = self.texts
         if texts is None or not model.wants_item_texts or not self._job_settled():
+            return None
+        if not self._warmed:  # the first new item then waits for its text only
+            self._warmed = True
+            self._job = asyncio.ensure_future(asyncio.to_thread(texts.warm))
             return None
         checked = (model.version, catalogue.applied)
         if checked != self._checked:
@@ -98,7 +109,8 @@ class TextFollower:
                       job.exception())  # fmt: skip
             self.texts = None
             return False
-        log.info("embedded %d new catalogue item texts", job.result())
+        if job.result():
+            log.info("embedded %d new catalogue item texts", job.result())
         return True
 
     def _items_of(self, model: Recommender) -> frozenset[str]:

@@ -18,6 +18,8 @@ def bench_api(
     events_rate: Annotated[float, typer.Option(min=1, help="events per second")] = 500.0,
     seconds: Annotated[float, typer.Option(min=4, help="seconds of requests")] = 30.0,
     users: Annotated[int, typer.Option(min=10, help="synthetic users")] = 1000,
+    train_budget: Annotated[float, typer.Option(
+        min=1, help="seconds to train the served model first")] = 60.0,
     run_dir: Annotated[Path, typer.Option(help="logs and state")] = Path("bench-api-run"),
 ) -> None:
     """p50/p99 of GET /v1/users/{id}/recommendations while events stream; retired items."""
@@ -25,7 +27,7 @@ def bench_api(
 
     run_api_bench(ApiBenchOptions(json_out=json_out, run_dir=run_dir, engine=engine,
                                   rate=rate, events_rate=events_rate, seconds=seconds,
-                                  users=users))  # fmt: skip
+                                  users=users, train_budget_s=train_budget))  # fmt: skip
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
