@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from recstream.stream.app import internal_topics
 from recstream.stream.kafka_admin import (
     WORKER_TOPICS,
     error_message,
@@ -10,7 +11,6 @@ from recstream.stream.kafka_admin import (
     replication_factor,
     unled,
 )
-from recstream.stream.app import internal_topics
 
 
 def test_counts_come_from_describe_topics_and_skip_errors() -> None:
