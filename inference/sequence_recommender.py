@@ -53,6 +53,7 @@ class SequenceRecommender:
         self._version = loaded.version
         #: Catalogue items without an id row, ranked by text (set_item_texts).
         self._text_only: TextOnlyItems | None = None
+        self._item_table: torch.Tensor | None = None
         self.backend = select_backend(
             backend,
             self.model,
@@ -85,9 +86,14 @@ class SequenceRecommender:
         """Rank the items of ``texts`` (item id -> MiniLM embedding) that this version
         has no row for by their text alone, beside its own; return how many. Replaces
         the previous call's items. Call between batches, never during one."""
-        extra = TextOnlyItems(self.model, texts, self.index) if self.wants_item_texts else None
+        if not self.wants_item_texts:
+            return 0
+        if self._item_table is None:  # once per version: the text tower over every item
+            with torch.inference_mode():
+                self._item_table = self.model.item_table()
+        extra = TextOnlyItems(self.model, texts, self.index, self._item_table)
         self._text_only = extra if extra else None
-        return len(extra) if extra else 0
+        return len(extra)
 
     def recommend(self, requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:
         """Top-``k`` items per request, best first (fewer if the catalogue runs out);

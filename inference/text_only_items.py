@@ -21,15 +21,16 @@ class TextOnlyItems:
     """The projected texts of ``ids`` ([C, d] ``table``) under one model version."""
 
     def __init__(self, model: SeqRecModel, texts: Mapping[str, torch.Tensor],
-                 known: Mapping[str, int]) -> None:  # fmt: skip
+                 known: Mapping[str, int], items: torch.Tensor) -> None:  # fmt: skip
+        """``items``: the version's own item table (``model.item_table()``), the
+        inputs of the users' states, computed once per version by the caller."""
         self.ids = [i for i in texts if i not in known]
         self.column = {item: c for c, item in enumerate(self.ids)}
         self._model = model
+        self._items = items
         with torch.inference_mode():
             self.table = (model.text_proj(torch.stack([texts[i] for i in self.ids]).float())
                           if self.ids else torch.zeros(0, model.cfg.d_model))  # fmt: skip
-            # The trained items' representations: the inputs of the user's state.
-            self._items = model.item_table()
 
     def __len__(self) -> int:
         return len(self.ids)
