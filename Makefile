@@ -26,8 +26,8 @@ test: venv browser kafka lint
 ifdef PYTEST_ARGS
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 else
-	@$(PY) -m pytest -ra -p no:cacheprovider tests/unit tests/functional >$(UNIT_LOG) 2>&1 & \
-	unit=$$!; $(PY) -m pytest -ra tests/integration; integration=$$?; \
+	@$(PY) -m pytest -ra --durations=10 -p no:cacheprovider tests/unit tests/functional >$(UNIT_LOG) 2>&1 & \
+	unit=$$!; $(PY) -m pytest -ra --durations=25 tests/integration; integration=$$?; \
 	wait $$unit; units=$$?; echo "--- unit and functional tiers ($(UNIT_LOG)) ---"; \
 	cat $(UNIT_LOG); echo "exit: integration $$integration, unit and functional $$units"; \
 	test $$integration = 0 && test $$units = 0
