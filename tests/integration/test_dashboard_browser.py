@@ -179,9 +179,12 @@ def _retire_and_add_from_the_page(browser: Any, url: str, demo: subprocess.Popen
               == f"{i}: {'added' if a == 'add' else 'retired'}", CHANGE_S, f"{action} sent", demo)
 
     def watched() -> dict[str, list[str]]:
-        table = browser.find_elements("css selector", "#catalogue-table tbody tr")
-        return {cells[0]: cells for cells in
-                ([td.text for td in tr.find_elements("css selector", "td")] for tr in table)}
+        # One script: the page replaces the rows every second, so elements found
+        # one call earlier may be gone (stale) by the next.
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#catalogue-table tbody tr')]"
+            ".map(tr => [...tr.cells].map(td => td.textContent))")
+        return {cells[0]: cells for cells in rows}
 
     _wait(lambda: (_number(watched().get(item, ["", "", "", "0"])[3]) or 0) >= 20, CHANGE_S,
           "lists read after the retirement", demo)  # fmt: skip
