@@ -180,9 +180,9 @@ def ensure_topics(
 
 
 def unled(described: Iterable[Mapping[str, Any]], names: Iterable[str]) -> set[str]:
-    """The ``names`` absent from a ``describe_topics()`` answer or with a partition
-    that has no leader yet."""
+    """The ``names`` absent from a ``describe_topics()`` answer (kafka-python's metadata
+    dicts: ``leader_id`` per partition, -1 while none) or with a leaderless partition."""
     led = {str(t["name"]) for t in described
            if not t.get("error_code") and t.get("partitions")
-           and all(p.get("leader", -1) >= 0 for p in t["partitions"])}  # fmt: skip
+           and all(p.get("leader_id", -1) >= 0 for p in t["partitions"])}  # fmt: skip
     return set(names) - led

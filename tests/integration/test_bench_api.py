@@ -25,4 +25,7 @@ def test_bench_api_reports_latency_and_retirement(tmp_path: Path) -> None:
     assert report["baseline_healthz_p99_ms"] > 0
     assert report["lists_after_retirement"] > 0 and report["retired_violations"] == 0
     assert report["train_s"] > 0 and report["new_item"] == "bench-new-item"
-    assert report["new_item_s"] is not None and report["new_item_s"] >= 0
+    # Ranked within seconds; whether a list of this short, small run holds it is
+    # the model's choice (null then: none within the wait).
+    assert report["new_item_ranked_s"] is not None and 0 <= report["new_item_ranked_s"] < 10
+    assert report["new_item_s"] is None or report["new_item_s"] >= 0

@@ -318,3 +318,22 @@ def test_worker_resumes_after_the_kafka_broker_restarts(
     want = expected_states(by_user, 200)
     assert read_table(state, PARTITIONS) == want
     assert latest_changelog_states(broker.bootstrap) == want
+
+
+def test_the_worker_makes_its_internal_topics_ready_before_faust_starts(broker: Broker) -> None:
+    """Against the real broker: created with the worker's partition count, each
+    partition led, within seconds (not the whole wait), and only once."""
+    import time
+
+    from recstream.schemas import KafkaSettings
+    from recstream.stream.app import internal_topics
+    from recstream.stream.kafka_admin import admin_call, ensure_topics, partition_counts
+
+    kafka = KafkaSettings(bootstrap=broker.bootstrap, partitions=4)
+    wanted = internal_topics("ready-check")
+    started = time.monotonic()
+    assert sorted(ensure_topics(kafka, wanted, 1, timeout_s=30)) == sorted(wanted)
+    assert time.monotonic() - started < 15
+    counts = partition_counts(admin_call(kafka, lambda a: a.describe_topics(list(wanted))))
+    assert counts == dict.fromkeys(wanted, 4)
+    assert ensure_topics(kafka, wanted, 1, timeout_s=30) == []

@@ -49,12 +49,13 @@ def test_the_changelogs_take_the_replication_of_events() -> None:
 
 def test_a_topic_counts_as_ready_only_once_every_partition_has_a_leader() -> None:
     described = [
-        {"name": "a", "error_code": 0, "partitions": [{"leader": 1}, {"leader": 0}]},
-        {"name": "b", "error_code": 0, "partitions": [{"leader": 1}, {"leader": -1}]},
+        {"name": "a", "error_code": 0, "partitions": [{"leader_id": 1}, {"leader_id": 0}]},
+        {"name": "b", "error_code": 0, "partitions": [{"leader_id": 1}, {"leader_id": -1}]},
         {"name": "c", "error_code": 0, "partitions": []},
-        {"name": "d", "error_code": 3, "partitions": [{"leader": 1}]},
+        {"name": "d", "error_code": 3, "partitions": [{"leader_id": 1}]},
+        {"name": "f", "error_code": 0, "partitions": [{"leader": 1}]},  # not kafka-python's key
     ]
-    assert unled(described, ["a", "b", "c", "d", "e"]) == {"b", "c", "d", "e"}
+    assert unled(described, ["a", "b", "c", "d", "e", "f"]) == {"b", "c", "d", "e", "f"}
 
 
 def test_the_worker_makes_ready_its_changelogs_compacted_and_its_repartition_topic() -> None:
