@@ -21,6 +21,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: New items' vectors kept per loaded version (a few KB each).
+MAX_PLACED = 10_000
+
 
 class SimilarItems:
     def __init__(self, registry: Path | None) -> None:
@@ -30,6 +33,8 @@ class SimilarItems:
         self._ids: list[str] = []
         self._table: Any = None  # [n_items, d], rows of unit length
         self._project: Any = None  # the version's text projection (None: no text tower)
+        #: text -> its unit vector under the loaded version: MiniLM once per new item.
+        self._placed: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def load_current(self) -> None:
@@ -63,6 +68,7 @@ class SimilarItems:
             self._index = {item: i for i, item in enumerate(self._ids)}
             self._table = table
             self._project = loaded.model.text_proj if loaded.model.cfg.use_text else None
+            self._placed = {}
             self.version = loaded.version
         log.info("similar items: serving %s (%d items)", loaded.version, len(self._ids))
         return True
@@ -76,11 +82,17 @@ class SimilarItems:
 
         with self._lock:
             table, index, ids, project = self._table, self._index, self._ids, self._project
+            cache = self._placed  # this version's: a load meanwhile starts a new one
         row = index.get(item_id)
         if table is None or (row is None and (text is None or project is None)):
             return None
         if row is None:
-            scores = table @ _placed_by_text(project, text or "")
+            placed = cache.get(text or "")
+            if placed is None:
+                placed = _placed_by_text(project, text or "")
+                if len(cache) < MAX_PLACED:
+                    cache[text or ""] = placed
+            scores = table @ placed
         else:
             scores = table @ table[row]
             scores[row] = -2.0  # never the item itself

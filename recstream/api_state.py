@@ -26,7 +26,8 @@ from recstream.schemas.messages import (
     parse_event,
 )
 
-#: Items per user the replica remembers (the worker's default sequence length).
+#: Items per user the replica remembers, bounding its memory (the worker keeps up to
+#: RECSTREAM_MAX_SEQ_LEN, 200 by default; a trending fill needs only the recent ones).
 HISTORY = 50
 
 #: Decayed counts are stored multiplied by 2 ** (t / half-life) from this origin;
