@@ -18,16 +18,17 @@ $(STAMP): pyproject.toml requirements/dev.txt
 demo: venv kafka
 	$(VENV)/bin/recstream demo $(DEMO_ARGS)
 
-# The integration tier (real brokers and processes, which mostly wait: ~0.75 of the
-# 2 cores) runs beside the unit and functional tiers (CPU: model exports); the
-# latter's report follows the former's. PYTEST_ARGS: one serial run of those tests.
+# The integration tier (real brokers and processes, which mostly wait) runs in two
+# pytest processes, one file each at a time (a file's module fixtures are built
+# once), beside the unit and functional tiers (CPU: model exports); the latter's
+# report follows the former's. PYTEST_ARGS: one serial run of those tests.
 UNIT_LOG := .unit-tests.log
 test: venv browser kafka lint
 ifdef PYTEST_ARGS
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 else
 	@$(PY) -m pytest -ra --durations=10 -p no:cacheprovider tests/unit tests/functional >$(UNIT_LOG) 2>&1 & \
-	unit=$$!; $(PY) -m pytest -ra --durations=25 tests/integration; integration=$$?; \
+	unit=$$!; $(PY) -m pytest -ra --durations=25 -n 2 --dist loadfile tests/integration; integration=$$?; \
 	wait $$unit; units=$$?; echo "--- unit and functional tiers ($(UNIT_LOG)) ---"; \
 	cat $(UNIT_LOG); echo "exit: integration $$integration, unit and functional $$units"; \
 	test $$integration = 0 && test $$units = 0
