@@ -21,7 +21,7 @@ Prints a table and writes ``{"rows": [{model, hr@10, ndcg@10, ...}], "cases",
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class VersusOptions:
     max_epochs: int = 200
     patience: int = 5
     progress: bool = False
+    #: ``StreamShape`` fields to change from the generator's defaults.
+    shape: dict[str, float] = field(default_factory=dict)
 
 
 def repeat_share(events: list[tuple[str, str]]) -> float:
@@ -100,10 +102,11 @@ def run_versus(opts: VersusOptions) -> dict[str, Any]:
     from recstream.trainer.split import leave_one_out
     from recstream.trainer.train import TrainConfig
 
-    from recstream.synthetic import generate
+    from recstream.synthetic import StreamShape, generate
 
+    shape = StreamShape(**opts.shape)
     stream = generate(n_events=opts.events, n_users=opts.users, n_items=opts.items,
-                      seed=opts.seed)  # fmt: skip
+                      seed=opts.seed, shape=shape)  # fmt: skip
     texts = {i.item_id: f"{i.title}. {i.category}" for i in stream.items.values()}
     data = Interactions("synthetic", [Interaction(e.user_id, e.item_id, e.ts, e.event_type)
                                       for e in stream.events], True, texts)  # fmt: skip
@@ -122,6 +125,7 @@ def run_versus(opts: VersusOptions) -> dict[str, Any]:
                      **result.facts()})  # fmt: skip
     report = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
+        "stream_shape": asdict(shape),
         "users": len(split.users), "cases": len(split.cases("test")), "all_cases": all_test,
         "repeat_share": repeat_share([(e.user_id, e.item_id) for e in stream.events]),
         "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}

@@ -17,12 +17,31 @@ def bench_versus(
     seed: Annotated[int, typer.Option(help="stream seed (the demo's: 7)")] = 7,
     max_epochs: Annotated[int, typer.Option(min=1)] = 200,
     patience: Annotated[int, typer.Option(min=1)] = 5,
+    shape: Annotated[list[str] | None, typer.Option(
+        help="a StreamShape field=value to change, e.g. taste=0.8 (repeatable)")] = None,
 ) -> None:
     """Same events, same new-item cases: co-occurrence vs ours (with and without text)."""
     from recstream.bench.versus_cooccurrence import VersusOptions, run_versus
 
     run_versus(VersusOptions(json_out=json_out, events=events, users=users, items=items,
-                             seed=seed, max_epochs=max_epochs, patience=patience))  # fmt: skip
+                             seed=seed, max_epochs=max_epochs, patience=patience,
+                             shape=_shape(shape or [])))  # fmt: skip
+
+
+def _shape(pairs: list[str]) -> dict[str, float]:
+    """``["taste=0.8"]`` -> ``{"taste": 0.8}``, refusing fields the stream does not have."""
+    from dataclasses import fields
+
+    from recstream.synthetic import StreamShape
+
+    known = {f.name for f in fields(StreamShape)}
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in known:
+            raise typer.BadParameter(f"{pair!r}: expected FIELD=VALUE, FIELD one of {sorted(known)}")
+        out[name] = float(value)
+    return out
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

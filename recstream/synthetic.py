@@ -8,6 +8,10 @@ What makes it realistic enough to learn from:
   session, and a heavy-tailed activity level;
 * sessions that stay on a topic and follow "related item" links, so item-to-item
   transitions carry signal;
+* taste: each user favours one of three tiers of every category's makers and
+  styles (a title's first words: a brand, a fit, a material), the kind of
+  preference that shows in an item's text and in a user's whole history rather
+  than in the last item alone (``StreamShape.taste``; 0 gives the stream without it);
 * a funnel per viewed item: view > click > cart > purchase, some purchases rated.
 
 Standard library only (``random``), so it runs in the worker image and gives the
@@ -20,7 +24,9 @@ import bisect
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from recstream.schemas.messages import Event, now_ms
 
@@ -121,6 +127,35 @@ class CatalogItem:
     category: str
 
 
+#: Tiers of taste: a category's title openers (brands, fits, materials) in turn.
+TIERS = 3
+
+
+def _groups(items: dict[str, CatalogItem], weight: dict[str, float],
+            key: Callable[[CatalogItem], object]) -> dict[tuple[str, Any], tuple[list[str], list[float]]]:
+    """(category, key) -> (its items, their cumulative popularity weights)."""
+    members: dict[tuple[str, Any], list[str]] = {}
+    for item_id, item in items.items():
+        members.setdefault((item.category, key(item)), []).append(item_id)
+    return {g: (ids, _cumulative([weight[i] for i in ids])) for g, ids in members.items()}
+
+
+def kind_of(item: CatalogItem) -> str:
+    """The item's kind: its title's middle words (a product type, a material ...)."""
+    first, second, _ = _TITLE_WORDS[item.category]
+    rest = next(item.title[len(w) + 1:] for w in first if item.title.startswith(w + " "))
+    return max((w for w in second if rest.startswith(w)), key=len)
+
+
+def tier_of(item: CatalogItem) -> int:
+    """The item's tier, read from its title's opening words (so its text carries it)."""
+    openers = _TITLE_WORDS[item.category][0]
+    for n, opener in enumerate(openers):
+        if item.title.startswith(opener + " "):
+            return n % TIERS
+    raise ValueError(f"title {item.title!r} does not open with a word of {item.category}")
+
+
 @dataclass(frozen=True)
 class SyntheticData:
     events: list[Event]
@@ -136,6 +171,11 @@ class StreamShape:
     #: Probability per session that a user picks up a new interest (and half-forgets the old).
     drift: float = 0.15
     stay_on_topic: float = 0.7
+    #: Probability that an item drawn within a topic comes from the user's tier.
+    taste: float = 0.0
+    #: Probability that each of an item's related items shares its kind (the
+    #: title's middle words: a product type, a material, an ingredient).
+    related_alike: float = 0.0
     follow_related: float = 0.35
     mean_views_per_session: float = 5.0
     p_click: float = 0.3
@@ -160,10 +200,10 @@ def generate(
     shape = shape or StreamShape()
     start = now_ms() - shape.span_ms if start_ms is None else start_ms
     rng = random.Random(seed)
-    catalogue = _Catalogue.build(rng, n_items, shape.item_zipf)
+    catalogue = _Catalogue.build(rng, n_items, shape.item_zipf, shape.related_alike)
     users = [_User.build(rng, f"u{u:06d}") for u in range(n_users)]
     activity = _cumulative([1.0 / (r + 1) ** shape.user_activity_zipf for r in range(n_users)])
-    rng.shuffle(users)  # activity rank independent of the user id
+    rng.shuffle(users)  # activity rank independent of the user id (and so of the tier)
 
     raw: list[tuple[int, str, str, str, float | None, str, dict[str, str]]] = []
     events_per_view = 1 + shape.p_click * (
@@ -216,9 +256,11 @@ class _Catalogue:
     by_category: dict[str, list[str]]
     cum_weights: dict[str, list[float]]
     related: dict[str, list[str]]
+    #: (category, tier) -> (its items, their cumulative popularity weights).
+    tiers: dict[tuple[str, Any], tuple[list[str], list[float]]]
 
     @classmethod
-    def build(cls, rng: random.Random, n_items: int, zipf: float) -> _Catalogue:
+    def build(cls, rng: random.Random, n_items: int, zipf: float, alike: float) -> _Catalogue:
         ranks = list(range(n_items))
         rng.shuffle(ranks)  # popularity rank independent of id and category
         items: dict[str, CatalogItem] = {}
@@ -240,16 +282,37 @@ class _Catalogue:
             weight[item_id] = 1.0 / (ranks[i] + 1) ** zipf
             by_category[cat].append(item_id)
         cum = {c: _cumulative([weight[i] for i in ids]) for c, ids in by_category.items()}
-        self = cls(items, by_category, cum, {})
+        tiers = _groups(items, weight, lambda i: tier_of(i))
+        kinds = _groups(items, weight, kind_of)
+        self = cls(items, by_category, cum, {}, tiers)
         for item_id, item in items.items():
             pool = by_category[item.category]
-            picks = {self.popular_in(rng, item.category) for _ in range(4)} - {item_id}
+            group = kinds[(item.category, kind_of(item))] if alike > 0 else ([], [])
+            picks = {self._related_pick(rng, item.category, group, alike)
+                     for _ in range(4)} - {item_id}  # fmt: skip
             self.related[item_id] = sorted(picks) if len(pool) > 1 else []
         return self
+
+    def _related_pick(self, rng: random.Random, category: str,
+                      alike: tuple[list[str], list[float]], p: float) -> str:  # fmt: skip
+        ids, cum = alike
+        if len(ids) > 1 and rng.random() < p:
+            return ids[bisect.bisect_left(cum, rng.random() * cum[-1])]
+        return self.popular_in(rng, category)
 
     def popular_in(self, rng: random.Random, category: str) -> str:
         cum = self.cum_weights[category]
         return self.by_category[category][bisect.bisect_left(cum, rng.random() * cum[-1])]
+
+    def draw(self, rng: random.Random, category: str, user: _User, taste: float) -> str:
+        """A popular item of the topic; with probability ``taste`` one of the user's tier.
+        No extra random draw when ``taste`` is 0, so such streams stay as they were."""
+        if taste > 0 and rng.random() < taste:
+            group = self.tiers.get((category, user.tier))
+            if group:
+                ids, cum = group
+                return ids[bisect.bisect_left(cum, rng.random() * cum[-1])]
+        return self.popular_in(rng, category)
 
 
 class _TitleBook:
@@ -304,6 +367,8 @@ class _User:
     interests: list[float]
     device: str
     geo: str
+    #: The tier of makers and styles this user favours (``StreamShape.taste``).
+    tier: int = 0
     busy_until: int = 0
 
     @classmethod
@@ -311,7 +376,9 @@ class _User:
         interests = [0.02] * len(CATEGORIES)
         for _ in range(rng.choice((1, 2, 2, 3))):
             interests[rng.randrange(len(CATEGORIES))] += rng.uniform(0.5, 1.0)
-        return cls(user_id, _normalise(interests), _pick(rng, _DEVICES), _pick(rng, _GEOS))
+        # The tier from the id, not the generator: streams without taste stay as they were.
+        tier = int(user_id.lstrip("u")) % TIERS
+        return cls(user_id, _normalise(interests), _pick(rng, _DEVICES), _pick(rng, _GEOS), tier)
 
     def drift(self, rng: random.Random) -> None:
         new = [0.0] * len(CATEGORIES)
@@ -345,7 +412,7 @@ def _session(
     p_more = 1.0 - 1.0 / shape.mean_views_per_session  # geometric number of views
     t = begin
     topic = user.category(rng)
-    item = cat.popular_in(rng, topic)
+    item = cat.draw(rng, topic, user, shape.taste)
     while True:
         out.append((t, user.user_id, item, "view", None, session_id, ctx))
         t = _funnel(rng, shape, user.user_id, item, session_id, ctx, t, out)
@@ -358,7 +425,7 @@ def _session(
             continue
         if rng.random() > shape.stay_on_topic:
             topic = user.category(rng)
-        item = cat.popular_in(rng, topic)
+        item = cat.draw(rng, topic, user, shape.taste)
 
 
 def _funnel(

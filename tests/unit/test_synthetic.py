@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 import pytest
 from recstream.schemas import EVENT_TYPES, parse_event
 
-from recstream.synthetic import CATEGORIES, StreamShape, SyntheticData, generate
+from recstream.synthetic import CATEGORIES, TIERS, StreamShape, SyntheticData, generate, tier_of
 
 START = 1_700_000_000_000
 
@@ -62,7 +62,9 @@ def test_a_seed_gives_the_stream_it_gave_before() -> None:
     # Pinned: the events of this seed as generated before titles were made
     # unique (the repeats are replaced without the stream's random generator).
     # Seeded streams feed tests and benchmarks; a change here changes them all.
-    data = generate(2000, n_users=100, n_items=800, seed=11, start_ms=START)
+    # Taste (added later) draws nothing when it is 0, so that stream is unchanged.
+    data = generate(2000, n_users=100, n_items=800, seed=11, start_ms=START,
+                    shape=StreamShape(taste=0.0))
     digest = hashlib.sha256()
     for e in data.events:
         digest.update(e.model_dump_json().encode())
@@ -120,6 +122,26 @@ def test_interests_drift_over_time() -> None:
         return generate(20_000, 600, 400, seed=5, start_ms=START, shape=StreamShape(drift=drift))
 
     assert _interest_shift(run(0.5)) > _interest_shift(run(0.0)) + 0.1
+
+
+def _own_tier_share(taste: float) -> float:
+    d = generate(20_000, 600, 400, seed=5, start_ms=START, shape=StreamShape(taste=taste))
+    views = [e for e in d.events if e.event_type == "view"]
+    own = sum(tier_of(d.items[e.item_id]) == int(e.user_id[1:]) % TIERS for e in views)
+    return own / len(views)
+
+
+def test_users_favour_their_tier_of_makers_and_styles() -> None:
+    # Without taste a user's views fall in their tier about as often as in any
+    # other (popularity decides); with it, much more often.
+    without = _own_tier_share(0.0)
+    assert abs(without - 1 / TIERS) < 0.1
+    assert _own_tier_share(0.6) > without + 0.2
+
+
+def test_every_title_opens_with_its_tier() -> None:
+    items = generate(10, n_users=5, n_items=3000, seed=3).items.values()
+    assert {tier_of(i) for i in items} == set(range(TIERS))
 
 
 def test_rejects_impossible_sizes() -> None:
