@@ -7,11 +7,13 @@ from collections.abc import Mapping
 
 import orjson
 from multidict import MultiMapping
+from pydantic import TypeAdapter, ValidationError
 
 from recstream.schemas.api import DEFAULT_K, MAX_BATCH, MAX_EXCLUDE, MAX_K, POPULAR_WINDOWS
-from recstream.schemas.messages import Event, InvalidMessage, parse_event
+from recstream.schemas.messages import Event, Id, InvalidMessage, parse_event
 
-_ID_MAX = 256
+#: The topics' rule for ids and categories (``schemas.messages.Id``), not a copy of it.
+_ID = TypeAdapter(Id)
 
 
 class BadRequest(Exception):
@@ -44,9 +46,7 @@ def query_category(query: Mapping[str, str]) -> str | None:
     raw = query.get("category")
     if raw is None:
         return None
-    if not 1 <= len(raw) <= _ID_MAX or any(ord(c) < 0x20 for c in raw):
-        raise BadRequest("category", f"category must be 1..{_ID_MAX} characters")
-    return raw
+    return _check_id("category", raw)
 
 
 def query_window(query: Mapping[str, str]) -> str | None:
@@ -75,9 +75,13 @@ def check_item_id(item_id: str) -> str:
 
 
 def _check_id(name: str, value: str) -> str:
-    if not 1 <= len(value) <= _ID_MAX or any(ord(c) < 0x20 for c in value):
-        raise BadRequest(name, f"{name} must be 1..{_ID_MAX} characters, no control characters")
-    return value
+    try:
+        return _ID.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]  # e.g. "String should have at most 256 characters"
+        rule = ("must not hold control characters" if error["type"] == "string_pattern_mismatch"
+                else error["msg"])  # fmt: skip
+        raise BadRequest(name, f"{name}: {rule}") from None
 
 
 def parse_events_body(raw: bytes) -> list[Event]:

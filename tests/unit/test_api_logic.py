@@ -10,7 +10,9 @@ from recstream.schemas.messages import ItemUpdate, Recommendation, UserDeletion
 from recstream.api_requests import (
     BadRequest,
     check_query,
+    check_user_id,
     parse_events_body,
+    query_category,
     query_k,
     query_window,
 )
@@ -75,6 +77,26 @@ def test_k_outside_its_range_names_k(raw: str) -> None:
     with pytest.raises(BadRequest) as exc:
         query_k({"k": raw})
     assert exc.value.field == "k" and exc.value.status == 400
+
+
+@pytest.mark.parametrize("raw", ["", "a" * 257, "bad\x01id", "tab\there", "ok", "a" * 256, "é-ü"])
+def test_path_ids_and_categories_follow_the_topics_id_rule(raw: str) -> None:
+    from pydantic import TypeAdapter, ValidationError
+    from recstream.schemas.messages import Id
+
+    try:
+        TypeAdapter(Id).validate_python(raw)
+        valid = True
+    except ValidationError:
+        valid = False
+    for name, check in (("user_id", check_user_id),
+                        ("category", lambda v: query_category({"category": v}))):  # fmt: skip
+        if valid:
+            assert check(raw) == raw
+        else:
+            with pytest.raises(BadRequest) as exc:
+                check(raw)
+            assert exc.value.field == name and exc.value.detail.startswith(f"{name}: ")
 
 
 def test_unknown_or_repeated_parameters_are_refused() -> None:
