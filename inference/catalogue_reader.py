@@ -9,13 +9,13 @@ serves an item retired before it started.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from recstream.inference.catalogue import Catalogue
+from recstream.inference.topic_replay import CatchUp, TopicMissing, replay_from_start
 from recstream.schemas.topics import ITEMS
 
 log = logging.getLogger(__name__)
@@ -32,26 +32,14 @@ class CatalogueReader:
         self._consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50,
                                           **self._kafka)  # fmt: skip
         await self._consumer.start()
-        parts: set[int] | None = None
-        for _ in range(int(timeout_s * 10)):  # a topic just created may lag in metadata
-            parts = self._consumer.partitions_for_topic(ITEMS)
-            if parts:
-                break
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
-            await asyncio.sleep(0.1)
-        if not parts:
+        try:
+            catch_up = CatchUp(await replay_from_start(self._consumer, [ITEMS], timeout_s))
+        except TopicMissing:
             raise RuntimeError(f"topic {ITEMS!r} not found: create it (compacted; `recstream "
-                               "broker` does) or set RECSTREAM_SCORER_CATALOGUE=0")
-        tps = [TopicPartition(ITEMS, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        ends = await self._consumer.end_offsets(tps)
-        behind = {tp: end for tp, end in ends.items() if end > 0}
-        while behind:
+                               "broker` does) or set RECSTREAM_SCORER_CATALOGUE=0") from None
+        while not catch_up.done:
             await self.poll(timeout_ms=200)
-            for tp in list(behind):
-                if await self._consumer.position(tp) >= behind[tp]:
-                    del behind[tp]
+            await catch_up.check(self._consumer)
         log.info("catalogue: %d items, %d unavailable, after %d records",
                  len(self.catalogue.items), len(self.catalogue.unavailable(0)),
                  self.catalogue.applied)  # fmt: skip

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from recstream.api_requests import (
@@ -40,6 +40,7 @@ from recstream.api_requests import (
 )
 from recstream.api_similar import SimilarItems
 from recstream.api_state import ApiState
+from recstream.inference.topic_replay import CatchUp, TopicMissing, replay_from_start
 from recstream.schemas.api import MAX_BODY_BYTES, openapi_document
 from recstream.schemas.messages import ModelUpdate, now_ms
 from recstream.schemas.settings import KafkaSettings, env_number
@@ -156,28 +157,18 @@ class ApiServer:
                                           **kafka)  # fmt: skip
         await self._consumer.start()
         topics = (RECOMMENDATIONS, EVENTS, USER_DELETIONS, ITEMS, MODEL_UPDATES)
-        parts = [TopicPartition(t, p) for t in topics
-                 for p in sorted(await self._partitions(t))]  # fmt: skip
-        self._consumer.assign(parts)
-        await self._consumer.seek_to_beginning(*parts)
-        ends = await self._consumer.end_offsets(parts)
+        try:
+            catch_up = CatchUp(await replay_from_start(self._consumer, topics, timeout_s=5.0))
+        except TopicMissing as exc:
+            raise RuntimeError(f"topic {exc} not found on {self.settings.kafka.bootstrap}"
+                               ) from None
         await asyncio.to_thread(self.similar.load_current)
-        self._tasks = [asyncio.create_task(self._consume(ends), name="api-consume"),
+        self._tasks = [asyncio.create_task(self._consume(catch_up), name="api-consume"),
                        asyncio.create_task(self._follow_models(), name="api-models")]
         self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         self.port = int(self._runner.addresses[0][1])
-
-    async def _partitions(self, topic: str) -> set[int]:
-        assert self._consumer is not None
-        for _ in range(50):  # metadata of a topic just created may lag a moment
-            found = self._consumer.partitions_for_topic(topic)
-            if found:
-                return found
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic!r} not found on {self.settings.kafka.bootstrap}")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -189,13 +180,12 @@ class ApiServer:
             if client is not None:
                 await client.stop()
 
-    async def _consume(self, ends: dict[TopicPartition, int]) -> None:
+    async def _consume(self, catch_up: CatchUp) -> None:
         assert self._consumer is not None
         feeds = {RECOMMENDATIONS: self.state.add_recommendation, EVENTS: self.state.add_event,
                  USER_DELETIONS: self.state.add_deletion, ITEMS: self.state.add_item,
                  MODEL_UPDATES: self._model_update}  # fmt: skip
-        behind = {tp: end for tp, end in ends.items() if end > 0}
-        self.ready = not behind
+        self.ready = catch_up.done
         try:
             while True:
                 # Small helpings, each followed by a yield: requests wait at most one.
@@ -205,13 +195,10 @@ class ApiServer:
                         feeds[tp.topic](r.value)
                     self._records.labels(tp.topic).inc(len(records))
                     await asyncio.sleep(0)
-                for tp in list(behind):  # by position: compaction and retention leave gaps
-                    if await self._consumer.position(tp) >= behind[tp]:
-                        del behind[tp]
-                if not self.ready and not behind:
+                if not self.ready and await catch_up.check(self._consumer):
                     self.ready = True
                     log.info("api ready: read the topics' %d records held at start",
-                             sum(ends.values()))
+                             catch_up.records_at_start)
         except asyncio.CancelledError:
             raise
         except Exception:
