@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from operator import itemgetter
 from types import MappingProxyType
@@ -193,7 +193,8 @@ class CooccurrenceRecommender:
 
     # -- scoring ----------------------------------------------------------
 
-    def recommend(self, requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:
+    def recommend(self, requests: Sequence[ScoreRequest], k: int,
+                  unavailable: Set[str] = frozenset()) -> list[list[RankedItem]]:  # fmt: skip
         if k < 1 or not requests:
             return [[] for _ in requests]
         cfg = self.config
@@ -201,7 +202,8 @@ class CooccurrenceRecommender:
         pop_norm = (1.0 / top_pop) if top_pop > 0 else 0.0
         # One popular head per batch, long enough to survive any request's exclusions.
         longest = max(len(r.items) + len(r.exclude) for r in requests)
-        head = heapq.nlargest(k + longest, self._pop.items(), key=itemgetter(1))
+        pop = ((i, p) for i, p in self._pop.items() if i not in unavailable)  # once per batch
+        head = heapq.nlargest(k + longest, pop, key=itemgetter(1))
         rows, totals = self._rows, self._row_total
         out: list[list[RankedItem]] = []
         for req in requests:
@@ -215,7 +217,7 @@ class CooccurrenceRecommender:
                 if row:
                     norm = weight / (totals[item] + cfg.smoothing)
                     for dst, count in row.items():
-                        if dst not in excluded:
+                        if dst not in excluded and dst not in unavailable:
                             scores[dst] = get(dst, 0.0) + count * norm
                 weight *= cfg.recency_decay
             if cfg.popularity_weight > 0 and pop_norm > 0:

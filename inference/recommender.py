@@ -7,7 +7,7 @@ co-occurrence baseline and the trained sequence Transformer are interchangeable.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -34,10 +34,13 @@ class Recommender(Protocol):
         """Stamped on every recommendation as ``model_version``."""
         ...
 
-    def recommend(self, requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:
+    def recommend(self, requests: Sequence[ScoreRequest], k: int,
+                  unavailable: Set[str] = frozenset()) -> list[list[RankedItem]]:  # fmt: skip
         """One ranked list per request, best first, at most ``k`` items each.
 
-        Items in the request's history (``items`` and ``exclude``) are never returned.
+        Items in the request's history (``items`` and ``exclude``) are never returned,
+        nor any of ``unavailable`` (the catalogue's retired and expired items: one
+        set for the whole batch, often the same object from batch to batch).
         """
         ...
 

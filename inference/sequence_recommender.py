@@ -16,7 +16,7 @@ to eager torch's top-K by the parity tests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 
 import torch
@@ -54,6 +54,8 @@ class SequenceRecommender:
         #: Catalogue items without an id row, ranked by text (set_item_texts).
         self._text_only: TextOnlyItems | None = None
         self._item_table: torch.Tensor | None = None
+        #: The last ``unavailable`` set seen and its model indices.
+        self._unavailable: tuple[Set[str], list[int]] | None = None
         self.backend = select_backend(
             backend,
             self.model,
@@ -95,9 +97,11 @@ class SequenceRecommender:
         self._text_only = extra if extra else None
         return len(extra)
 
-    def recommend(self, requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:
-        """Top-``k`` items per request, best first (fewer if the catalogue runs out);
-        with :meth:`set_item_texts`, items ranked by text alone compete for the ``k``."""
+    def recommend(self, requests: Sequence[ScoreRequest], k: int,
+                  unavailable: Set[str] = frozenset()) -> list[list[RankedItem]]:  # fmt: skip
+        """Top-``k`` items per request, best first (fewer if the catalogue runs out),
+        none of ``unavailable``; with :meth:`set_item_texts`, items ranked by text
+        alone compete for the ``k``."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not requests:
@@ -107,7 +111,7 @@ class SequenceRecommender:
             if self.backend.max_k < self.model.cfg.n_items:
                 raise ValueError(f"k={k} exceeds the backend's top-K of {self.backend.max_k}")
             k = self.backend.max_k  # the catalogue runs out first
-        batch, seen_rows, _ = self._inputs(requests)
+        batch, seen_rows, _ = self._inputs(requests, self._indices_of(unavailable))
         scores, idx = self.backend.topk(batch, pad_exclusions(seen_rows), k)
         out: list[list[RankedItem]] = []
         # model_construct: the ids come from the model's own catalogue and the
@@ -122,14 +126,24 @@ class SequenceRecommender:
         extra = self._text_only
         if extra is not None:  # a second, eager pass for the users' states
             users = extra.users(batch.items, batch.event_types, batch.times, batch.query_times)
-            out = extra.merge(out, users, requests, want)
+            out = extra.merge(out, users, requests, want, unavailable)
         return out
 
+    def _indices_of(self, unavailable: Set[str]) -> list[int]:
+        """The model indices of ``unavailable``, worked out once per distinct set (the
+        catalogue hands out the same object until a record changes it)."""
+        cached = self._unavailable
+        if cached is None or cached[0] is not unavailable:
+            index = self.index.get
+            cached = self._unavailable = (unavailable, [i for i in map(index, unavailable) if i])
+        return cached[1]
+
     def _inputs(
-        self, requests: Sequence[ScoreRequest]
+        self, requests: Sequence[ScoreRequest], gone: list[int] | None = None
     ) -> tuple[SequenceBatch, list[list[int]], list[list[str]]]:
-        """The model's batch, each row's excluded item indices, and each row's known items
-        (the request's items the model has, oldest first: what the batch holds)."""
+        """The model's batch, each row's excluded item indices (``gone`` added to every
+        row; a repeat is harmless), and each row's known items (the request's items the
+        model has, oldest first: what the batch holds)."""
         items, ts, types, triggers, seen_rows, kept = [], [], [], [], [], []
         index, lookup = self.index.get, self.index.__getitem__
         for req in requests:
@@ -156,7 +170,7 @@ class SequenceRecommender:
             seen = set(idx)
             seen.update(index(it, 0) for it in req.exclude)
             seen.discard(0)
-            seen_rows.append(list(seen))
+            seen_rows.append([*seen, *gone] if gone else list(seen))
         width = max(1, min(self.model.cfg.max_len, max(len(s) for s in items)))
         return build_batch(items, ts, types, width, trigger_ts_ms=triggers), seen_rows, kept
 

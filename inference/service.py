@@ -483,9 +483,7 @@ class Scorer:
         self, model: Recommender, requests: list[ScoreRequest], gone: frozenset[str]
     ) -> tuple[list[list[RankedItem]], list[list[Explanation]]]:
         model.observe(requests)
-        if gone:  # each request's exclusion grows by the catalogue's unavailable items
-            requests = [r.model_copy(update={"exclude": [*r.exclude, *gone]}) for r in requests]
-        ranked = model.recommend(requests, self.settings.top_k)
+        ranked = model.recommend(requests, self.settings.top_k, unavailable=gone)
         return ranked, _explanations(model, requests, self.settings.explain_top)
 
     async def _deliver(

@@ -10,7 +10,7 @@ trainer's next version then learns the item's id row. Plain torch, no broker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 
 import torch
 from recstream.inference.model import SeqRecModel
@@ -42,11 +42,16 @@ class TextOnlyItems:
             return self._model.encode(items, event_types, times, query_times, self._items)[:, -1]
 
     def merge(self, ranked: list[list[RankedItem]], users: torch.Tensor,
-              requests: Sequence[ScoreRequest], k: int) -> list[list[RankedItem]]:  # fmt: skip
+              requests: Sequence[ScoreRequest], k: int,
+              unavailable: Set[str] = frozenset()) -> list[list[RankedItem]]:  # fmt: skip
         """Each request's top ``k`` of its graph list and these items, never one of its
-        history or ``exclude`` (the graph's lists already leave those out)."""
+        history or ``exclude``, nor of ``unavailable`` (the graph's lists already leave
+        those out)."""
         with torch.inference_mode():
             scores = users.float() @ self.table.t()  # [B, C]
+            gone = [self.column[i] for i in self.ids if i in unavailable]
+            if gone:
+                scores[:, gone] = -float("inf")
             for row, req in enumerate(requests):
                 drop = [self.column[i] for i in (*req.items, *req.exclude) if i in self.column]
                 if drop:

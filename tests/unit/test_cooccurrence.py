@@ -55,6 +55,19 @@ def test_history_and_exclude_are_never_recommended() -> None:
     assert got[0] == "d"  # the strongest allowed follower of the recent items
 
 
+def test_unavailable_items_are_never_recommended_nor_used_as_popular_fill() -> None:
+    model = trained([["a", "b", "c", "d", "e"]] * 10 + [["p", "q"]] * 3)
+    got = ids(model, req("u", ["a"]), k=10)
+    assert {"b", "c"} <= set(got)
+    gone = frozenset({"b", "c", "p"})
+    for user, history in (("u", ["a"]), ("cold", [])):
+        (row,) = model.recommend([req(user, history)], 10, unavailable=gone)
+        kept = [r.item_id for r in row]
+        assert kept and not gone & set(kept), kept
+    (row,) = model.recommend([req("u", ["a"])], 4, unavailable=gone)
+    assert [r.item_id for r in row][:2] == ["d", "e"]
+
+
 def test_cold_user_gets_popular_items() -> None:
     model = trained([["pop", "mid"]] * 10 + [["pop", "rare"]])
     assert ids(model, req("cold", []), k=3) == ["pop", "mid", "rare"]

@@ -47,6 +47,19 @@ def test_recommend_excludes_history_and_exclude_list(model_dir: Path) -> None:
     assert rec.version.startswith("v-")
 
 
+def test_unavailable_items_are_never_recommended_to_anyone(model_dir: Path) -> None:
+    rec = load(model_dir)
+    gone = frozenset({"i2", "i5", "not-in-this-version"})
+    out = rec.recommend([_req(["i1"]), _req([]), _req(["i3"], exclude=["i4"])], k=6,
+                        unavailable=gone)  # fmt: skip
+    assert all(len(r) == 6 - len(gone & set(rec.item_ids)) - len(req) for r, req in
+               zip(out, (["i1"], [], ["i3", "i4"]), strict=True))  # fmt: skip
+    assert not gone & {r.item_id for row in out for r in row}
+    # A changed set is used as given, not the indices worked out for the last one.
+    (again,) = rec.recommend([_req([])], k=6, unavailable=frozenset({"i6"}))
+    assert {r.item_id for r in again} == {"i1", "i2", "i3", "i4", "i5"}
+
+
 def test_recommend_rejects_bad_input(model_dir: Path) -> None:
     rec = load(model_dir)
     with pytest.raises(ValueError, match="k must be"):

@@ -67,6 +67,15 @@ def test_a_new_item_in_the_history_or_exclude_list_is_never_recommended(model_di
     assert not {"new", "other"} & {r.item_id for r in plain}
 
 
+def test_an_unavailable_new_item_is_never_recommended(model_dir: Path) -> None:
+    rec = load(model_dir, backend="torch")
+    rec.set_item_texts({"new": TEXTS[1], "other": TEXTS[2]})
+    rows = rec.recommend([_req(["i1"]), _req([])], k=8, unavailable=frozenset({"new", "i3"}))
+    for row in rows:
+        ids = {r.item_id for r in row}
+        assert "other" in ids and not {"new", "i3"} & ids
+
+
 def _update(item: str, text: str | None) -> ItemUpdate:
     return ItemUpdate(item_id=item, text=text, updated_ms=T0)
 
