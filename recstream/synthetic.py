@@ -11,7 +11,9 @@ What makes it realistic enough to learn from:
 * taste: each user favours one of three tiers of every category's makers and
   styles (a title's first words: a brand, a fit, a material), the kind of
   preference that shows in an item's text and in a user's whole history rather
-  than in the last item alone (``StreamShape.taste``; 0 gives the stream without it);
+  than in the last item alone (``StreamShape.taste``), and related items of the
+  same kind (``related_alike``); both 0 by default, which gives the stream as it
+  was before they existed;
 * a funnel per viewed item: view > click > cart > purchase, some purchases rated.
 
 Standard library only (``random``), so it runs in the worker image and gives the
@@ -282,12 +284,11 @@ class _Catalogue:
             weight[item_id] = 1.0 / (ranks[i] + 1) ** zipf
             by_category[cat].append(item_id)
         cum = {c: _cumulative([weight[i] for i in ids]) for c, ids in by_category.items()}
-        tiers = _groups(items, weight, lambda i: tier_of(i))
-        kinds = _groups(items, weight, kind_of)
-        self = cls(items, by_category, cum, {}, tiers)
+        self = cls(items, by_category, cum, {}, _groups(items, weight, tier_of))
+        kinds = _groups(items, weight, kind_of) if alike > 0 else {}
         for item_id, item in items.items():
             pool = by_category[item.category]
-            group = kinds[(item.category, kind_of(item))] if alike > 0 else ([], [])
+            group = kinds[(item.category, kind_of(item))] if kinds else ([], [])
             picks = {self._related_pick(rng, item.category, group, alike)
                      for _ in range(4)} - {item_id}  # fmt: skip
             self.related[item_id] = sorted(picks) if len(pool) > 1 else []
