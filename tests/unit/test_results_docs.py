@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,6 +120,23 @@ def test_the_quoted_quality_rows_are_the_ones_named() -> None:
                       .read_text())["ml-100k"]["rows"]  # fmt: skip
     assert [r["model"] for r in rows[1:3]] == ["ours", "no-time"]
     assert rows[1]["seeds"] == rows[2]["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_the_no_text_and_sasrec_rows_are_quoted_paired_with_the_earlier_ours() -> None:
+    from recstream.bench.quality import paired_vs_ours
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        return json.loads((ROOT / "bench/results" / name).read_text())["ml-100k"]["rows"]
+
+    ours = rows("2026-12-07-cpu-quality-ml100k-5seeds-4rows.json")[1]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    later = rows("2026-12-08-cpu-quality-ml100k-5seeds-no-text-sasrec.json")[1:]
+    assert [r["model"] for r in later] == ["no-text", "sasrec"]
+    for row, name in zip(later, ("without text", "for our SASRec"), strict=True):
+        assert row["seeds"] == ours["seeds"] and row["converged"] is True
+        paired = paired_vs_ours(row, ours)["ndcg@10"]
+        assert (f"{row['ndcg@10']} {name} (ours minus it: {-paired['mean']}, standard error "
+                f"{paired['se']})") in readme, (name, paired)
 
 
 def test_the_quoted_ten_minute_slope_is_that_of_the_whole_minutes() -> None:
