@@ -32,6 +32,7 @@ def test_versus_ranks_both_models_on_the_same_new_item_cases(tmp_path: Path) -> 
 
 def test_shape_options_name_a_field_of_the_stream() -> None:
     import typer
+
     from recstream.commands_bench_versus import _shape
 
     assert _shape(["taste=0.8", "drift=0.3"]) == {"taste": 0.8, "drift": 0.3}
