@@ -298,8 +298,12 @@ def test_similar_items_follow_the_announced_version_and_refuse_a_bad_one(
         producer.close()
         wait_for(lambda: api_log_has(tmp_path / "api.log", f"refused {bad.path}"), 60,
                  "the bad version refused", 0.2, api)  # fmt: skip
+        # The newest (bad) one is tried first; then v2 loads, in a thread: under load
+        # that takes a moment after the refusal is logged.
+        wait_for(lambda: call(port, "GET", "/v1/items/a/similar?k=3")[1]["model_version"]
+                 == v2.version, 60, "v2 answering after the refusal", 0.2, api)  # fmt: skip
         status, body = call(port, "GET", "/v1/items/a/similar?k=3")
-        assert body["model_version"] == v2.version, body  # the good one keeps answering
+        assert body["model_version"] == v2.version, body  # the good one answers
         assert [i["item_id"] for i in body["items"]] == ["d", "c"]  # b retired
     finally:
         assert stop_all([api]) == {"api": 0}
