@@ -87,11 +87,12 @@ class SimilarItems:
         if table is None or (row is None and (text is None or project is None)):
             return None
         if row is None:
-            placed = cache.get(text or "")
+            assert text is not None  # else answered None above
+            placed = cache.get(text)
             if placed is None:
-                placed = _placed_by_text(project, text or "")
+                placed = _placed_by_text(project, text)
                 if len(cache) < MAX_PLACED:
-                    cache[text or ""] = placed
+                    cache[text] = placed
             scores = table @ placed
         else:
             scores = table @ table[row]

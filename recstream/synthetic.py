@@ -149,6 +149,11 @@ def kind_of(item: CatalogItem) -> str:
     return max((w for w in second if rest.startswith(w)), key=len)
 
 
+def user_tier(user_id: str) -> int:
+    """The tier a generated user favours, from the id (``u000042``), not the generator."""
+    return int(user_id.lstrip("u")) % TIERS
+
+
 def tier_of(item: CatalogItem) -> int:
     """The item's tier, read from its title's opening words (so its text carries it)."""
     openers = _TITLE_WORDS[item.category][0]
@@ -221,7 +226,7 @@ def generate(
         # A user still in a session does not start another: draw someone else
         # (a few tries, then queue the session after the current one).
         for _ in range(_USER_TRIES):
-            user = users[bisect.bisect_left(activity, rng.random() * activity[-1])]
+            user = _weighted(rng, users, activity)
             if user.busy_until + 60_000 <= clock:
                 break
         begin = max(int(clock), user.busy_until + 60_000)
@@ -246,6 +251,11 @@ def generate(
 
 def _cumulative(weights: list[float]) -> list[float]:
     return list(itertools.accumulate(weights))
+
+
+def _weighted(rng: random.Random, choices: list[Any], cum: list[float]) -> Any:
+    """One of ``choices`` drawn by its weight (``cum``: the cumulative weights)."""
+    return choices[bisect.bisect_left(cum, rng.random() * cum[-1])]
 
 
 def _pick(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
@@ -298,12 +308,11 @@ class _Catalogue:
                       alike: tuple[list[str], list[float]], p: float) -> str:  # fmt: skip
         ids, cum = alike
         if len(ids) > 1 and rng.random() < p:
-            return ids[bisect.bisect_left(cum, rng.random() * cum[-1])]
+            return _weighted(rng, ids, cum)
         return self.popular_in(rng, category)
 
     def popular_in(self, rng: random.Random, category: str) -> str:
-        cum = self.cum_weights[category]
-        return self.by_category[category][bisect.bisect_left(cum, rng.random() * cum[-1])]
+        return _weighted(rng, self.by_category[category], self.cum_weights[category])
 
     def draw(self, rng: random.Random, category: str, user: _User, taste: float) -> str:
         """A popular item of the topic; with probability ``taste`` one of the user's tier.
@@ -311,8 +320,7 @@ class _Catalogue:
         if taste > 0 and rng.random() < taste:
             group = self.tiers.get((category, user.tier))
             if group:
-                ids, cum = group
-                return ids[bisect.bisect_left(cum, rng.random() * cum[-1])]
+                return _weighted(rng, *group)
         return self.popular_in(rng, category)
 
 
@@ -378,7 +386,7 @@ class _User:
         for _ in range(rng.choice((1, 2, 2, 3))):
             interests[rng.randrange(len(CATEGORIES))] += rng.uniform(0.5, 1.0)
         # The tier from the id, not the generator: streams without taste stay as they were.
-        tier = int(user_id.lstrip("u")) % TIERS
+        tier = user_tier(user_id)
         return cls(user_id, _normalise(interests), _pick(rng, _DEVICES), _pick(rng, _GEOS), tier)
 
     def drift(self, rng: random.Random) -> None:

@@ -10,7 +10,15 @@ from collections import Counter, defaultdict
 import pytest
 from recstream.schemas import EVENT_TYPES, parse_event
 
-from recstream.synthetic import CATEGORIES, TIERS, StreamShape, SyntheticData, generate, tier_of
+from recstream.synthetic import (
+    CATEGORIES,
+    TIERS,
+    StreamShape,
+    SyntheticData,
+    generate,
+    tier_of,
+    user_tier,
+)
 
 START = 1_700_000_000_000
 
@@ -127,7 +135,7 @@ def test_interests_drift_over_time() -> None:
 def _own_tier_share(taste: float) -> float:
     d = generate(20_000, 600, 400, seed=5, start_ms=START, shape=StreamShape(taste=taste))
     views = [e for e in d.events if e.event_type == "view"]
-    own = sum(tier_of(d.items[e.item_id]) == int(e.user_id[1:]) % TIERS for e in views)
+    own = sum(tier_of(d.items[e.item_id]) == user_tier(e.user_id) for e in views)
     return own / len(views)
 
 
