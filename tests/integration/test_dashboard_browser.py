@@ -186,8 +186,13 @@ def _retire_and_add_from_the_page(browser: Any, url: str, demo: subprocess.Popen
             ".map(tr => [...tr.cells].map(td => td.textContent))")
         return {cells[0]: cells for cells in rows}
 
-    _wait(lambda: (_number(watched().get(item, ["", "", "", "0"])[3]) or 0) >= 20, CHANGE_S,
-          "lists read after the retirement", demo)  # fmt: skip
-    rows = watched()
+    def settled() -> dict[str, list[str]] | None:
+        # The form's status comes from the POST's answer, the table from the next
+        # pushed snapshot (up to a second later): wait for both watches on the page.
+        rows = watched()
+        enough = "dash-new" in rows and (_number(rows.get(item, ["", "", "", "0"])[3]) or 0) >= 20
+        return rows if enough else None
+
+    rows = _wait(settled, CHANGE_S, "both watches shown, 20 lists read after the retirement", demo)
     assert rows[item][1] == "retired" and rows[item][4] == "0", rows
     assert rows["dash-new"][1] == "added", rows
