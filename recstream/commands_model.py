@@ -129,11 +129,13 @@ def eval_(
 
 
 def bench_quality(
-    dataset: Annotated[str, typer.Option(help="ml-100k or beauty")],
+    dataset: Annotated[str, typer.Option(
+        help="ml-100k or beauty (from --data-root), or synthetic (the demo's stream)")],
     json_out: Annotated[Path, typer.Option("--json", help="write the results here")],
     data_root: Annotated[Path, typer.Option(help="folder holding <dataset>/")] = Path("../shared/data"),
-    peers: Annotated[str, typer.Option(help="RecBole peers, comma separated ('' for none)")] = (
-        "sasrec,bert4rec,gru4rec"),
+    peers: Annotated[str, typer.Option(help=(
+        "peers, comma separated ('' for none): RecBole's sasrec,bert4rec,gru4rec; "
+        "RecTools' rectools-sasrec,rectools-bert4rec"))] = "sasrec,bert4rec,gru4rec",
     peer_budget_s: Annotated[float | None, typer.Option(
         help="training seconds per peer (default: to early stop)")] = None,
     fresh_peers: Annotated[bool, typer.Option(help="ignore cached peer results")] = False,
@@ -153,7 +155,7 @@ def bench_quality(
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Ours + ablations + RecBole peers on one split, ranked by one evaluator."""
+    """Ours + ablations + RecBole and RecTools peers on one split, ranked by one evaluator."""
     _threads(threads)
     from recstream.bench.quality import BenchError, QualityOptions, run_quality
 

@@ -16,7 +16,7 @@ N_ITEMS = 30
 
 def _write_ml100k(root: Path, text: bool = True) -> None:
     folder = root / "ml-100k"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
     for u in range(1, 121):
@@ -175,3 +175,63 @@ def test_unavailable_peers_fail_before_any_row_trains(tmp_path: Path, monkeypatc
     assert res.exit_code == 2, res.output
     assert "cannot load: no tensorboard" in res.output
     assert not (tmp_path / "q.json").exists()
+
+
+def test_rectools_peers_are_rows_beside_recboles_and_count_in_the_ratio(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import recstream.bench.rectools_peers as rectools
+
+    def run_peer(peer, split, max_len, **kwargs):  # type: ignore[no-untyped-def]
+        assert peer == "rectools-sasrec" and max_len == 200
+        metrics = {"hr@10": 0.8, "ndcg@10": 0.4, "mrr@10": 0.3, "hr@20": 0.9, "ndcg@20": 0.45,
+                   "mrr@20": 0.31, "users": len(split.users)}
+        return rectools.PeerResult(metrics, metrics, 5, 4, 1.0, True, {"n_factors": 64})
+
+    monkeypatch.setattr(rectools, "rectools_version", lambda: "0.0-fake")
+    monkeypatch.setattr(rectools, "run_peer", run_peer)
+    res, result = _quality_with_fake_peers(tmp_path, monkeypatch, "--peers",
+                                           "sasrec,rectools-sasrec", "--ours", "ours")
+    rows = {r["model"]: r for r in result["rows"]}
+    assert rows["rectools-sasrec"]["rectools"] == "0.0-fake"
+    assert rows["rectools-sasrec"]["config"] == {"n_factors": 64}
+    assert rows["recbole-sasrec"]["recbole"] == "0.0-fake"
+    assert result["best_peer"] == "rectools-sasrec"  # the higher converged peer
+    assert result["ours_over_best_peer_ndcg10"] == round(rows["ours"]["ndcg@10"] / 0.4, 4)
+    # Cached under its own key: a second run reads it back.
+    res, result = _quality_with_fake_peers(tmp_path, monkeypatch, "--peers",
+                                           "rectools-sasrec", "--ours", "")
+    assert [r["cached"] for r in result["rows"] if r["model"] == "rectools-sasrec"] == [True]
+
+
+def test_an_unknown_peer_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    from recstream.cli import app
+
+    _write_ml100k(tmp_path / "data", text=False)
+    res = CliRunner().invoke(app, [
+        "bench", "quality", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"),
+        "--peers", "rectools-gru4rec", "--ours", "ours", "--json", str(tmp_path / "q.json"),
+    ])
+    assert res.exit_code == 2, res.output
+    assert "unknown peer 'rectools-gru4rec'" in res.output and "rectools-sasrec" in res.output
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_the_synthetic_dataset_is_the_demos_stream_hashed_and_new_item_cases_only(
+        tmp_path: Path) -> None:
+    from recstream.bench.synthetic_data import DEMO_EVENTS, demo_interactions
+    from recstream.cli import app
+
+    out = tmp_path / "q.json"
+    res = CliRunner().invoke(app, ["bench", "quality", "--dataset", "synthetic", "--peers", "",
+                                   "--ours", "", "--no-progress", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())["synthetic"]
+    data, sha = demo_interactions()
+    assert result["data"]["sha256"] == sha and result["data"]["events"] == DEMO_EVENTS
+    assert result["data"]["has_time"] and result["data"]["has_text"]
+    assert result["data"]["path"] is None and "new to the user" in result["data"]["cases"]
+    # Fewer cases than users: repeats (a click after its view) are not ranked.
+    popularity = result["rows"][0]
+    assert popularity["model"] == "popularity"
+    assert 0 < popularity["users"] < result["data"]["users"]
+    assert demo_interactions(seed=8)[1] != sha
