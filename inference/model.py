@@ -273,7 +273,10 @@ class SeqRecModel(nn.Module):
         b, n = items.shape
         table = self.item_table() if table is None else table
         valid = items != 0
-        rep = table[items]
+        # F.embedding, not table[items]: on a multi-threaded CPU, indexing's backward
+        # (an accumulating index_put) sums the rows' gradients in a varying order,
+        # so the same seed gave different weights from run to run.
+        rep = F.embedding(items, table)
         if hidden is not None:
             if not cfg.masked_pretraining:
                 raise ValueError("hidden items need a model built with masked_pretraining=True")
@@ -412,8 +415,8 @@ class SeqRecModel(nn.Module):
             return F.cross_entropy(logits, tgt)
         if negatives is None:
             raise ValueError("loss='sampled' needs a negatives tensor")
-        pos = (u * table[tgt]).sum(-1, keepdim=True)
-        neg = u @ table[negatives].t()
+        pos = (u * F.embedding(tgt, table)).sum(-1, keepdim=True)
+        neg = u @ F.embedding(negatives, table).t()
         neg = torch.where(negatives.unsqueeze(0) == tgt.unsqueeze(1), _MASKED, neg)
         logits = torch.cat([pos, neg], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(tgt))

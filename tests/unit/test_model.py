@@ -312,3 +312,30 @@ def test_a_model_dir_saved_before_age_bias_layers_loads_as_all(tmp_path: Path) -
     with torch.no_grad():
         assert torch.allclose(loaded.encode(items, types, times, query),
                               model.encode(items, types, times, query))
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_gradients_repeat_exactly_on_two_threads(loss: str) -> None:
+    """The same batch gives bit-identical gradients every time on a multi-threaded CPU
+    (indexing the item table summed its rows' gradients in a varying order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = _model(loss=loss, n_negatives=20)  # eval: no dropout
+        gen = torch.Generator().manual_seed(0)
+        items = torch.randint(1, N_ITEMS + 1, (1024, 12), generator=gen)  # many repeats
+        ts = [[T0 + k * 60_000 for k in range(12)]] * 1024
+        b = build_batch(items.tolist(), ts, [[1] * 12] * 1024, 12)
+        targets = torch.randint(1, N_ITEMS + 1, (1024, 12), generator=gen)
+        negatives = torch.randint(1, N_ITEMS + 1, (20,), generator=gen)
+
+        def grad() -> torch.Tensor:
+            model.zero_grad()
+            model(b.items, b.event_types, b.times, b.query_times, targets,
+                  negatives=negatives if loss == "sampled" else None).backward()
+            return model.item_id.weight.grad.clone()
+
+        first = grad()
+        assert all(torch.equal(first, grad()) for _ in range(5))
+    finally:
+        torch.set_num_threads(threads)
