@@ -219,6 +219,7 @@ def test_an_unknown_peer_is_refused_naming_the_known_ones(tmp_path: Path) -> Non
 def test_the_synthetic_dataset_is_the_demos_stream_hashed_and_new_item_cases_only(
         tmp_path: Path) -> None:
     from recstream.bench.synthetic_data import DEMO_EVENTS, demo_interactions
+
     from recstream.cli import app
 
     out = tmp_path / "q.json"
