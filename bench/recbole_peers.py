@@ -26,31 +26,16 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from recstream.bench.peer_result import PeerResult, PeerUnavailable
 from recstream.trainer.evaluate import ScoreFn, evaluate
 from recstream.trainer.split import EvalCase, Split
 
 MODELS = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec"}
 DATASET = "recstream"
-
-
-class PeerUnavailable(RuntimeError):
-    """RecBole is not installed or does not work in this environment."""
-
-
-@dataclass
-class PeerResult:
-    valid: dict[str, Any]
-    test: dict[str, Any]
-    epochs: int
-    best_epoch: int
-    train_seconds: float
-    converged: bool
-    config: dict[str, Any]
 
 
 def recbole_version() -> str:

@@ -22,10 +22,10 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+from recstream.bench.peer_result import PeerResult, PeerUnavailable
 from recstream.trainer.evaluate import ScoreFn, evaluate
 from recstream.trainer.split import EvalCase, Split
 
@@ -37,21 +37,6 @@ MODELS = {"rectools-sasrec": "SASRecModel", "rectools-bert4rec": "BERT4RecModel"
 #: peers then take the library's sampled loss, gBCE with 256 negatives (gSASRec's
 #: setting; BERT4Rec: sampled softmax). Ours switches at the same size.
 SAMPLED_ABOVE_ITEMS = 20_000
-
-
-class PeerUnavailable(RuntimeError):
-    """RecTools is not installed or does not work in this environment."""
-
-
-@dataclass
-class PeerResult:
-    valid: dict[str, Any]
-    test: dict[str, Any]
-    epochs: int
-    best_epoch: int
-    train_seconds: float
-    converged: bool
-    config: dict[str, Any]
 
 
 def rectools_version() -> str:
