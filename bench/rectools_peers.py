@@ -55,9 +55,9 @@ def rectools_version() -> str:
 
 def peer_config(peer: str, n_items: int, max_len: int) -> dict[str, Any]:
     """The library's defaults (2 blocks, 4 heads, dropout 0.2, Adam lr 1e-3, batch 128,
-    full softmax) with our sequence length and our width (``d_model`` 64: its default
-    256 took 35 s an epoch on MovieLens-100K on 2 CPU cores, 64 is what the issue's
-    RecTools run used), and the sampled loss on a large catalogue."""
+    full softmax) with our sequence length, our width (64; its default 256 is several
+    times slower an epoch on a CPU, bench/RESULTS.md), and the sampled loss on a
+    large catalogue."""
     if peer not in MODELS:
         raise ValueError(f"unknown peer {peer!r}; known: {', '.join(MODELS)}")
     cfg: dict[str, Any] = {"session_max_len": max_len, "n_factors": 64, "deterministic": True}
