@@ -34,8 +34,10 @@ by the integration tests (the test broker, a short pause).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -61,6 +63,7 @@ from recstream.readback import latest_changelog_states, read_table
 if TYPE_CHECKING:
     from recstream.kafka_broker import KafkaBroker
 
+log = logging.getLogger(__name__)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 FAULTS = ("worker_kill", "scorer_kill", "broker_pause", "broker_kill", "leader_kill")
 #: Faults that kill a broker node and start it again on its data (Kafka only).
@@ -300,11 +303,21 @@ class _Traffic:
         raise FaultBenchError(f"{len(acks)} events could not be delivered after 5 tries")
 
     async def wait_answered(self, procs: _Procs) -> None:
-        """Until every user's last event led to a recommendation (or the recovery timeout)."""
+        """Until every user's last event led to a recommendation (or the recovery timeout).
+
+        Timed out, it asks the worker for a dump of its tasks (SIGUSR1: mode's
+        worker logs every thread's and task's stack), so its log says where it waits.
+        """
         deadline = time.monotonic() + self.load.recover_timeout_s
         while self.unanswered() and time.monotonic() < deadline:
             procs.supervise()
             await asyncio.sleep(0.1)
+        proc = procs.worker.proc
+        if self.unanswered() and proc is not None and proc.poll() is None:
+            log.warning("%d users unanswered after %.0f s: the worker's tasks go to %s",
+                        self.unanswered(), self.load.recover_timeout_s, procs.worker.log_path)
+            proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(2.0)
 
     def unanswered(self) -> int:
         return len(set(self.last.values()) - self.seen.triggers.keys())

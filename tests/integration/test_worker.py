@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -120,7 +121,14 @@ def test_worker_end_to_end(
 
         took_s = wait_for(settled, 60, "every valid event applied or deduplicated")
         wait_committed(broker.bootstrap, ends, worker=worker)
+        # An operator's SIGUSR1: every thread's and task's stack into the log, and on.
+        assert worker.proc is not None
+        worker.proc.send_signal(signal.SIGUSR1)
+        dumped = tmp_path / "worker.log"
+        wait_for(lambda: "TASKS" in dumped.read_text(errors="replace"), 20, "a task dump")
+        assert "_drain_messages" in dumped.read_text(errors="replace")  # the fetch loop's
         metrics = worker.metrics()
+        assert worker.alive
         stop_s = worker.terminate()
     log.warning(
         "worker ready in %.1fs; %d records done %.1fs after they were produced; stopped in %.1fs",
