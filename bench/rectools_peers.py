@@ -55,8 +55,8 @@ def rectools_version() -> str:
 
 def peer_config(peer: str, n_items: int, max_len: int) -> dict[str, Any]:
     """The library's defaults (2 blocks, 4 heads, dropout 0.2, Adam lr 1e-3, batch 128,
-    full softmax) with our sequence length, our width (64; its default 256 is several
-    times slower an epoch on a CPU, bench/RESULTS.md), and the sampled loss on a
+    full softmax) with our sequence length, our width (64; its default 256 takes twice
+    as long an epoch on a CPU, bench/RESULTS.md), and the sampled loss on a
     large catalogue."""
     if peer not in MODELS:
         raise ValueError(f"unknown peer {peer!r}; known: {', '.join(MODELS)}")

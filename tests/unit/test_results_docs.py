@@ -41,6 +41,8 @@ def test_every_cited_result_file_exists(doc: str) -> None:
 
 
 BOTH = "bench/results/2026-12-07-cpu-stream-both-1000-120s-at-cap.json"
+RECTOOLS = "bench/results/2026-12-08-cpu-quality-ml100k-rectools-sasrec.json"
+SYNTHETIC = "bench/results/2026-12-08-cpu-quality-synthetic-5seeds-time.json"
 #: Figures the README quotes from its Kafka table: (JSON file, keys into it, format).
 QUOTED = [
     (BOTH, ("engines", engine, key), fmt)
@@ -83,6 +85,17 @@ QUOTED = [
     ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds-4rows.json", ("ml-100k", "rows", 1, "per_seed", 0, "ndcg@10"), "run, {} here"),
     ("bench/results/2026-12-07-cpu-quality-ml100k-5seeds.json",
      ("ml-100k", "rows", 1, "per_seed", 0, "ndcg@10"), "seed 0: {} in an earlier run"),
+    (RECTOOLS, ("ml-100k", "rows", 2, "ndcg@10"), "test NDCG@10 {} on MovieLens-100K"),
+    (RECTOOLS, ("ml-100k", "rows", 2, "best_epoch"), "converged at epoch {} of"),
+    (RECTOOLS, ("ml-100k", "rows", 2, "epochs"), "of {}, beside"),
+    (RECTOOLS, ("ml-100k", "rows", 1, "ndcg@10"), "ours reached {} in the same run"),
+    (RECTOOLS, ("ml-100k", "rows", 1, "per_seed", 0, "ndcg@10"), "here, {} in a third"),
+    (RECTOOLS, ("ml-100k", "ours_over_best_peer_ndcg10"), "{} times the peer"),
+    (SYNTHETIC, ("synthetic", "rows", 1, "ndcg@10"), "NDCG@10 {} for ours against"),
+    (SYNTHETIC, ("synthetic", "rows", 2, "ndcg@10"), "against {} without time (no-time"),
+    (SYNTHETIC, ("synthetic", "rows", 2, "paired_vs_ours", "ndcg@10", "mean"),
+     "minus ours: {}, standard"),
+    (SYNTHETIC, ("synthetic", "rows", 2, "paired_vs_ours", "ndcg@10", "se"), "error {})."),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("p50_ms",), "p50 {} ms, p99"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("p99_ms",), "p99 {} ms, no"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("baseline_healthz_p99_ms",),
@@ -120,6 +133,15 @@ def test_the_quoted_quality_rows_are_the_ones_named() -> None:
                       .read_text())["ml-100k"]["rows"]  # fmt: skip
     assert [r["model"] for r in rows[1:3]] == ["ours", "no-time"]
     assert rows[1]["seeds"] == rows[2]["seeds"] == [0, 1, 2, 3, 4]
+    peer = json.loads((ROOT / RECTOOLS).read_text())["ml-100k"]
+    assert [r["model"] for r in peer["rows"][1:]] == ["ours", "rectools-sasrec"]
+    assert peer["rows"][2]["converged"] is True and peer["best_peer"] == "rectools-sasrec"
+    five_seeds = round(rows[1]["ndcg@10"] / peer["rows"][2]["ndcg@10"], 2)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"mean of ours ({rows[1]['ndcg@10']}) is {five_seeds} times the peer" in readme
+    synthetic = json.loads((ROOT / SYNTHETIC).read_text())["synthetic"]["rows"]
+    assert [r["model"] for r in synthetic[1:]] == ["ours", "no-time"]
+    assert synthetic[1]["seeds"] == synthetic[2]["seeds"] == [0, 1, 2, 3, 4]
 
 
 def test_the_no_text_and_sasrec_rows_are_quoted_paired_with_the_earlier_ours() -> None:
