@@ -9,7 +9,8 @@ has node faults (:data:`NODE_FAULTS`): ``broker_kill`` SIGKILLs a single-node
 broker, ``leader_kill`` the node of a three-node cluster that leads the most
 partitions of ``events``; either comes back on its data after ``down_s`` and
 catches up. Then the scenario waits until every user's last event came back as
-a recommendation, stops the worker and checks its table against what was sent:
+a recommendation (past the recovery timeout it has the worker log a dump of its
+tasks: SIGUSR1), stops the worker and checks its table against what was sent:
 
 * ``lost``: sent events missing from the table (the window is large enough to
   keep every event, so nothing may be missing);
