@@ -185,3 +185,15 @@ def test_each_quoted_figure_equals_its_json(path: str, keys: tuple[str, ...], fm
         value = value[key]
     readme = (ROOT / "README.md").read_text()
     assert _fmt(fmt, value) in " ".join(readme.split()), (path, keys, value)
+
+
+def test_the_readme_quality_table_is_what_its_command_generates() -> None:
+    from recstream.bench.quality_table import render
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- quality-table -->\n")[1].split("<!-- /quality-table -->")[0]
+    command = " ".join(readme.split("python -m\nrecstream.bench.quality_table ")[1]
+                       .split("`")[0].split())  # fmt: skip
+    files = [ROOT / f for f in command.split()]
+    assert files and all(f.is_file() for f in files), command
+    assert table == render(files)
