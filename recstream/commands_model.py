@@ -52,7 +52,7 @@ def train(
     weight_decay: Annotated[float, typer.Option()] = 0.1,
     batch_size: Annotated[int, typer.Option()] = 128,
     loss: Annotated[str, typer.Option(help="'full' softmax or 'sampled' (big catalogues)")] = "full",
-    negatives: Annotated[int, typer.Option(help="negatives for --loss sampled")] = 1024,
+    negatives: Annotated[int, typer.Option(help="negatives for --loss sampled")] = 4096,
     pretrain_epochs: Annotated[int, typer.Option(
         help="epochs of masked-item pre-training before next-item training")] = 0,
     mask_prob: Annotated[float, typer.Option(

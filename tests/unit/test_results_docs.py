@@ -43,6 +43,7 @@ def test_every_cited_result_file_exists(doc: str) -> None:
 BOTH = "bench/results/2026-12-07-cpu-stream-both-1000-120s-at-cap.json"
 RECTOOLS = "bench/results/2026-12-08-cpu-quality-ml100k-rectools-sasrec.json"
 SYNTHETIC = "bench/results/2026-12-08-cpu-quality-synthetic-5seeds-time.json"
+NEGATIVES = "bench/results/2026-12-08-cpu-beauty-negatives.json"
 #: Figures the README quotes from its Kafka table: (JSON file, keys into it, format).
 QUOTED = [
     (BOTH, ("engines", engine, key), fmt)
@@ -96,6 +97,10 @@ QUOTED = [
     (SYNTHETIC, ("synthetic", "rows", 2, "paired_vs_ours", "ndcg@10", "mean"),
      "minus ours: {}, standard"),
     (SYNTHETIC, ("synthetic", "rows", 2, "paired_vs_ours", "ndcg@10", "se"), "error {})."),
+    (NEGATIVES, ("beauty_negatives", "rows", 0, "ndcg@10"), "negatives gave test NDCG@10 {} (HR@10"),
+    (NEGATIVES, ("beauty_negatives", "rows", 0, "hr@10"), "(HR@10 {}) and 4,096"),
+    (NEGATIVES, ("beauty_negatives", "rows", 1, "ndcg@10"), "and 4,096 gave {} (HR@10"),
+    (NEGATIVES, ("beauty_negatives", "rows", 1, "hr@10"), "(HR@10 {}), an epoch"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("p50_ms",), "p50 {} ms, p99"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("p99_ms",), "p99 {} ms, no"),
     ("bench/results/2026-12-07-cpu-api-kafka.json", ("baseline_healthz_p99_ms",),
@@ -139,6 +144,9 @@ def test_the_quoted_quality_rows_are_the_ones_named() -> None:
     five_seeds = round(rows[1]["ndcg@10"] / peer["rows"][2]["ndcg@10"], 2)
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"mean of ours ({rows[1]['ndcg@10']}) is {five_seeds} times the peer" in readme
+    negatives = json.loads((ROOT / NEGATIVES).read_text())["beauty_negatives"]["rows"]
+    assert [r["negatives"] for r in negatives[:2]] == [1024, 4096]
+    assert all(r["converged"] and r["seed"] == 0 for r in negatives)
     synthetic = json.loads((ROOT / SYNTHETIC).read_text())["synthetic"]["rows"]
     assert [r["model"] for r in synthetic[1:]] == ["ours", "no-time"]
     assert synthetic[1]["seeds"] == synthetic[2]["seeds"] == [0, 1, 2, 3, 4]
