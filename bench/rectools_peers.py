@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from recstream.bench.peer_result import PeerResult, PeerUnavailable
+from recstream.bench.quality import SAMPLED_LOSS_ABOVE_ITEMS
 from recstream.trainer.evaluate import ScoreFn, evaluate
 from recstream.trainer.split import EvalCase, Split
 
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 MODELS = {"rectools-sasrec": "SASRecModel", "rectools-bert4rec": "BERT4RecModel"}
 #: Above this many items a full softmax per position is too slow on a CPU: the
 #: peers then take the library's sampled loss, gBCE with 256 negatives (gSASRec's
-#: setting; BERT4Rec: sampled softmax). Ours switches at the same size.
-SAMPLED_ABOVE_ITEMS = 20_000
+#: setting; BERT4Rec: sampled softmax), at the size where ours switches too.
+SAMPLED_ABOVE_ITEMS = SAMPLED_LOSS_ABOVE_ITEMS
 
 
 def rectools_version() -> str:
@@ -84,12 +85,15 @@ def _dataset(split: Split) -> Any:
 
 
 def _score_fn(model: Any, split: Split) -> ScoreFn:
-    """Our cases -> the model's recommend batches -> scores in our index order."""
+    """Our cases -> the model's recommend batches -> scores in our index order. The item
+    embeddings are computed at the first call and reused: the returned function belongs
+    to one evaluation pass (as :func:`trainer.evaluate.model_score_fn`)."""
     prep = model.data_preparator
     to_internal = prep.item_id_map.to_internal
     ours = torch.tensor([int(to_internal.get(i, -1)) for i in range(split.n_items + 1)])
     ours[0] = -1
     known = ours >= 0
+    table: list[torch.Tensor] = []  # the item embeddings, once per evaluation pass
 
     def score(cases: Sequence[EvalCase]) -> torch.Tensor:
         net = model.torch_model
@@ -98,7 +102,9 @@ def _score_fn(model: Any, split: Split) -> ScoreFn:
         histories = [[int(ours[i]) for i in c.items if known[i]] for c in cases]
         batch = prep._collate_fn_recommend([(h, [1.0] * len(h), {}) for h in histories])
         with torch.no_grad():
-            item_embs = net.item_model.get_all_embeddings()
+            if not table:
+                table.append(net.item_model.get_all_embeddings())
+            item_embs = table[0]
             batch = {k: v.to(item_embs.device) for k, v in batch.items()}
             users = net.encode_sessions(batch, item_embs)[:, -1, :]
             sim = net.similarity_module
